@@ -1,0 +1,1 @@
+"""The ``attnvision`` command line: it parses arguments and calls the library, nothing more."""

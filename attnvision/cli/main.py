@@ -1,0 +1,39 @@
+"""``attnvision <command>``: each command lives in its own module with ``add_parser`` and ``run``."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Each name is a module of this package defining ``add_parser(subparsers)`` (which sets
+# ``func`` on its parser) and the function it points to.
+COMMANDS = ["models", "profile"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(prog="attnvision", description="Attention for vision: models, profiling, "
+                                     "training, comparison and explanation.")
+    parser.add_argument("--version", action="version", version=f"attnvision {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f".{name}", __package__).add_parser(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args) or 0
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        print(f"attnvision {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""``attnvision models [PATTERN]``: the registered models, with parameters and MACs."""
+from __future__ import annotations
+
+from ._table import format_table
+
+
+def add_parser(sub):
+    p = sub.add_parser("models", help="list registered models (fnmatch PATTERN)")
+    p.add_argument("pattern", nargs="?", default="*")
+    p.add_argument("--count", action="store_true", help="also count parameters and MACs at each model's input size")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from .. import list_models, profile
+    from ..registry import create_model
+
+    names = list_models(args.pattern)
+    if not names:
+        print(f"no model matches {args.pattern!r}")
+        return 1
+    if not args.count:
+        print("\n".join(names))
+        return 0
+    rows = []
+    for name in names:
+        import torch
+
+        with torch.device("meta"):
+            model = create_model(name)
+        size = (1, *model.pretrained_cfg["input_size"])
+        p = profile(model, size)
+        rows.append([name, f"{p.params:,}", f"{p.gmacs:.2f}", "x".join(map(str, size[2:]))])
+    print(format_table(["model", "params", "GMACs", "input"], rows))
+    return 0

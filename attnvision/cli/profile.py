@@ -1,0 +1,40 @@
+"""``attnvision profile NAME [--input-size C H W]``: parameters and MACs, split by operator."""
+from __future__ import annotations
+
+import json
+
+from ._table import format_table
+
+
+def add_parser(sub):
+    p = sub.add_parser("profile", help="count parameters and multiply-adds of a model")
+    p.add_argument("name", help="registered model name (see `attnvision models`)")
+    p.add_argument("--input-size", nargs=3, type=int, metavar=("C", "H", "W"),
+                   help="input size (default: the model's pretrained_cfg input_size)")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument("--model-kwargs", type=json.loads, default={}, help="JSON dict passed to create_model")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import torch
+
+    from .. import profile
+    from ..registry import create_model
+
+    with torch.device("meta"):
+        model = create_model(args.name, num_classes=args.num_classes, **args.model_kwargs)
+    size = (args.batch_size, *(args.input_size or model.pretrained_cfg["input_size"]))
+    p = profile(model, size)
+    p.name = args.name
+    if args.json:
+        print(json.dumps(p.as_dict(), indent=1))
+        return 0
+    rows = [[op, f"{macs:,}"] for op, macs in sorted(p.by_op.items(), key=lambda kv: -kv[1])]
+    print(f"{args.name}  input {'x'.join(map(str, size))}")
+    print(f"parameters  {p.params:,} ({p.mparams:.2f} M)")
+    print(f"MACs        {p.macs:,} ({p.gmacs:.3f} G)\n")
+    print(format_table(["operator", "MACs"], rows))
+    return 0

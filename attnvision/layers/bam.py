@@ -1,0 +1,99 @@
+"""Bottleneck Attention Module (Park, Woo, Lee and Kweon, "BAM", BMVC 2018).
+
+    M(F) = σ(M_c(F) + M_s(F))                                 (eq. 1)
+    F'   = F + F ⊙ M(F)                                       (eq. 1)
+    M_c(F) = BN(MLP(AvgPool(F))) ∈ R^{C×1×1}                  (eq. 2; MLP C → C/r → C)
+    M_s(F) = BN(f3^{1×1}(f2^{3×3}(f1^{3×3}(f0^{1×1}(F))))) ∈ R^{1×H×W}   (eq. 3; 3×3 dilated by d)
+
+Defaults r = 16, d = 4, two dilated convolutions. ``combine="sum"`` is the paper's
+σ(M_c + M_s); ``combine="product"`` is the authors' released code, σ(M_c · M_s), which
+their checkpoints need. The layout follows the released code: BatchNorm1d after the
+first Linear of the channel MLP; each spatial conv (with bias) is followed by BN + ReLU
+except the final 1×1 to one channel. Pooling is a plain spatial mean, so non-square maps work.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ._base import AttentionLayer
+from ._checks import check_choice, check_feature_map, check_positive_int, check_reduction
+
+
+OFFICIAL_BAM_NEEDS_PRODUCT = (
+    "load_checkpoint: this is an official BAM checkpoint, whose code computes x·(1 + σ(Mc·Ms)); the model uses "
+    "combine='sum' (the paper's σ(Mc + Ms)). Build it with attn_kwargs=dict(combine=\"product\") (or "
+    "BAM(..., combine=\"product\")) to reproduce the authors' network")
+
+
+class BAMChannelGate(nn.Module):
+    """M_c: global average pool → Linear(C, C/r) → BN → ReLU → Linear(C/r, C); returns (B, C)."""
+
+    def __init__(self, channels: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(channels, hidden)
+        self.bn = nn.BatchNorm1d(hidden)
+        self.act = nn.ReLU(inplace=True)
+        self.fc2 = nn.Linear(hidden, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.bn(self.fc1(x.mean((2, 3))))))
+
+
+class BAMSpatialGate(nn.Module):
+    """M_s: 1×1 reduce → ``num_dilated`` 3×3 convs of dilation d → 1×1 to one channel; returns (B, 1, H, W)."""
+
+    def __init__(self, channels: int, hidden: int, dilation: int, num_dilated: int):
+        super().__init__()
+        layers = [nn.Conv2d(channels, hidden, 1), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True)]
+        for _ in range(num_dilated):
+            layers += [nn.Conv2d(hidden, hidden, 3, padding=dilation, dilation=dilation),
+                       nn.BatchNorm2d(hidden), nn.ReLU(inplace=True)]
+        layers.append(nn.Conv2d(hidden, 1, 1))
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class BAM(AttentionLayer):
+    def __init__(self, channels: int, reduction: int = 16, dilation: int = 4, num_dilated: int = 2,
+                 combine: str = "sum"):
+        super().__init__()
+        hidden = check_reduction("BAM", channels, reduction)
+        check_positive_int("BAM", "dilation", dilation)
+        if isinstance(num_dilated, bool) or not isinstance(num_dilated, int) or num_dilated < 0:
+            raise ValueError(f"BAM: num_dilated must be a non-negative integer, got {num_dilated!r}")
+        check_choice("BAM", "combine", combine, ("sum", "product"))
+        self.channels = channels
+        self.combine = combine
+        self.channel = BAMChannelGate(channels, hidden)
+        self.spatial = BAMSpatialGate(channels, hidden, dilation, num_dilated)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_feature_map("BAM", x, self.channels)
+        mc = self.channel(x)[:, :, None, None]   # (B, C, 1, 1)
+        ms = self.spatial(x)                      # (B, 1, H, W)
+        logits = mc + ms if self.combine == "sum" else mc * ms
+        m = torch.sigmoid(logits)                 # (B, C, H, W)
+        self._keep(m)
+        return x + x * m
+
+    def official_key_rules(self):
+        final = len(self.spatial.body) - 1
+        return [(r"^channel_att\.gate_c\.gate_c_fc_0\.", "channel.fc1."),
+                (r"^channel_att\.gate_c\.gate_c_bn_1\.", "channel.bn."),
+                (r"^channel_att\.gate_c\.gate_c_fc_final\.", "channel.fc2."),
+                (r"^spatial_att\.gate_s\.gate_s_conv_reduce0\.", "spatial.body.0."),
+                (r"^spatial_att\.gate_s\.gate_s_bn_reduce0\.", "spatial.body.1."),
+                (r"^spatial_att\.gate_s\.gate_s_conv_di_(\d+)\.", lambda m: f"spatial.body.{3 + 3 * int(m[1])}."),
+                (r"^spatial_att\.gate_s\.gate_s_bn_di_(\d+)\.", lambda m: f"spatial.body.{4 + 3 * int(m[1])}."),
+                (r"^spatial_att\.gate_s\.gate_s_conv_final\.", f"spatial.body.{final}.")]
+
+    def checkpoint_filter_fn(self, state_dict, model=None):
+        if self.combine != "product":
+            raise ValueError(OFFICIAL_BAM_NEEDS_PRODUCT)
+        return super().checkpoint_filter_fn(state_dict, model)
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, combine={self.combine!r}"

@@ -1,0 +1,117 @@
+"""Convolutional Block Attention Module (Woo, Park, Lee and Kweon, "CBAM", ECCV 2018).
+
+    F'  = M_c(F) ⊗ F,   F'' = M_s(F') ⊗ F'                               (eq. 1)
+    M_c(F) = σ(MLP(AvgPool(F)) + MLP(MaxPool(F)))     one shared MLP C → C/r → C   (eq. 2)
+    M_s(F) = σ(f^{7×7}([AvgPool_c(F); MaxPool_c(F)]))  pooling across channels      (eq. 3)
+
+Defaults r = 16, 7×7 kernel, both poolings. As in the authors' code, the spatial
+input is ordered [max, mean], the 7×7 conv has no bias and is followed by
+BatchNorm2d(1) (momentum 0.01). The paper's ablations are switches:
+``pool_types`` (avg, max or both, for both gates), ``order`` ("channel_first",
+"spatial_first", or "parallel" = F ⊗ M_c(F) ⊗ M_s(F)), and ``channel`` / ``spatial``
+to drop a gate.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ._base import AttentionLayer
+from ._checks import check_choice, check_feature_map, check_positive_int, check_reduction
+
+_POOLS = ("avg", "max")
+_ORDERS = ("channel_first", "spatial_first", "parallel")
+
+
+def _check_pool_types(pool_types) -> tuple[str, ...]:
+    pool_types = tuple(pool_types)
+    if not pool_types or any(p not in _POOLS for p in pool_types) or len(set(pool_types)) != len(pool_types):
+        raise ValueError(f"CBAM: pool_types must be a non-empty subset of {_POOLS}, got {pool_types!r}")
+    return pool_types
+
+
+class CBAMChannelGate(nn.Module):
+    """M_c before the sigmoid: the shared MLP applied to each pooled descriptor, summed; returns (B, C)."""
+
+    def __init__(self, channels: int, hidden: int, pool_types=_POOLS):
+        super().__init__()
+        self.pool_types = pool_types
+        self.fc1 = nn.Linear(channels, hidden)
+        self.act = nn.ReLU(inplace=True)
+        self.fc2 = nn.Linear(hidden, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = [x.mean((2, 3)) if p == "avg" else x.amax((2, 3)) for p in self.pool_types]
+        z = self.fc2(self.act(self.fc1(torch.cat(pooled, 0))))  # one MLP call for all descriptors
+        return z.view(len(pooled), x.shape[0], -1).sum(0)
+
+
+class CBAMSpatialGate(nn.Module):
+    """M_s before the sigmoid: [max; mean] across channels → k×k conv → BN; returns (B, 1, H, W)."""
+
+    def __init__(self, kernel_size: int = 7, pool_types=_POOLS):
+        super().__init__()
+        self.pool_types = tuple(p for p in ("max", "avg") if p in pool_types)
+        self.conv = nn.Conv2d(len(self.pool_types), 1, kernel_size, padding=(kernel_size - 1) // 2, bias=False)
+        self.bn = nn.BatchNorm2d(1, eps=1e-5, momentum=0.01)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = [x.amax(1, keepdim=True) if p == "max" else x.mean(1, keepdim=True) for p in self.pool_types]
+        return self.bn(self.conv(torch.cat(pooled, 1)))
+
+
+class CBAM(AttentionLayer):
+    def __init__(self, channels: int, reduction: int = 16, spatial_kernel: int = 7,
+                 pool_types=("avg", "max"), order: str = "channel_first", *,
+                 channel: bool = True, spatial: bool = True):
+        super().__init__()
+        hidden = check_reduction("CBAM", channels, reduction)
+        check_positive_int("CBAM", "spatial_kernel", spatial_kernel)
+        if spatial_kernel % 2 == 0:
+            raise ValueError(f"CBAM: spatial_kernel must be odd to keep H×W, got {spatial_kernel}")
+        pool_types = _check_pool_types(pool_types)
+        check_choice("CBAM", "order", order, _ORDERS)
+        if not (channel or spatial):
+            raise ValueError("CBAM: at least one of channel=True or spatial=True is needed")
+        self.channels = channels
+        self.order = order
+        self.channel = CBAMChannelGate(channels, hidden, pool_types) if channel else None
+        self.spatial = CBAMSpatialGate(spatial_kernel, pool_types) if spatial else None
+
+    def _channel_map(self, x, maps):
+        if self.channel is None:
+            return None
+        maps["channel"] = mc = torch.sigmoid(self.channel(x))  # (B, C)
+        return mc[:, :, None, None]
+
+    def _spatial_map(self, x, maps):
+        if self.spatial is None:
+            return None
+        maps["spatial"] = ms = torch.sigmoid(self.spatial(x))  # (B, 1, H, W)
+        return ms
+
+    @staticmethod
+    def _gate(x, m):
+        return x if m is None else x * m
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_feature_map("CBAM", x, self.channels)
+        maps: dict[str, torch.Tensor] = {}
+        if self.order == "channel_first":
+            x = self._gate(x, self._channel_map(x, maps))
+            out = self._gate(x, self._spatial_map(x, maps))
+        elif self.order == "spatial_first":
+            x = self._gate(x, self._spatial_map(x, maps))
+            out = self._gate(x, self._channel_map(x, maps))
+        else:  # parallel: both maps are computed from F
+            mc, ms = self._channel_map(x, maps), self._spatial_map(x, maps)
+            out = self._gate(self._gate(x, mc), ms)
+        self._keep(maps)
+        return out
+
+    def official_key_rules(self):
+        return [(r"^ChannelGate\.mlp\.1\.", "channel.fc1."), (r"^ChannelGate\.mlp\.3\.", "channel.fc2."),
+                (r"^SpatialGate\.spatial\.", "spatial.")]
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, order={self.order!r}"

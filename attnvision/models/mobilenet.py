@@ -1,0 +1,107 @@
+"""MobileNet v1 (Howard et al., 2017) with plug-in attention, as in the BAM and CBAM papers.
+
+A 3×3/2 stem, then 13 depth-wise separable blocks (3×3 DW conv → BN → ReLU → 1×1 conv →
+BN → ReLU), grouped into five stages at strides 2, 4, 8, 16, 32. SE, ECA and CBAM refine
+the output of every block; BAM sits after every stage but the last (before each
+downsampling). ``width_mult`` is the paper's width multiplier α.
+"""
+from __future__ import annotations
+
+from functools import partial
+
+import torch.nn.functional as F
+from torch import nn
+
+from ..layers import create_attn
+from ._base import Backbone, check_image, make_cfg, register_variant
+from .resnet import _PAPERS, ATTN_KINDS, STAGE_ATTN
+
+# (output channels, stride) of the 13 depth-wise separable blocks, split into stages.
+_STAGES = (((64, 1),), ((128, 2), (128, 1)), ((256, 2), (256, 1)), ((512, 2),) + ((512, 1),) * 5,
+           ((1024, 2), (1024, 1)))
+
+
+def _conv_bn(cin, cout, kernel, stride, groups=1):
+    return nn.Sequential(nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
+                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class DepthwiseSeparable(nn.Module):
+    def __init__(self, cin, cout, stride, attn=None, attn_kwargs=None):
+        super().__init__()
+        self.dw = _conv_bn(cin, cin, 3, stride, groups=cin)
+        self.pw = _conv_bn(cin, cout, 1, 1)
+        self.attn = create_attn(attn, cout, **(attn_kwargs or {}))
+
+    def forward(self, x):
+        return self.attn(self.pw(self.dw(x)))
+
+
+class MobileNetV1(Backbone):
+    classifier_path = "fc"
+
+    def __init__(self, num_classes: int = 1000, in_chans: int = 3, *, width_mult: float = 1.0,
+                 attn: str | None = None, attn_kwargs: dict | None = None, drop_rate: float = 0.0, paper: str = ""):
+        super().__init__()
+        if attn is not None and attn not in ATTN_KINDS:
+            raise ValueError(f"MobileNetV1: attn must be None or one of {ATTN_KINDS}, got {attn!r}")
+        if not width_mult > 0:
+            raise ValueError(f"MobileNetV1: width_mult must be positive, got {width_mult!r}")
+        self.in_chans, self.num_classes, self.drop_rate = in_chans, num_classes, drop_rate
+
+        def w(c):
+            return max(8, int(c * width_mult))
+
+        self.stem = _conv_bn(in_chans, w(32), 3, 2)
+        block_attn = None if attn in STAGE_ATTN else attn
+        cin, reduction, stages, stage_attn, info = w(32), 2, [], [], []
+        for i, spec in enumerate(_STAGES):
+            blocks = []
+            for cout, stride in spec:
+                blocks.append(DepthwiseSeparable(cin, w(cout), stride, block_attn, attn_kwargs))
+                cin, reduction = w(cout), reduction * stride
+            stages.append(nn.Sequential(*blocks))
+            last = i == len(_STAGES) - 1
+            stage_attn.append(create_attn(attn, cin, **(attn_kwargs or {}))
+                              if attn in STAGE_ATTN and not last else nn.Identity())
+            info.append(dict(num_chs=cin, reduction=reduction, module=f"stages.{i}"))
+        self.stages = nn.ModuleList(stages)
+        self.stage_attn = nn.ModuleList(stage_attn)
+        self.feature_info = info
+        self.num_features = cin
+        self.fc = nn.Linear(cin, num_classes) if num_classes > 0 else nn.Identity()
+        self.pretrained_cfg = make_cfg(paper=paper)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d) and m.out_channels > 1:
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward_intermediates(self, x, indices=None):
+        indices = range(len(self.stages)) if indices is None else indices
+        check_image("MobileNetV1", x, self.in_chans)
+        x, feats, stop = self.stem(x), [], max(indices)
+        for i, (stage, attn) in enumerate(zip(self.stages, self.stage_attn)):
+            x = attn(stage(x))
+            if i in indices:
+                feats.append(x)
+            if i == stop:
+                break
+        return feats
+
+    def forward_features(self, x):
+        return self.forward_intermediates(x, [len(self.stages) - 1])[0]
+
+    def forward_head(self, x, pre_logits: bool = False):
+        x = x.mean((2, 3))
+        if self.drop_rate > 0:
+            x = F.dropout(x, self.drop_rate, self.training)
+        return x if pre_logits else self.fc(x)
+
+
+_MOBILENET_PAPER = "Howard et al., MobileNets: Efficient CNNs for Mobile Vision Applications, 2017"
+
+
+for _attn in (None, *ATTN_KINDS):
+    register_variant(
+        "mobilenet_v1" + (f"_{_attn}" if _attn else ""),
+        partial(MobileNetV1, attn=_attn, paper=_MOBILENET_PAPER + (f"; {_PAPERS[_attn]}" if _attn else "")),
+        "MobileNet v1 " + (f"with {_attn.upper()} attention." if _attn else "without attention."))

@@ -1,0 +1,412 @@
+"""ResNet family with plug-in channel/spatial attention (SE, ECA, BAM, CBAM).
+
+ResNet (He et al., CVPR 2016) on ImageNet and CIFAR, pre-activation ResNet (He et al.,
+ECCV 2016), Wide ResNet (Zagoruyko and Komodakis, 2016) and ResNeXt (Xie et al., 2017),
+each plain and with ``_se``, ``_eca``, ``_bam`` and ``_cbam``:
+
+- SE, ECA and CBAM sit at the end of every residual branch, after its last BN and
+  before the addition (SE paper Fig. 3, ECA Fig. 2, CBAM Fig. 3);
+- BAM sits at each bottleneck of the network, after every stage but the last, i.e. before
+  each spatial downsampling (BAM paper Fig. 1).
+
+Module names follow torchvision (``conv1``, ``bn1``, ``layer1.0.conv1``, ``fc``) so its
+weights load as they are; ``checkpoint_filter_fn`` reads the authors' BAM/CBAM
+(Jongchan/attention-module) and ECA (BangguWu/ECANet) checkpoints.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..layers import BAM, DropPath, create_attn, drop_path_rates
+from ..layers.bam import OFFICIAL_BAM_NEEDS_PRODUCT
+from ._base import CIFAR_MEAN, CIFAR_STD, Backbone, check_image, make_cfg, register_variant
+
+ATTN_KINDS = ("se", "eca", "bam", "cbam")
+STAGE_ATTN = ("bam",)  # placed between stages rather than inside blocks
+
+
+def _conv3x3(cin, cout, stride=1, groups=1):
+    return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, groups=groups, bias=False)
+
+
+def _conv1x1(cin, cout, stride=1):
+    return nn.Conv2d(cin, cout, 1, stride=stride, bias=False)
+
+
+class PadShortcut(nn.Module):
+    """He et al.'s CIFAR shortcut "option A": subsample by the stride and zero-pad new channels."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.stride, self.pad = stride, cout - cin
+
+    def forward(self, x):
+        x = x[:, :, ::self.stride, ::self.stride]
+        return F.pad(x, (0, 0, 0, 0, 0, self.pad))
+
+
+class BasicBlock(nn.Module):
+    """conv3×3 → BN → ReLU → conv3×3 → BN → attention, + shortcut, ReLU."""
+
+    expansion = 1
+
+    def __init__(self, cin, planes, stride=1, downsample=None, *, attn=None, attn_kwargs=None,
+                 drop_path=0.0, groups=1, base_width=64, stride_in_1x1=False, block_dropout=0.0):
+        super().__init__()
+        if groups != 1 or base_width != 64:
+            raise ValueError("BasicBlock: groups and base_width are for bottleneck blocks")
+        self.conv1 = _conv3x3(cin, planes, stride)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = _conv3x3(planes, planes)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.attn = create_attn(attn, planes, **(attn_kwargs or {}))
+        self.downsample = downsample
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x):
+        shortcut = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.attn(self.bn2(self.conv2(out)))
+        return self.relu(self.drop_path(out) + shortcut)
+
+
+class Bottleneck(nn.Module):
+    """1×1 → 3×3 (grouped for ResNeXt) → 1×1, each with BN, then attention, + shortcut.
+
+    The stride sits in the 3×3 conv (torchvision, and the authors' CBAM code) unless
+    ``stride_in_1x1`` (the original ResNet, whose FLOPs the papers count).
+    """
+
+    expansion = 4
+
+    def __init__(self, cin, planes, stride=1, downsample=None, *, attn=None, attn_kwargs=None,
+                 drop_path=0.0, groups=1, base_width=64, stride_in_1x1=False, block_dropout=0.0):
+        super().__init__()
+        width = int(planes * base_width / 64) * groups
+        out = planes * self.expansion
+        s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
+        self.conv1 = _conv1x1(cin, width, s1)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = _conv3x3(width, width, s3, groups)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = _conv1x1(width, out)
+        self.bn3 = nn.BatchNorm2d(out)
+        self.relu = nn.ReLU(inplace=True)
+        self.attn = create_attn(attn, out, **(attn_kwargs or {}))
+        self.downsample = downsample
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x):
+        shortcut = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.attn(self.bn3(self.conv3(out)))
+        return self.relu(self.drop_path(out) + shortcut)
+
+
+class PreActBasicBlock(nn.Module):
+    """Pre-activation block (He et al., 2016b; Wide ResNet): BN → ReLU → conv3×3 → BN → ReLU →
+    (dropout) → conv3×3 → attention, + shortcut. A projection shortcut reads the activated input."""
+
+    expansion = 1
+
+    def __init__(self, cin, planes, stride=1, downsample=None, *, attn=None, attn_kwargs=None,
+                 drop_path=0.0, groups=1, base_width=64, stride_in_1x1=False, block_dropout=0.0):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(cin)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv1 = _conv3x3(cin, planes, stride)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.dropout = nn.Dropout(block_dropout) if block_dropout > 0 else nn.Identity()
+        self.conv2 = _conv3x3(planes, planes)
+        self.attn = create_attn(attn, planes, **(attn_kwargs or {}))
+        self.downsample = downsample
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x):
+        pre = self.relu(self.bn1(x))
+        shortcut = x if self.downsample is None else self.downsample(pre)
+        out = self.conv1(pre)
+        out = self.conv2(self.dropout(self.relu(self.bn2(out))))
+        return self.drop_path(self.attn(out)) + shortcut
+
+
+BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck, "preact_basic": PreActBasicBlock}
+
+
+@dataclass(frozen=True)
+class ResNetCfg:
+    """One ResNet variant. ``widths`` are the stages' ``planes`` (outputs × block expansion)."""
+
+    block: str
+    layers: tuple[int, ...]
+    widths: tuple[int, ...] = (64, 128, 256, 512)
+    stem: str = "imagenet"
+    stem_width: int = 64
+    groups: int = 1
+    base_width: int = 64
+    shortcut: str = "conv"           # "conv": 1×1 projection (+BN unless pre-activation); "pad": option A
+    eca_kernels: tuple[int, ...] | None = None  # per-stage ECA kernel sizes of the released checkpoints
+    cfg: dict = field(default_factory=dict)     # pretrained_cfg (paper, preprocessing, paper numbers)
+
+
+class ResNet(Backbone):
+    """A config-driven ResNet.
+
+    Args:
+        cfg: the variant (block type, depths, widths, ...).
+        num_classes, in_chans: head outputs and input channels.
+        attn: ``None`` or one of "se", "eca", "bam", "cbam".
+        attn_kwargs: passed to every attention module (e.g. ``reduction=8``,
+            ``combine="product"`` for the authors' BAM checkpoints).
+        stem: "imagenet" (7×7/2 conv + 3×3/2 max pool) or "cifar" (3×3/1 conv).
+        stride_in_1x1: stride in the bottleneck's first 1×1 conv (original ResNet layout).
+        drop_rate: dropout before the classifier; drop_path_rate: stochastic depth, linear in depth.
+        block_dropout: dropout inside pre-activation blocks (Wide ResNet).
+    """
+
+    classifier_path = "fc"
+
+    def __init__(self, cfg: ResNetCfg, num_classes: int = 1000, in_chans: int = 3, *, attn: str | None = None,
+                 attn_kwargs: dict | None = None, stem: str | None = None, stride_in_1x1: bool = False,
+                 drop_rate: float = 0.0, drop_path_rate: float = 0.0, block_dropout: float = 0.0,
+                 zero_init_last: bool = False):
+        super().__init__()
+        if attn is not None and attn not in ATTN_KINDS:
+            raise ValueError(f"ResNet: attn must be None or one of {ATTN_KINDS}, got {attn!r}")
+        stem = stem or cfg.stem
+        if stem not in ("imagenet", "cifar"):
+            raise ValueError(f"ResNet: stem must be 'imagenet' or 'cifar', got {stem!r}")
+        if attn_kwargs is not None and not isinstance(attn_kwargs, dict):
+            raise TypeError(f"ResNet: attn_kwargs must be a dict, got {type(attn_kwargs).__name__}")
+        block = BLOCKS[cfg.block]
+        preact = cfg.block.startswith("preact")
+        self.cfg, self.attn, self.in_chans, self.num_classes = cfg, attn, in_chans, num_classes
+        self.drop_rate = drop_rate
+
+        if stem == "imagenet":
+            self.conv1 = nn.Conv2d(in_chans, cfg.stem_width, 7, stride=2, padding=3, bias=False)
+            self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+            stem_stride = 4
+        else:
+            self.conv1 = _conv3x3(in_chans, cfg.stem_width)
+            self.maxpool = nn.Identity()
+            stem_stride = 1
+        self.bn1 = nn.Identity() if preact else nn.BatchNorm2d(cfg.stem_width)
+        self.relu = nn.Identity() if preact else nn.ReLU(inplace=True)
+
+        block_attn = attn if attn not in STAGE_ATTN else None
+        dpr = drop_path_rates(drop_path_rate, sum(cfg.layers))
+        cin, reduction, idx = cfg.stem_width, stem_stride, 0
+        stages, stage_attn, info = [], [], []
+        for i, (depth, planes) in enumerate(zip(cfg.layers, cfg.widths)):
+            stride = 1 if i == 0 else 2
+            reduction *= stride
+            cout = planes * block.expansion
+            kw = dict(attn_kwargs or {})
+            if block_attn == "eca" and cfg.eca_kernels is not None:
+                kw.setdefault("k_size", cfg.eca_kernels[i])
+            blocks = []
+            for j in range(depth):
+                s = stride if j == 0 else 1
+                downsample = None
+                if s != 1 or cin != cout:
+                    downsample = self._shortcut(cfg, cin, cout, s, preact)
+                blocks.append(block(cin, planes, s, downsample, attn=block_attn, attn_kwargs=kw,
+                                    drop_path=dpr[idx], groups=cfg.groups, base_width=cfg.base_width,
+                                    stride_in_1x1=stride_in_1x1, block_dropout=block_dropout))
+                cin, idx = cout, idx + 1
+            stages.append(nn.Sequential(*blocks))
+            last = i == len(cfg.layers) - 1
+            stage_attn.append(create_attn(attn, cout, **(attn_kwargs or {}))
+                              if attn in STAGE_ATTN and not last else nn.Identity())
+            info.append(dict(num_chs=cout, reduction=reduction, module=f"layer{i + 1}"))
+        for i, stage in enumerate(stages):
+            self.add_module(f"layer{i + 1}", stage)
+        self.num_stages = len(stages)
+        self.stage_attn = nn.ModuleList(stage_attn)
+        self.final_norm = nn.Sequential(nn.BatchNorm2d(cin), nn.ReLU(inplace=True)) if preact else nn.Identity()
+        self.feature_info = info
+        self.num_features = cin
+        self.fc = nn.Linear(cin, num_classes) if num_classes > 0 else nn.Identity()
+        self.pretrained_cfg = dict(cfg.cfg)
+        self._init_weights(zero_init_last)
+
+    @staticmethod
+    def _shortcut(cfg, cin, cout, stride, preact):
+        if cfg.shortcut == "pad":
+            return PadShortcut(cin, cout, stride)
+        if preact:
+            return nn.Sequential(_conv1x1(cin, cout, stride))
+        return nn.Sequential(_conv1x1(cin, cout, stride), nn.BatchNorm2d(cout))
+
+    def _init_weights(self, zero_init_last: bool):
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d) and m.out_channels > 1:
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        if zero_init_last:
+            for m in self.modules():
+                if isinstance(m, Bottleneck):
+                    nn.init.zeros_(m.bn3.weight)
+                elif isinstance(m, BasicBlock):
+                    nn.init.zeros_(m.bn2.weight)
+
+    @property
+    def stages(self) -> list[nn.Module]:
+        return [getattr(self, f"layer{i + 1}") for i in range(self.num_stages)]
+
+    def forward_stem(self, x):
+        check_image(type(self).__name__, x, self.in_chans)
+        return self.maxpool(self.relu(self.bn1(self.conv1(x))))
+
+    def forward_intermediates(self, x, indices=None):
+        indices = range(self.num_stages) if indices is None else indices
+        x, feats, stop = self.forward_stem(x), [], max(indices)
+        for i, (stage, attn) in enumerate(zip(self.stages, self.stage_attn)):
+            x = attn(stage(x))
+            if i in indices:
+                feats.append(x)
+            if i == stop:
+                break
+        return feats
+
+    def forward_features(self, x):
+        x = self.forward_stem(x)
+        for stage, attn in zip(self.stages, self.stage_attn):
+            x = attn(stage(x))
+        return self.final_norm(x)
+
+    def forward_head(self, x, pre_logits: bool = False):
+        x = x.mean((2, 3))
+        if self.drop_rate > 0:
+            x = F.dropout(x, self.drop_rate, self.training)
+        return x if pre_logits else self.fc(x)
+
+    @staticmethod
+    def checkpoint_filter_fn(state_dict, model):
+        return convert_official_resnet(state_dict, model)
+
+
+# -- the authors' checkpoints ------------------------------------------------------------------
+
+def convert_official_resnet(state_dict: dict, model: ResNet) -> dict:
+    """The authors' BAM/CBAM ``ResidualNet`` and ECA-ResNet keys → ours.
+
+    Their ResNet part already follows torchvision; only the attention modules are named
+    differently (``layerX.Y.cbam|eca.*`` and ``bamN.*``), and each of our layers converts its
+    own keys. An official BAM checkpoint computes σ(M_c · M_s): it loads only into a model
+    built with ``attn_kwargs=dict(combine="product")``.
+    """
+    out = {}
+    for key, value in state_dict.items():
+        block = re.match(r"^(layer\d+\.\d+)\.(?:cbam|eca)\.(.*)$", key)
+        stage = re.match(r"^bam(\d+)\.(.*)$", key)
+        if block:
+            path, rest = f"{block[1]}.attn", block[2]
+        elif stage:
+            path, rest = f"stage_attn.{int(stage[1]) - 1}", stage[2]
+        else:
+            out[key] = value
+            continue
+        try:
+            layer = model.get_submodule(path)
+        except AttributeError:
+            layer = None
+        if not hasattr(layer, "convert_official_key"):
+            kind = "BAM" if stage else key.split(".")[2].upper()
+            raise ValueError(f"load_checkpoint: the checkpoint holds {kind} modules ({key!r}) but "
+                             f"{type(model).__name__} has no attention module at {path!r}; build the *_{kind.lower()} model")
+        if isinstance(layer, BAM) and layer.combine != "product":
+            raise ValueError(OFFICIAL_BAM_NEEDS_PRODUCT)
+        out[f"{path}.{layer.convert_official_key(rest)}"] = value
+    return out
+
+
+# -- variants ---------------------------------------------------------------------------------
+
+_PAPERS = {
+    "resnet": "He et al., Deep Residual Learning for Image Recognition, CVPR 2016",
+    "preresnet": "He et al., Identity Mappings in Deep Residual Networks, ECCV 2016",
+    "wide_resnet": "Zagoruyko and Komodakis, Wide Residual Networks, BMVC 2016",
+    "resnext": "Xie et al., Aggregated Residual Transformations for Deep Neural Networks, CVPR 2017",
+    "se": "Hu et al., Squeeze-and-Excitation Networks, CVPR 2018",
+    "eca": "Wang et al., ECA-Net: Efficient Channel Attention for Deep CNNs, CVPR 2020",
+    "bam": "Park et al., BAM: Bottleneck Attention Module, BMVC 2018",
+    "cbam": "Woo et al., CBAM: Convolutional Block Attention Module, ECCV 2018",
+}
+_CIFAR = dict(input_size=(3, 32, 32), mean=CIFAR_MEAN, std=CIFAR_STD, crop_pct=1.0)
+
+RESNET_CFGS: dict[str, ResNetCfg] = {
+    "resnet18": ResNetCfg("basic", (2, 2, 2, 2), eca_kernels=(3, 5, 7, 7)),
+    "resnet34": ResNetCfg("basic", (3, 4, 6, 3), eca_kernels=(3, 3, 5, 7)),
+    "resnet50": ResNetCfg("bottleneck", (3, 4, 6, 3), eca_kernels=(3, 5, 5, 7)),
+    "resnet101": ResNetCfg("bottleneck", (3, 4, 23, 3), eca_kernels=(3, 3, 5, 7)),
+    "resnet152": ResNetCfg("bottleneck", (3, 8, 36, 3), eca_kernels=(3, 3, 5, 7)),
+    "resnext50_32x4d": ResNetCfg("bottleneck", (3, 4, 6, 3), groups=32, base_width=4),
+    "wide_resnet28_10": ResNetCfg("preact_basic", (4, 4, 4), widths=(160, 320, 640), stem="cifar",
+                                  stem_width=16),
+    "preresnet110": ResNetCfg("preact_basic", (18, 18, 18), widths=(16, 32, 64), stem="cifar", stem_width=16),
+    **{f"resnet{d}": ResNetCfg("basic", ((d - 2) // 6,) * 3, widths=(16, 32, 64), stem="cifar", stem_width=16,
+                               shortcut="pad")
+       for d in (20, 32, 44, 56, 110)},
+}
+
+
+# The papers' reported (parameters, multiply-adds) at 1000 classes, 224×224 (CIFAR: 10 classes, 32×32).
+# CBAM paper Table 4 (the 1×1-stride layout, 3.858 G for ResNet-50); BAM paper Table 3; SE paper
+# Table 2; ECA paper Table 2 (reported in units of 2^20 parameters and 2^30 MACs of the torchvision
+# layout); He et al. Table 6; Zagoruyko and Komodakis Table 4. None when the paper gives no number.
+_M, _G, _MI, _GI = 1e6, 1e9, 2 ** 20, 2 ** 30
+PAPER_NUMBERS: dict[str, tuple[float | None, float | None]] = {
+    "resnet18": (11.69 * _M, 1.814 * _G), "resnet18_se": (11.78 * _M, 1.814 * _G),
+    "resnet18_cbam": (11.78 * _M, 1.815 * _G), "resnet18_eca": (11.15 * _MI, 1.70 * _GI),
+    "resnet34": (21.80 * _M, 3.664 * _G), "resnet34_se": (21.96 * _M, 3.664 * _G),
+    "resnet34_cbam": (21.96 * _M, 3.665 * _G), "resnet34_eca": (20.79 * _MI, 3.43 * _GI),
+    "resnet50": (25.56 * _M, 3.858 * _G), "resnet50_se": (28.09 * _M, 3.860 * _G),
+    "resnet50_cbam": (28.09 * _M, 3.864 * _G), "resnet50_bam": (25.92 * _M, 3.94 * _G),
+    "resnet50_eca": (24.37 * _MI, 3.86 * _GI),
+    "resnet101": (44.55 * _M, 7.570 * _G), "resnet101_se": (49.33 * _M, 7.575 * _G),
+    "resnet101_cbam": (49.33 * _M, 7.581 * _G), "resnet101_bam": (44.91 * _M, 7.65 * _G),
+    "resnet101_eca": (42.49 * _MI, 7.35 * _GI),
+    "resnet152": (60.19 * _M, 11.30 * _G), "resnet152_se": (66.77 * _M, 11.32 * _G),
+    "resnet152_eca": (57.40 * _MI, 10.83 * _GI),
+    "resnext50_32x4d": (25.03 * _M, 3.768 * _G), "resnext50_32x4d_se": (27.56 * _M, 3.771 * _G),
+    "resnext50_32x4d_cbam": (27.56 * _M, 3.774 * _G),
+    "resnet20": (0.27 * _M, None), "resnet32": (0.46 * _M, None), "resnet44": (0.66 * _M, None),
+    "resnet56": (0.85 * _M, None), "resnet110": (1.7 * _M, None), "preresnet110": (1.7 * _M, None),
+    "wide_resnet28_10": (36.5 * _M, None),
+}
+
+
+def _paper_key(base: str) -> str:
+    for key in ("preresnet", "wide_resnet", "resnext"):
+        if base.startswith(key):
+            return key
+    return "resnet"
+
+
+def _variant_cfg(base: str, attn: str | None) -> ResNetCfg:
+    cfg = RESNET_CFGS[base]
+    paper = _PAPERS[_paper_key(base)] + (f"; {_PAPERS[attn]}" if attn else "")
+    extra = dict(_CIFAR) if cfg.stem == "cifar" else {}
+    name = base if attn is None else f"{base}_{attn}"
+    extra["paper_params"], extra["paper_macs"] = PAPER_NUMBERS.get(name, (None, None))
+    return replace(cfg, cfg=make_cfg(paper=paper, **extra))
+
+
+for _base in RESNET_CFGS:
+    for _attn in (None, *ATTN_KINDS):
+        register_variant(_base + (f"_{_attn}" if _attn else ""),
+                         partial(lambda n, c, base, attn, **kw: ResNet(_variant_cfg(base, attn), n, c, attn=attn, **kw),
+                                 base=_base, attn=_attn),
+                         f"{_base} " + (f"with {_attn.upper()} attention." if _attn else "without attention."))

@@ -1,0 +1,108 @@
+"""The README's tables, generated from the code: ``python -m attnvision.profiling.tables --write README.md``.
+
+Each table sits in the README between ``<!-- BEGIN table:NAME -->`` and ``<!-- END table:NAME -->``.
+A family adds its table with :func:`register_table`; ``--check`` fails when the README is stale
+(the test suite runs it).
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from typing import Callable
+
+import torch
+
+from ..cli._table import format_table
+from ..registry import create_model
+from .profile import profile
+
+DOC_TABLES: dict[str, Callable[[], str]] = {}
+
+
+def register_table(name: str):
+    def add(fn):
+        DOC_TABLES[name] = fn
+        return fn
+    return add
+
+
+def _fmt_m(n) -> str:
+    return "–" if n is None else f"{n / 1e6:.2f} M"
+
+
+def _fmt_g(n) -> str:
+    return "–" if n is None else f"{n / 1e9:.3f} G"
+
+
+def model_rows(names, num_classes: int = 1000, macs_kwargs: dict | None = None, **model_kwargs):
+    """(name, params, MACs, MACs with ``macs_kwargs``, pretrained_cfg) per model, built on the meta device."""
+    rows = []
+    for name in names:
+        with torch.device("meta"):
+            model = create_model(name, num_classes=num_classes, **model_kwargs)
+        size = (1, *model.pretrained_cfg["input_size"])
+        p = profile(model, size)
+        alt = profile(name, size, num_classes=num_classes, **model_kwargs, **macs_kwargs).macs if macs_kwargs else None
+        rows.append((name, p.params, p.macs, alt, model.pretrained_cfg))
+    return rows
+
+
+@register_table("resnet")
+def resnet_table() -> str:
+    from ..models.resnet import ATTN_KINDS
+
+    names = [f"{b}{'_' + a if a else ''}" for b in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+                                                   "resnext50_32x4d") for a in (None, *ATTN_KINDS)]
+    body = []
+    for name, params, macs, macs_orig, cfg in model_rows(names, macs_kwargs=dict(stride_in_1x1=True)):
+        body.append([f"`{name}`", f"{params:,}", _fmt_m(cfg.get("paper_params")), _fmt_g(macs), _fmt_g(macs_orig),
+                     _fmt_g(cfg.get("paper_macs"))])
+    return format_table(["model", "params (ours)", "params (paper)", "MACs (ours)", "MACs, stride in 1×1 (ours)",
+                         "MACs (paper)"], body, markdown=True)
+
+
+@register_table("resnet_cifar")
+def resnet_cifar_table() -> str:
+    from ..models.resnet import ATTN_KINDS
+
+    names = [f"{b}{'_' + a if a else ''}" for b in ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
+                                                   "preresnet110", "wide_resnet28_10") for a in (None, *ATTN_KINDS)]
+    body = [[f"`{n}`", f"{p:,}", _fmt_m(cfg.get("paper_params")), _fmt_g(m)]
+            for n, p, m, _, cfg in model_rows(names, num_classes=10)]
+    return format_table(["model (10 classes, 32×32)", "params (ours)", "params (paper)", "MACs (ours)"], body,
+                        markdown=True)
+
+
+def render(text: str) -> str:
+    for name, fn in DOC_TABLES.items():
+        pattern = re.compile(rf"(<!-- BEGIN table:{name} -->\n)(?:.*?\n)?(<!-- END table:{name} -->)", re.S)
+        if pattern.search(text):
+            table = fn()
+            text = pattern.sub(lambda m: m[1] + table + "\n" + m[2], text)
+    return text
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("readme", nargs="?", default="README.md")
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--write", action="store_true", help="rewrite the tables in place")
+    group.add_argument("--check", action="store_true", help="exit 1 if a table is stale")
+    args = parser.parse_args(argv)
+    with open(args.readme, encoding="utf-8") as f:
+        text = f.read()
+    new = render(text)
+    if args.check:
+        if new != text:
+            print(f"{args.readme}: tables are stale; run python -m attnvision.profiling.tables --write {args.readme}")
+            return 1
+        return 0
+    if new != text:
+        from ..io import atomic_write_text
+        atomic_write_text(args.readme, new)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
