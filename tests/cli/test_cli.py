@@ -1,0 +1,38 @@
+"""The command line parses and calls the library."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from attnvision.cli.main import main
+
+
+def test_models_lists_names_matching_a_pattern(capsys):
+    assert main(["models", "resnet50_*"]) == 0
+    assert capsys.readouterr().out.split() == ["resnet50_bam", "resnet50_cbam", "resnet50_eca", "resnet50_se"]
+
+
+def test_models_count_prints_parameters(capsys):
+    assert main(["models", "resnet50_se", "--count"]) == 0
+    assert "28,088,024" in capsys.readouterr().out
+
+
+def test_profile_prints_params_and_macs(capsys):
+    assert main(["profile", "resnet50_cbam"]) == 0
+    out = capsys.readouterr().out
+    assert "28,089,624" in out and "convolution" in out
+    assert main(["profile", "resnet20", "--input-size", "3", "32", "32", "--num-classes", "10", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["params"] == 269_722 and data["input_size"] == [1, 3, 32, 32]
+
+
+def test_unknown_model_is_an_error_with_suggestion(capsys):
+    assert main(["profile", "resnet50_cbma"]) == 2
+    assert "did you mean 'resnet50_cbam'" in capsys.readouterr().err
+
+
+def test_python_dash_m_runs_the_same_cli():
+    out = subprocess.run([sys.executable, "-m", "attnvision", "models", "resnet18_s*"], capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.split() == ["resnet18_se"]

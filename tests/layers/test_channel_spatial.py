@@ -1,0 +1,182 @@
+"""SE, ECA, BAM and CBAM: equations, defaults, the authors' fixtures, switches and errors."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import attnvision as av
+from attnvision.layers import BAM, CBAM, ECA, SE, eca_kernel_size
+
+LAYERS = {"se": SE, "eca": ECA, "bam": BAM, "cbam": CBAM}
+
+
+def _randomize(module, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+        for name, b in module.named_buffers():
+            if name.endswith("running_var"):
+                b.copy_(torch.rand(b.shape, generator=g) + 0.5)
+            elif name.endswith("running_mean"):
+                b.copy_(torch.randn(b.shape, generator=g) * 0.1)
+    return module.eval()
+
+
+@pytest.mark.parametrize("kind", sorted(LAYERS))
+@pytest.mark.parametrize("shape", [(2, 32, 7, 7), (2, 48, 5, 9), (3, 16, 1, 1)])
+def test_keeps_shape_and_backpropagates_on_any_map(kind, shape):
+    layer = LAYERS[kind](shape[1], reduction=4) if kind != "eca" else ECA(shape[1])
+    x = torch.randn(shape, requires_grad=True)
+    y = layer(x)
+    assert y.shape == x.shape
+    y.square().sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    assert all(p.grad is not None for p in layer.parameters())
+
+
+def test_se_matches_its_equation():
+    layer = _randomize(SE(32, reduction=4))
+    x = torch.randn(2, 32, 5, 6)
+    z = x.mean((2, 3))
+    s = torch.sigmoid(F.linear(F.relu(F.linear(z, layer.fc1.weight, layer.fc1.bias)), layer.fc2.weight, layer.fc2.bias))
+    torch.testing.assert_close(layer(x), x * s[:, :, None, None])
+
+
+def test_se_defaults_to_reduction_16():
+    layer = SE(64)
+    assert layer.fc1.out_features == 4
+    assert sum(p.numel() for p in layer.parameters()) == 2 * 64 * 4 + 4 + 64
+
+
+@pytest.mark.parametrize("channels", [16, 64, 128, 256, 512, 1000, 2048])
+def test_eca_kernel_is_the_nearest_odd_to_psi(channels):
+    t = (math.log2(channels) + 1) / 2
+    k = eca_kernel_size(channels)
+    assert k % 2 == 1
+    nearest = [o for o in range(1, 20, 2) if abs(o - t) == min(abs(q - t) for q in range(1, 20, 2))]
+    assert k in nearest and (len(nearest) == 1 or k == max(nearest))
+    assert ECA(channels).k_size == k
+
+
+def test_eca_matches_a_conv_across_channels_without_bias():
+    layer = _randomize(ECA(64, k_size=5))
+    assert [n for n, _ in layer.named_parameters()] == ["conv.weight"]
+    x = torch.randn(2, 64, 4, 4)
+    y = x.mean((2, 3))
+    w = layer.conv.weight.view(-1)
+    padded = F.pad(y, (2, 2))
+    conv = torch.stack([(padded[:, c:c + 5] * w).sum(1) for c in range(64)], 1)
+    torch.testing.assert_close(layer(x), x * torch.sigmoid(conv)[:, :, None, None])
+
+
+def test_bam_sum_is_the_paper_and_product_the_authors_code():
+    x = torch.randn(2, 32, 6, 10)
+    layer = _randomize(BAM(32, reduction=4))
+    mc = layer.channel(x)[:, :, None, None]
+    ms = layer.spatial(x)
+    torch.testing.assert_close(layer(x), x * (1 + torch.sigmoid(mc + ms)))
+    layer.combine = "product"
+    torch.testing.assert_close(layer(x), x * (1 + torch.sigmoid(mc * ms)))
+
+
+def test_bam_spatial_branch_is_dilated_and_keeps_size():
+    layer = BAM(64)
+    dilated = [m for m in layer.spatial.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
+    assert len(dilated) == 2 and all(m.dilation == (4, 4) for m in dilated)
+    assert layer.spatial(torch.randn(2, 64, 7, 11)).shape == (2, 1, 7, 11)
+
+
+def test_cbam_matches_its_equations_channel_first():
+    layer = _randomize(CBAM(32, reduction=4))
+    x = torch.randn(2, 32, 6, 7)
+
+    def mlp(v):
+        return layer.channel.fc2(F.relu(layer.channel.fc1(v)))
+
+    mc = torch.sigmoid(mlp(x.mean((2, 3))) + mlp(x.amax((2, 3))))
+    f1 = x * mc[:, :, None, None]
+    pooled = torch.cat([f1.amax(1, keepdim=True), f1.mean(1, keepdim=True)], 1)
+    ms = torch.sigmoid(layer.spatial.bn(F.conv2d(pooled, layer.spatial.conv.weight, padding=3)))
+    torch.testing.assert_close(layer(x), f1 * ms)
+
+
+def test_cbam_orders_and_gate_switches_change_the_result():
+    x = torch.randn(2, 16, 5, 5)
+    base = _randomize(CBAM(16, reduction=4))
+    outs = {}
+    for order in ("channel_first", "spatial_first", "parallel"):
+        layer = _randomize(CBAM(16, reduction=4, order=order))
+        outs[order] = layer(x)
+    assert not torch.allclose(outs["channel_first"], outs["spatial_first"])
+    assert not torch.allclose(outs["channel_first"], outs["parallel"])
+    mc = torch.sigmoid(base.channel(x))[:, :, None, None]
+    ms = torch.sigmoid(base.spatial(x))
+    torch.testing.assert_close(outs["parallel"], x * mc * ms)
+    only_channel = _randomize(CBAM(16, reduction=4, spatial=False))
+    torch.testing.assert_close(only_channel(x), x * torch.sigmoid(only_channel.channel(x))[:, :, None, None])
+    avg_only = CBAM(16, reduction=4, pool_types=("avg",))
+    assert avg_only.spatial.conv.in_channels == 1 and avg_only.channel.pool_types == ("avg",)
+
+
+@pytest.mark.parametrize("kind", sorted(LAYERS))
+def test_keep_attention_stores_maps_only_when_asked(kind):
+    layer = LAYERS[kind](16, reduction=4) if kind != "eca" else ECA(16)
+    layer.eval()
+    x = torch.randn(2, 16, 6, 6)
+    layer(x)
+    assert layer.last_attention is None
+    layer.keep_attention = True
+    layer(x)
+    maps = layer.last_attention
+    if kind == "cbam":
+        assert maps["channel"].shape == (2, 16) and maps["spatial"].shape == (2, 1, 6, 6)
+    elif kind == "bam":
+        assert maps.shape == (2, 16, 6, 6) and ((maps > 0) & (maps < 1)).all()
+    else:
+        assert maps.shape == (2, 16)
+
+
+@pytest.mark.parametrize("name,kwargs", [("cbam_module.pt", {}), ("bam_module.pt", {"combine": "product"}),
+                                         ("eca_layer_k3.pt", {"k_size": 3}), ("eca_layer_k5.pt", {"k_size": 5})])
+def test_layers_reproduce_the_authors_modules(load_reference, name, kwargs):
+    ref = load_reference(name)
+    layer = {"cbam": CBAM, "bam": BAM, "eca": ECA}[name.split("_")[0]](64, **kwargs)
+    av.load_checkpoint(layer.double(), ref["state_dict"], source="official")
+    with torch.no_grad():
+        out64 = layer.eval()(ref["input"].double())
+        out32 = layer.float()(ref["input"].float())
+    torch.testing.assert_close(out64, ref["output_fp64"].double(), rtol=0, atol=1e-9)
+    torch.testing.assert_close(out32, ref["output_fp32"], rtol=1e-4, atol=5e-5)
+
+
+def test_official_bam_module_refuses_the_sum_combination(load_reference):
+    with pytest.raises(ValueError, match=r'combine="product"'):
+        av.load_checkpoint(BAM(64), load_reference("bam_module.pt")["state_dict"], source="official")
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: SE(8, reduction=16), r"SE: reduction=16 is larger than channels=8"),
+    (lambda: CBAM(0), r"CBAM: channels must be a positive integer"),
+    (lambda: ECA(64, k_size=4), r"ECA: k_size must be odd"),
+    (lambda: BAM(64, combine="mean"), r"BAM: combine must be one of"),
+    (lambda: CBAM(64, order="sideways"), r"CBAM: order must be one of"),
+    (lambda: CBAM(64, pool_types=("avg", "lse")), r"CBAM: pool_types must be"),
+    (lambda: SE(32)(torch.randn(2, 16, 4, 4)), r"SE: expected 32 input channels, got 16"),
+    (lambda: CBAM(32)(torch.randn(2, 32, 4)), r"CBAM: expected a 4-D input \(B, C, H, W\), got shape \(2, 32, 4\)"),
+    (lambda: av.create_attn("cbma", 64), r"create_attn: unknown name 'cbma'; did you mean 'cbam'"),
+])
+def test_bad_arguments_raise_clear_errors(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_create_attn_builds_each_kind_and_identity():
+    for kind, cls in LAYERS.items():
+        assert isinstance(av.create_attn(kind, 64), cls)
+    assert isinstance(av.create_attn(None, 64), torch.nn.Identity)
+    assert isinstance(av.create_attn("none", 64), torch.nn.Identity)
+    assert av.create_attn("cbam", 64, reduction=8).channel.fc1.out_features == 8

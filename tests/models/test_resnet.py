@@ -1,0 +1,218 @@
+"""ResNet family: parameter counts against the papers and the authors' code, official fixtures,
+placement of the attention modules, features_only and the timm interface."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import attnvision as av
+from attnvision.layers import BAM, CBAM, ECA, SE
+from attnvision.models.resnet import ResNet
+
+
+def _params(name, **kwargs):
+    with torch.device("meta"):
+        return sum(p.numel() for p in av.create_model(name, **kwargs).parameters())
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("resnet50", 25_557_032), ("resnet50_se", 28_088_024), ("resnet50_cbam", 28_089_624),
+    ("resnet50_bam", 25_915_099), ("resnet50_eca", 25_557_032 + 80),
+])
+def test_resnet50_parameter_counts_match_the_issue(name, expected):
+    assert _params(name) == expected
+
+
+@pytest.mark.parametrize("name,millions", [
+    ("resnet18_se", 11.78), ("resnet34_se", 21.96), ("resnet101_se", 49.33),
+    ("resnet18_cbam", 11.78), ("resnet34_cbam", 21.96), ("resnet101_cbam", 49.33),
+    ("resnext50_32x4d", 25.03), ("resnext50_32x4d_se", 27.56),
+])
+def test_parameter_counts_round_to_the_papers(name, millions):
+    assert round(_params(name) / 1e6, 2) == millions
+
+
+def _official_counts(reference_dir):
+    counts = json.loads((reference_dir / "param_counts.json").read_text())
+    ours = {}
+    for depth in (18, 34, 50, 101):
+        ours[f"resnet{depth}_plain_imagenet"] = f"resnet{depth}"
+        ours[f"resnet{depth}_cbam_imagenet"] = f"resnet{depth}_cbam"
+        ours[f"resnet{depth}_bam_imagenet"] = f"resnet{depth}_bam"
+    for depth, k in ((18, "3577"), (34, "3357"), (50, "3557"), (101, "3357"), (152, "3357")):
+        ours[f"eca_resnet{depth}_k{k}"] = f"resnet{depth}_eca"
+    for depth in (18, 34, 50, 101):
+        ours[f"timm_legacy_seresnet{depth}"] = f"resnet{depth}_se"
+    return [(ours[key], counts[key]) for key in ours]
+
+
+def test_every_count_measured_on_the_authors_code_is_reproduced(reference_dir):
+    for name, expected in _official_counts(reference_dir):
+        assert _params(name) == expected, name
+
+
+def test_macs_match_torchvision_layout_and_the_papers_layout():
+    assert round(av.profile("resnet50").gmacs, 2) == 4.09
+    assert round(av.profile("resnet50", stride_in_1x1=True).gmacs, 2) == 3.86
+
+
+@pytest.mark.parametrize("fixture,name,kwargs", [
+    ("resnet18_cbam_imagenet.pt", "resnet18_cbam", {}),
+    ("resnet18_bam_imagenet.pt", "resnet18_bam", {"attn_kwargs": {"combine": "product"}}),
+    ("eca_resnet18_k3577.pt", "resnet18_eca", {}),
+])
+def test_official_checkpoints_reproduce_the_authors_outputs(load_reference, fixture, name, kwargs):
+    ref = load_reference(fixture)
+    model = av.create_model(name, num_classes=10, **kwargs).double().eval()
+    report = av.load_checkpoint(model, {f"module.{k}": v for k, v in ref["state_dict"].items()}, source="official")
+    assert report.missing_keys == [] and report.unexpected_keys == [] and report.source == "official"
+    with torch.no_grad():
+        out64 = model(ref["input"].double())
+        feat = model.forward_intermediates(ref["input"].double(), [3])[0] if "feat.layer4_fp64" in ref else None
+        out32 = model.float()(ref["input"])
+    torch.testing.assert_close(out64, ref["output_fp64"].double(), rtol=0, atol=1e-9)
+    torch.testing.assert_close(out32, ref["output_fp32"], rtol=1e-4, atol=5e-5)
+    if feat is not None:
+        torch.testing.assert_close(feat.float(), ref["feat.layer4_fp64"], rtol=1e-5, atol=1e-5)
+
+
+def test_official_bam_checkpoint_into_sum_model_tells_how_to_build_it(load_reference):
+    model = av.create_model("resnet18_bam", num_classes=10)
+    with pytest.raises(ValueError, match=r'attn_kwargs=dict\(combine="product"\)'):
+        av.load_checkpoint(model, load_reference("resnet18_bam_imagenet.pt")["state_dict"])
+
+
+def test_auto_source_detects_official_layout_and_state_dict_wrapper(load_reference, tmp_path):
+    ref = load_reference("resnet18_cbam_imagenet.pt")
+    path = tmp_path / "official.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in ref["state_dict"].items()}, "epoch": 3}, path)
+    model = av.create_model("resnet18_cbam", num_classes=10, pretrained=str(path)).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(ref["input"]), ref["output_fp32"], rtol=1e-4, atol=5e-5)
+
+
+def test_our_checkpoint_round_trips_through_safetensors(tmp_path):
+    from safetensors.torch import save_file
+
+    model = av.create_model("resnet20_cbam", num_classes=10).eval()
+    save_file(model.state_dict(), tmp_path / "w.safetensors")
+    other = av.create_model("resnet20_cbam", num_classes=10, pretrained=str(tmp_path / "w.safetensors")).eval()
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(other(x), model(x))
+
+
+def test_checkpoint_errors_list_the_offending_keys():
+    model = av.create_model("resnet20", num_classes=10)
+    sd = model.state_dict()
+    bad = dict(sd, **{"fc.weight": torch.zeros(5, 64)})
+    with pytest.raises(ValueError, match=r"fc.weight: checkpoint \(5, 64\) vs model \(10, 64\)"):
+        av.load_checkpoint(model, bad)
+    partial = {k: v for k, v in sd.items() if not k.startswith("fc.")}
+    with pytest.raises(ValueError, match=r"missing 2 keys: fc.weight, fc.bias"):
+        av.load_checkpoint(model, partial)
+    report = av.load_checkpoint(model, dict(partial, extra=torch.zeros(1)), source="attnvision", strict=False)
+    assert report.missing_keys == ["fc.weight", "fc.bias"] and report.unexpected_keys == ["extra"]
+    with pytest.raises(ValueError, match=r"no attention module at 'layer1.0.attn'"):
+        av.load_checkpoint(av.create_model("resnet18"), {"layer1.0.cbam.ChannelGate.mlp.1.weight": torch.zeros(4, 64)},
+                           source="official")
+    with pytest.raises(FileNotFoundError, match="no checkpoint file"):
+        av.load_checkpoint(model, "/nonexistent/file.pth")
+
+
+def _attention_modules(model, cls):
+    return [name for name, m in model.named_modules() if isinstance(m, cls)]
+
+
+def test_block_attention_sits_in_every_block_and_bam_between_stages():
+    for kind, cls in (("se", SE), ("eca", ECA), ("cbam", CBAM)):
+        model = av.create_model(f"resnet50_{kind}")
+        names = _attention_modules(model, cls)
+        assert len(names) == 16 and all(n.endswith(".attn") for n in names)
+    bam = _attention_modules(av.create_model("resnet50_bam"), BAM)
+    assert bam == ["stage_attn.0", "stage_attn.1", "stage_attn.2"]
+    assert _attention_modules(av.create_model("resnet20_bam"), BAM) == ["stage_attn.0", "stage_attn.1"]
+
+
+def test_eca_resnets_default_to_the_released_kernel_sizes():
+    for depth, kernels in ((18, (3, 5, 7, 7)), (34, (3, 3, 5, 7)), (50, (3, 5, 5, 7)), (101, (3, 3, 5, 7))):
+        model = av.create_model(f"resnet{depth}_eca")
+        assert tuple(stage[0].attn.k_size for stage in model.stages) == kernels
+    adaptive = av.create_model("resnet20_eca")
+    assert [s[0].attn.k_size for s in adaptive.stages] == [3, 3, 3]
+
+
+def test_attention_sits_after_the_last_bn_before_the_addition():
+    model = av.create_model("resnet18_se").eval()
+    block = model.layer1[0]
+    seen = []
+    block.bn2.register_forward_hook(lambda m, i, o: seen.append(("bn2", o)))
+    block.attn.register_forward_hook(lambda m, i, o: seen.append(("attn", i[0])))
+    model(torch.randn(1, 3, 64, 64))
+    assert [s[0] for s in seen] == ["bn2", "attn"] and torch.equal(seen[0][1], seen[1][1])
+
+
+@pytest.mark.parametrize("name", ["resnet18_cbam", "resnet50_bam", "resnext50_32x4d_eca", "mobilenet_v1_se",
+                                  "wide_resnet28_10_cbam", "resnet20_bam", "preresnet110_se"])
+def test_features_only_gives_one_map_per_stage_at_its_reduction(name):
+    model = av.create_model(name, features_only=True).eval()
+    h, w = 64, 96
+    feats = model(torch.randn(2, 3, h, w))
+    assert len(feats) == len(model.feature_info)
+    for f, info in zip(feats, model.feature_info):
+        assert f.shape == (2, info["num_chs"], h // info["reduction"], w // info["reduction"])
+    last = av.create_model(name, features_only=True, out_indices=(-1,))
+    assert len(last(torch.randn(2, 3, h, w))) == 1
+
+
+def test_timm_interface_and_odd_input_sizes():
+    model = av.create_model("resnet18_cbam", num_classes=7).eval()
+    x = torch.randn(2, 3, 75, 53)
+    feats = model.forward_features(x)
+    assert feats.shape[1] == model.num_features == 512
+    assert model.forward_head(feats, pre_logits=True).shape == (2, 512)
+    torch.testing.assert_close(model.forward_head(feats), model(x))
+    model.reset_classifier(3)
+    assert model(x).shape == (2, 3) and model.num_classes == 3
+    model.reset_classifier(0)
+    assert model(x).shape == (2, 512)
+    cfg = model.pretrained_cfg
+    assert cfg["input_size"] == (3, 224, 224) and len(cfg["mean"]) == 3 and "Woo" in cfg["paper"]
+
+
+def test_stride_in_1x1_and_cifar_stem_change_the_layout():
+    orig = av.create_model("resnet50", stride_in_1x1=True)
+    assert orig.layer2[0].conv1.stride == (2, 2) and orig.layer2[0].conv2.stride == (1, 1)
+    tv = av.create_model("resnet50")
+    assert tv.layer2[0].conv1.stride == (1, 1) and tv.layer2[0].conv2.stride == (2, 2)
+    cifar = av.create_model("resnet18", stem="cifar", num_classes=10)
+    assert cifar(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    assert cifar.feature_info[0]["reduction"] == 1
+
+
+def test_torchvision_weights_load_into_the_plain_resnet():
+    import torchvision
+
+    tv = torchvision.models.resnet18(num_classes=10).eval()
+    ours = av.create_model("resnet18", num_classes=10).eval()
+    report = av.load_checkpoint(ours, tv.state_dict())
+    assert report.source == "attnvision"
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(ours(x), tv(x))
+
+
+def test_cifar_resnet_shortcut_is_parameter_free_option_a():
+    model = av.create_model("resnet20", num_classes=10)
+    assert round(sum(p.numel() for p in model.parameters()) / 1e6, 2) == 0.27
+    assert model.layer2[0].downsample is not None and not list(model.layer2[0].downsample.parameters())
+
+
+def test_model_errors_are_clear():
+    with pytest.raises(ValueError, match=r"ResNet: expected input of shape \(B, 3, H, W\), got \(2, 1, 32, 32\)"):
+        av.create_model("resnet20")(torch.randn(2, 1, 32, 32))
+    with pytest.raises(ValueError, match="ResNet: stem must be 'imagenet' or 'cifar'"):
+        av.create_model("resnet18", stem="tiny")
+    with pytest.raises(ValueError, match=r"out_indices must index its 4 stages, got \(4,\)"):
+        av.create_model("resnet18", features_only=True, out_indices=(4,))
+    assert isinstance(av.create_model("resnet18"), ResNet)

@@ -1,0 +1,20 @@
+"""The README's tables are the ones the code generates today."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from attnvision.profiling.tables import DOC_TABLES
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+@pytest.mark.parametrize("name", sorted(DOC_TABLES))
+def test_readme_table_is_fresh(name):
+    text = README.read_text(encoding="utf-8")
+    found = re.search(rf"<!-- BEGIN table:{name} -->\n(.*?)\n?<!-- END table:{name} -->", text, re.S)
+    assert found, f"README lacks the table {name}"
+    assert found[1] == DOC_TABLES[name](), (
+        f"README table {name} is stale: python -m attnvision.profiling.tables --write README.md")

@@ -1,0 +1,49 @@
+"""The registry: names, closest-name errors, external models, and every model building."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import attnvision as av
+
+
+def test_list_models_is_sorted_and_filters_by_pattern():
+    names = av.list_models()
+    assert names == sorted(names) and len(names) == len(set(names))
+    assert av.list_models("resnet50*") == ["resnet50", "resnet50_bam", "resnet50_cbam", "resnet50_eca", "resnet50_se"]
+    assert av.list_models("no_such_*") == []
+
+
+def test_unknown_model_suggests_the_closest_names():
+    with pytest.raises(ValueError, match=r"create_model: unknown name 'resnet50_cbma'; did you mean 'resnet50_cbam'"):
+        av.create_model("resnet50_cbma")
+    with pytest.raises(TypeError, match="name must be a string"):
+        av.create_model(50)
+
+
+def test_pretrained_must_be_a_local_path():
+    with pytest.raises(TypeError, match="pretrained must be False or a local path"):
+        av.create_model("resnet20", pretrained=True)
+
+
+def test_external_models_build_without_downloading():
+    tv = av.create_model("torchvision:resnet18", num_classes=5).eval()
+    assert tv(torch.randn(1, 3, 32, 32)).shape == (1, 5)
+    tm = av.create_model("timm:resnet18", num_classes=5).eval()
+    assert tm(torch.randn(1, 3, 32, 32)).shape == (1, 5)
+    with pytest.raises(ValueError, match="unknown name 'resnet_18'"):
+        av.create_model("torchvision:resnet_18")
+
+
+@pytest.mark.parametrize("name", av.list_models())
+def test_every_registered_model_builds_on_meta_and_honours_the_interface(name):
+    with torch.device("meta"):
+        model = av.create_model(name, num_classes=10)
+        cfg = model.pretrained_cfg
+        x = torch.zeros(2, *cfg["input_size"])
+        out = model.eval()(x)
+    assert out.shape == (2, 10)
+    assert {"input_size", "mean", "std", "crop_pct", "paper"} <= set(cfg)
+    assert model.num_classes == 10 and model.num_features > 0
+    assert model.feature_info and all({"num_chs", "reduction", "module"} <= set(i) for i in model.feature_info)
+    assert model.feature_info[-1]["num_chs"] <= model.num_features or model.num_features > 0
