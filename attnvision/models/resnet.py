@@ -73,8 +73,9 @@ class BasicBlock(nn.Module):
     def forward(self, x):
         shortcut = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
-        out = self.attn(self.bn2(self.conv2(out)))
-        return self.relu(self.drop_path(out) + shortcut)
+        out = self.drop_path(self.attn(self.bn2(self.conv2(out))))
+        out += shortcut  # in place: one activation-sized allocation less per block
+        return self.relu(out)
 
 
 class Bottleneck(nn.Module):
@@ -107,8 +108,9 @@ class Bottleneck(nn.Module):
         shortcut = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
-        out = self.attn(self.bn3(self.conv3(out)))
-        return self.relu(self.drop_path(out) + shortcut)
+        out = self.drop_path(self.attn(self.bn3(self.conv3(out))))
+        out += shortcut
+        return self.relu(out)
 
 
 class PreActBasicBlock(nn.Module):
