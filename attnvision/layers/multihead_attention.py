@@ -171,7 +171,7 @@ class MultiHeadSelfAttention(AttentionLayer):
         return tuple(hw)
 
     def project(self, x: torch.Tensor):
-        """Absolute position (if any), then q (scaled by 1/√d), k, v, each (B, heads, N, head_dim)."""
+        """Absolute position (if any), then q, k, v, each (B, heads, N, head_dim)."""
         self._check_tokens(x)
         b, n, _ = x.shape
         if self.pos in ("learned", "sinusoidal"):
@@ -180,10 +180,10 @@ class MultiHeadSelfAttention(AttentionLayer):
                                  f"positions, got {n} tokens")
             x = x + self.pos_embed
         q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        return q * self.scale, k, v  # each (B, heads, N, head_dim)
+        return q, k, v  # each (B, heads, N, head_dim)
 
     def relative_logits(self, q: torch.Tensor, hw=None) -> torch.Tensor | None:
-        """R of the module docstring for scaled queries q, or None without relative position."""
+        """R of the module docstring for the scaled queries q/√d, or None without relative position."""
         if self.pos != "relative":
             return None
         n = q.shape[2]
@@ -193,6 +193,13 @@ class MultiHeadSelfAttention(AttentionLayer):
             return self.rel(n, type(self).__name__).to(q.dtype)
         return self.rel(q, self._map_size(n, hw), type(self).__name__)
 
+    def logits(self, q: torch.Tensor, k: torch.Tensor, hw=None) -> torch.Tensor:
+        """QKᵀ/√d + R: (B, heads, N, N)."""
+        q = q * self.scale
+        logits = q @ k.transpose(-2, -1)
+        rel = self.relative_logits(q, hw)
+        return logits if rel is None else logits + rel
+
     def attend(self, attn: torch.Tensor, v: torch.Tensor, shape) -> torch.Tensor:
         """Dropout on the map A, A·V, heads concatenated, output projection: (B, N, C)."""
         out = self.attn_drop(attn) @ v  # (B, heads, N, head_dim)
@@ -200,14 +207,12 @@ class MultiHeadSelfAttention(AttentionLayer):
 
     def forward(self, x: torch.Tensor, return_logits: bool = False, *, hw=None):
         q, k, v = self.project(x)
-        rel = self.relative_logits(q, hw)
         if not (return_logits or self.keep_attention):
+            rel = self.relative_logits(q * self.scale, hw) if self.pos == "relative" else None
             p = self.attn_drop.p if self.training else 0.0
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=rel, dropout_p=p, scale=1.0)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=rel, dropout_p=p, scale=self.scale)
             return self.proj_drop(self.proj(out.transpose(1, 2).reshape(x.shape)))
-        logits = q @ k.transpose(-2, -1)  # (B, heads, N, N)
-        if rel is not None:
-            logits = logits + rel
+        logits = self.logits(q, k, hw)  # (B, heads, N, N)
         attn = logits.softmax(-1)
         self._keep(attn)
         out = self.attend(attn, v, x.shape)

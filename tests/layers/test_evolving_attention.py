@@ -45,6 +45,7 @@ def test_mhsa_relative_2d_logits_match_explicit_offset_sum():
     x = torch.randn(1, h * w, 16, dtype=torch.float64)
     _, logits = m(x, return_logits=True, hw=(h, w))
     q, k, _ = m.project(x)
+    q = q * m.scale
     expected = q @ k.transpose(-2, -1)
     for i in range(h * w):
         for j in range(h * w):
@@ -119,7 +120,8 @@ def test_conv_path_changes_logits_exactly_when_beta_positive():
     x, prev = _tokens(), torch.randn(2, 4, 9, 9, dtype=torch.float64)
     base = _evolving(0.5, 0.0)
     _, without = base(x, prev)
-    expected_input = 0.5 * prev + 0.5 * (lambda q, k: q @ k.transpose(-2, -1))(*base.project(x)[:2])
+    q, k, _ = base.project(x)
+    expected_input = 0.5 * prev + 0.5 * (q * base.scale) @ k.transpose(-2, -1)
     torch.testing.assert_close(without, expected_input, rtol=0, atol=1e-12)
     conv = _evolving(0.5, 0.7)
     conv.load_state_dict(base.state_dict())
