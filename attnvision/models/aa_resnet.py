@@ -101,6 +101,10 @@ class AAResNet(ResNet):
         check_weight("AAResNet", "upsilon", upsilon)
         if kwargs.get("stride_in_1x1"):
             raise ValueError("AAResNet: the attention takes the stride (by pooling); stride_in_1x1 is not supported")
+        stages = range(len(cfg.layers))
+        for arg, value in (("aa_stages", aa_stages), ("attn_downsample_stages", attn_downsample_stages)):
+            if not all(isinstance(i, int) and i in stages for i in value):
+                raise ValueError(f"AAResNet: {arg} must be stage indices in 0..{len(cfg.layers) - 1}, got {value!r}")
         h, w = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
         size = (_half(_half(h)), _half(_half(w)))  # after the stem
         state = dict(size=size, last_attn=None)

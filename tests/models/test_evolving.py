@@ -67,6 +67,11 @@ def test_aa_resnets_run_classify_and_extract_features_at_small_size(block, evolv
     torch.testing.assert_close(model.forward_head(model.forward_features(x)), model(x))
 
 
+def test_aa_resnet_rejects_stage_indices_it_does_not_have():
+    with pytest.raises(ValueError, match="AAResNet: aa_stages"):
+        av.create_model("aa_resnet50", aa_stages=(4,))
+
+
 def test_aa_resnet_registered_builders_run_features_only():
     feats = av.create_model("ea_aa_resnet34", img_size=32, features_only=True, out_indices=(1,))
     assert feats(torch.randn(1, 3, 32, 32))[0].shape == (1, 128, 4, 4)
