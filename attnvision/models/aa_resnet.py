@@ -23,7 +23,6 @@ from dataclasses import replace
 from functools import partial
 
 import torch
-from torch import nn
 
 from ..layers import AAConv2d
 from ..layers.evolving_attention import check_weight
