@@ -99,27 +99,31 @@ class AAConv2d(AttentionLayer):
         q = q.reshape(b, nh, dkh, h * w).transpose(2, 3) * dkh ** -0.5  # (B, heads, N, dkh)
         k = k.reshape(b, nh, dkh, h * w).transpose(2, 3)
         v = v.reshape(b, nh, dvh, h * w).transpose(2, 3)                 # (B, heads, N, dvh)
-        rel = self.rel(q, (h, w), "AAConv2d") if self.rel is not None else None
-        need_logits = self.evolve or return_logits or self.keep_attention
-        if need_logits:
-            logits = q @ k.transpose(-2, -1)  # (B, heads, N, N)
-            if rel is not None:
-                logits = logits + rel
-            if self.evolve:
-                prev = usable_prev("AAConv2d", logits, prev_logits)
-                logits = evolve_logits(logits, prev, self.attn_conv.weight, self.attn_conv.bias, self.alpha,
-                                       self.beta, self.activation)
+        if self.evolve:
+            prev = usable_prev("AAConv2d", (b, nh, h * w), prev_logits)
+            logits = evolve_logits(self._logits(q, k, (h, w)), prev, self.attn_conv.weight, self.attn_conv.bias,
+                                   self.alpha, self.beta, self.activation)  # (B, heads, N, N)
+        elif return_logits or self.keep_attention:
+            logits = self._logits(q, k, (h, w))
+        else:
+            rel = self.rel(q, (h, w), "AAConv2d") if self.rel is not None else None
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=rel, scale=1.0)
+            logits = None
+        if logits is not None:
             attn = logits.softmax(-1)
             self._keep(attn)
             o = attn @ v
-        else:
-            o = F.scaled_dot_product_attention(q, k, v, attn_mask=rel, scale=1.0)
         o = self.proj(o.transpose(2, 3).reshape(b, self.dv, h, w))  # heads concatenated: (B, dv, h, w)
         if self.downsample:
             size = tuple(_pooled(n, self.stride) if self.stride > 1 else n for n in x.shape[-2:])
             o = F.interpolate(o, size=size, mode="bilinear", align_corners=False)
         out = o if conv_out is None else torch.cat([conv_out, o], 1)  # (B, out_channels, H/s, W/s)
         return (out, logits) if self.evolve or return_logits else out
+
+    def _logits(self, q, k, hw):
+        """QKᵀ/√d_kh + S^rel_H + S^rel_W for scaled queries: (B, heads, N, N)."""
+        logits = q @ k.transpose(-2, -1)
+        return logits if self.rel is None else logits + self.rel(q, hw, "AAConv2d")
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, dk={self.dk}, dv={self.dv}, heads={self.heads}, "

@@ -51,16 +51,18 @@ def check_weight(module: str, name: str, value) -> float:
     return float(value)
 
 
-def usable_prev(module: str, logits: torch.Tensor, prev_logits: torch.Tensor | None) -> torch.Tensor | None:
-    """``prev_logits`` if it continues the chain, None if its N differs (restart); other mismatches raise."""
+def usable_prev(module: str, shape: tuple[int, int, int], prev_logits: torch.Tensor | None) -> torch.Tensor | None:
+    """``prev_logits`` if it continues the chain of this layer's (B, heads, N) logits, None if its N differs
+    (a restart); other mismatches raise."""
     if prev_logits is None:
         return None
     if not isinstance(prev_logits, torch.Tensor):
         raise TypeError(f"{module}: prev_logits must be a tensor or None, got {type(prev_logits).__name__}")
-    if prev_logits.dim() != 4 or prev_logits.shape[:2] != logits.shape[:2] or prev_logits.shape[2] != prev_logits.shape[3]:
-        raise ValueError(f"{module}: prev_logits must be (B, heads, N', N') = {tuple(logits.shape[:2])} + (N', N'), "
+    b, heads, n = shape
+    if prev_logits.dim() != 4 or tuple(prev_logits.shape[:2]) != (b, heads) or prev_logits.shape[2] != prev_logits.shape[3]:
+        raise ValueError(f"{module}: prev_logits must be (B, heads, N', N') = {(b, heads)} + (N', N'), "
                          f"got {tuple(prev_logits.shape)}")
-    return prev_logits if prev_logits.shape[-1] == logits.shape[-1] else None
+    return prev_logits if prev_logits.shape[-1] == n else None
 
 
 def evolve_logits(logits: torch.Tensor, prev_logits: torch.Tensor | None, weight: torch.Tensor,
@@ -72,12 +74,17 @@ def evolve_logits(logits: torch.Tensor, prev_logits: torch.Tensor | None, weight
     A_logit = β·act(conv(A_input; weight, bias)) + (1 − β)·A_input.
     """
     a_input = logits if prev_logits is None or alpha == 0.0 else torch.lerp(logits, prev_logits, alpha)
+    del logits  # N×N maps are the memory here: each is dropped as soon as it is no longer needed
     if beta == 0.0:
         return a_input
     # A K-channel image of N×N pixels: channels-last convolution kernels are several times faster
     # here (above all the weight gradient); the result comes back to the softmax-friendly layout.
     a_cl = a_input.contiguous(memory_format=torch.channels_last)
-    conv = F.conv2d(a_cl, weight, bias, padding=weight.shape[-1] // 2).contiguous()  # (B, K, N, N)
+    if beta == 1.0:
+        del a_input
+    conv = F.conv2d(a_cl, weight, bias, padding=weight.shape[-1] // 2)
+    del a_cl
+    conv = conv.contiguous()  # (B, K, N, N)
     conv = F.relu_(conv) if activation == "relu" else F.leaky_relu_(conv, negative_slope)
     return conv if beta == 1.0 else torch.lerp(a_input, conv, beta)
 
@@ -109,9 +116,10 @@ class EvolvingAttention(MultiHeadSelfAttention):
 
     def forward(self, x: torch.Tensor, prev_logits: torch.Tensor | None = None, *, hw=None):
         q, k, v = self.project(x)
-        logits = self.logits(q, k, hw)  # (B, heads, N, N)
-        prev = usable_prev(type(self).__name__, logits, prev_logits)
-        logits = evolve_logits(logits, prev, self.conv.weight, self.conv.bias, self.alpha, self.beta, self.activation)
+        n = x.shape[1]
+        prev = usable_prev(type(self).__name__, (x.shape[0], self.heads, n), prev_logits)
+        logits = evolve_logits(self.logits(q, k, hw), prev, self.conv.weight, self.conv.bias, self.alpha, self.beta,
+                               self.activation)  # (B, heads, N, N)
         attn = logits.softmax(-1)
         self._keep(attn)
         return self.attend(attn, v, x.shape), logits
