@@ -1,15 +1,20 @@
 """Attention mechanisms for vision, one per file, each citing the equation it implements."""
-from ._base import AttentionLayer
+from ._base import AttentionLayer, collect_attention
+from .augmented_conv import AAConv2d
 from .bam import BAM
 from .cbam import CBAM
 from .create_attn import attn_names, create_attn, register_attn
 from .drop import DropPath, drop_path, drop_path_rates
 from .eca import ECA, eca_kernel_size
+from .evolving_attention import EvolvingAttention, EvolvingBlock, EvolvingTransformerEncoder, evolve_logits
 from .layer_scale import LayerScale
 from .mlp import Mlp
+from .multihead_attention import MultiHeadSelfAttention
 from .squeeze_excite import SE
 
 __all__ = [
-    "AttentionLayer", "BAM", "CBAM", "DropPath", "ECA", "LayerScale", "Mlp", "SE",
-    "attn_names", "create_attn", "drop_path", "drop_path_rates", "eca_kernel_size", "register_attn",
+    "AAConv2d", "AttentionLayer", "BAM", "CBAM", "DropPath", "ECA", "EvolvingAttention", "EvolvingBlock",
+    "EvolvingTransformerEncoder", "LayerScale", "Mlp", "MultiHeadSelfAttention", "SE",
+    "attn_names", "collect_attention", "create_attn", "drop_path", "drop_path_rates", "eca_kernel_size",
+    "evolve_logits", "register_attn",
 ]

@@ -39,3 +39,26 @@ class AttentionLayer(nn.Module):
     def checkpoint_filter_fn(self, state_dict, model=None):
         """The authors' state_dict of this module → ours (``load_checkpoint(source="official")``)."""
         return {self.convert_official_key(k): v for k, v in state_dict.items()}
+
+
+def collect_attention(model: nn.Module, *args, **kwargs) -> dict:
+    """Run ``model(*args, **kwargs)`` once and return every attention layer's map, in the order computed.
+
+    ``{module name: last_attention}``; in a network of evolving attention this is how one map
+    evolves through the layers. ``keep_attention`` is restored afterwards.
+    """
+    layers = [(name, m) for name, m in model.named_modules() if isinstance(m, AttentionLayer)]
+    order, hooks, kept = [], [], {}
+    for name, m in layers:
+        kept[name] = m.keep_attention
+        m.keep_attention = True
+        hooks.append(m.register_forward_hook(lambda mod, inp, out, name=name: order.append(name)))
+    try:
+        model(*args, **kwargs)
+    finally:
+        for h in hooks:
+            h.remove()
+        for name, m in layers:
+            m.keep_attention = kept[name]
+    named = dict(layers)
+    return {name: named[name].last_attention for name in order if named[name].last_attention is not None}

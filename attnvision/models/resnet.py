@@ -172,6 +172,8 @@ class ResNet(Backbone):
         stride_in_1x1: stride in the bottleneck's first 1×1 conv (original ResNet layout).
         drop_rate: dropout before the classifier; drop_path_rate: stochastic depth, linear in depth.
         block_dropout: dropout inside pre-activation blocks (Wide ResNet).
+        make_block: for derived families, ``make_block(stage, index, block_cls, *args, **kwargs)`` builds
+            each residual block in place of ``block_cls(*args, **kwargs)``.
     """
 
     classifier_path = "fc"
@@ -179,7 +181,7 @@ class ResNet(Backbone):
     def __init__(self, cfg: ResNetCfg, num_classes: int = 1000, in_chans: int = 3, *, attn: str | None = None,
                  attn_kwargs: dict | None = None, stem: str | None = None, stride_in_1x1: bool = False,
                  drop_rate: float = 0.0, drop_path_rate: float = 0.0, block_dropout: float = 0.0,
-                 zero_init_last: bool = False):
+                 zero_init_last: bool = False, make_block=None):
         super().__init__()
         if attn is not None and attn not in ATTN_KINDS:
             raise ValueError(f"ResNet: attn must be None or one of {ATTN_KINDS}, got {attn!r}")
@@ -221,7 +223,8 @@ class ResNet(Backbone):
                 downsample = None
                 if s != 1 or cin != cout:
                     downsample = self._shortcut(cfg, cin, cout, s, preact)
-                blocks.append(block(cin, planes, s, downsample, attn=block_attn, attn_kwargs=kw,
+                build = block if make_block is None else partial(make_block, i, j, block)
+                blocks.append(build(cin, planes, s, downsample, attn=block_attn, attn_kwargs=kw,
                                     drop_path=dpr[idx], groups=cfg.groups, base_width=cfg.base_width,
                                     stride_in_1x1=stride_in_1x1, block_dropout=block_dropout))
                 cin, idx = cout, idx + 1

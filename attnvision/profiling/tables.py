@@ -74,6 +74,14 @@ def resnet_cifar_table() -> str:
                         markdown=True)
 
 
+@register_table("evolving")
+def evolving_table() -> str:
+    names = [f"{e}{b}" for b in ("aa_resnet34", "aa_resnet50", "aa_resnet101", "vit_tiny", "vit_small")
+             for e in ("", "ea_")]
+    body = [[f"`{n}`", f"{p:,}", _fmt_m(cfg.get("paper_params")), _fmt_g(m)] for n, p, m, _, cfg in model_rows(names)]
+    return format_table(["model", "params (ours)", "params (paper)", "MACs (ours)"], body, markdown=True)
+
+
 def render(text: str) -> str:
     for name, fn in DOC_TABLES.items():
         pattern = re.compile(rf"(<!-- BEGIN table:{name} -->\n)(?:.*?\n)?(<!-- END table:{name} -->)", re.S)

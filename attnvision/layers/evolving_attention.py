@@ -1,0 +1,209 @@
+"""Evolving attention (Wang et al., "Evolving Attention with Residual Convolutions", ICML 2021).
+
+The K heads' attention logits of a layer form a K-channel N×N image; consecutive layers are
+chained by a residual link and the image is refined by a convolution:
+
+    A_input^i = α · A_logit^{i−1} + (1 − α) · Attention(X)_logit^i
+    A_logit^i = β · CNN(A_input^i) + (1 − β) · A_input^i
+    A^i       = softmax(A_logit^i)
+    out       = Concat_h(A^i_h V_h) W_O
+
+Attention(X)_logit = QKᵀ/√d (+ R with relative position). CNN is a k×k convolution over the
+K-channel logit image (K → K channels, with bias, "same" padding) followed by an activation:
+ReLU in the authors' TensorFlow ImageNet code (the default), LeakyReLU (slope 0.01) in their 1-D
+PyTorch code. Defaults α = 0.5, β = 1.0 are their ImageNet settings.
+
+Notation: the authors' code names the two weights the other way round: their ``beta`` weights
+the previous layer's logits (our α) and their ``alpha`` the convolved map (our β). Their
+ImageNet default "beta=0.5, alpha=1" is our α = 0.5, β = 1.0; their time-series fixture
+"alpha=0.5, beta=0.3" is our α = 0.3, β = 0.5.
+
+With ``prev_logits=None`` the layer behaves as if α = 0. When the previous logits come from a
+map of a different size N (a resolution change) the chain restarts, as in the authors' code:
+they are not used and the layer again behaves as if α = 0. The first layer of a chain in the
+authors' networks has no convolution at all: the models here use plain multi-head attention
+there (:class:`EvolvingBlock` with ``chain="start"``).
+
+:func:`evolve_logits` is the functional core (the two equations above), shared by
+:class:`EvolvingAttention`, :class:`~attnvision.layers.AAConv2d` and the tests that reproduce
+the authors' module. :class:`EvolvingTransformerEncoder` is the EA-Transformer for (B, N, C)
+sequences (text, time series): post-norm blocks with a ReLU feed-forward network.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._checks import check_choice, check_positive_int
+from .drop import DropPath, drop_path_rates
+from .layer_scale import LayerScale
+from .mlp import Mlp
+from .multihead_attention import MultiHeadSelfAttention
+
+ACTIVATIONS = ("relu", "leaky_relu")
+CHAIN_ROLES = ("none", "start", "evolve")
+
+
+def check_weight(module: str, name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{module}: {name} must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
+def usable_prev(module: str, shape: tuple[int, int, int], prev_logits: torch.Tensor | None) -> torch.Tensor | None:
+    """``prev_logits`` if it continues the chain of this layer's (B, heads, N) logits, None if its N differs
+    (a restart); other mismatches raise."""
+    if prev_logits is None:
+        return None
+    if not isinstance(prev_logits, torch.Tensor):
+        raise TypeError(f"{module}: prev_logits must be a tensor or None, got {type(prev_logits).__name__}")
+    b, heads, n = shape
+    if prev_logits.dim() != 4 or tuple(prev_logits.shape[:2]) != (b, heads) or prev_logits.shape[2] != prev_logits.shape[3]:
+        raise ValueError(f"{module}: prev_logits must be (B, heads, N', N') = {(b, heads)} + (N', N'), "
+                         f"got {tuple(prev_logits.shape)}")
+    return prev_logits if prev_logits.shape[-1] == n else None
+
+
+def evolve_logits(logits: torch.Tensor, prev_logits: torch.Tensor | None, weight: torch.Tensor,
+                  bias: torch.Tensor | None, alpha: float, beta: float, activation: str = "relu",
+                  negative_slope: float = 0.01) -> torch.Tensor:
+    """The evolving step: (B, K, N, N) logits of this layer and of the previous one → A_logit.
+
+    A_input = α·prev + (1 − α)·logits (logits alone when ``prev_logits`` is None);
+    A_logit = β·act(conv(A_input; weight, bias)) + (1 − β)·A_input.
+    """
+    a_input = logits if prev_logits is None or alpha == 0.0 else torch.lerp(logits, prev_logits, alpha)
+    del logits  # N×N maps are the memory here: each is dropped as soon as it is no longer needed
+    if beta == 0.0:
+        return a_input
+    # A K-channel image of N×N pixels: channels-last convolution kernels are several times faster
+    # here (above all the weight gradient); the result comes back to the softmax-friendly layout.
+    a_cl = a_input.contiguous(memory_format=torch.channels_last)
+    if beta == 1.0:
+        del a_input
+    conv = F.conv2d(a_cl, weight, bias, padding=weight.shape[-1] // 2)
+    del a_cl
+    conv = conv.contiguous()  # (B, K, N, N)
+    conv = F.relu_(conv) if activation == "relu" else F.leaky_relu_(conv, negative_slope)
+    return conv if beta == 1.0 else torch.lerp(a_input, conv, beta)
+
+
+class EvolvingAttention(MultiHeadSelfAttention):
+    """Evolving multi-head self-attention on (B, N, C) tokens: ``forward(x, prev_logits=None) -> (out, logits)``.
+
+    ``logits`` is this layer's A_logit (B, heads, N, N), the ``prev_logits`` of the next layer.
+
+    Args:
+        dim, heads: as :class:`MultiHeadSelfAttention` (and its ``qkv_bias``, dropouts, ``pos``, ``input_size``).
+        alpha: weight of the previous layer's logits. beta: weight of the convolved map.
+        kernel_size: the k×k convolution over the heads' logit image.
+        activation: "relu" (the authors' ImageNet code) or "leaky_relu" (their 1-D code).
+    """
+
+    def __init__(self, dim: int, heads: int = 8, alpha: float = 0.5, beta: float = 1.0, kernel_size: int = 3,
+                 activation: str = "relu", **kwargs):
+        super().__init__(dim, heads, **kwargs)
+        name = type(self).__name__
+        self.alpha = check_weight(name, "alpha", alpha)
+        self.beta = check_weight(name, "beta", beta)
+        check_positive_int(name, "kernel_size", kernel_size)
+        if kernel_size % 2 == 0:
+            raise ValueError(f"{name}: kernel_size must be odd to keep the N×N map, got {kernel_size}")
+        check_choice(name, "activation", activation, ACTIVATIONS)
+        self.activation = activation
+        self.conv = nn.Conv2d(heads, heads, kernel_size, padding=kernel_size // 2)
+
+    def forward(self, x: torch.Tensor, prev_logits: torch.Tensor | None = None, *, hw=None):
+        q, k, v = self.project(x)
+        n = x.shape[1]
+        prev = usable_prev(type(self).__name__, (x.shape[0], self.heads, n), prev_logits)
+        logits = evolve_logits(self.logits(q, k, hw), prev, self.conv.weight, self.conv.bias, self.alpha, self.beta,
+                               self.activation)  # (B, heads, N, N)
+        attn = logits.softmax(-1)
+        self._keep(attn)
+        return self.attend(attn, v, x.shape), logits
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", alpha={self.alpha}, beta={self.beta}, activation={self.activation!r}"
+
+
+class EvolvingBlock(nn.Module):
+    """A transformer block whose attention takes part in an evolving chain.
+
+    ``chain``: "none" (plain attention, returns no logits), "start" (plain attention that hands
+    its logits on; the authors' first layer has no convolution) or "evolve" (EvolvingAttention).
+    ``norm_first``: pre-norm (ViT: x + attn(norm(x))) or post-norm (Transformer: norm(x + attn(x))).
+    ``forward(x, prev_logits=None) -> (x, logits or None)``.
+    """
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, *, chain: str = "none", qkv_bias: bool = True,
+                 drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0, init_values: float | None = None,
+                 act_layer=nn.GELU, norm_layer=nn.LayerNorm, norm_first: bool = True, alpha: float = 0.5,
+                 beta: float = 1.0, kernel_size: int = 3, activation: str = "relu", pos: str = "none",
+                 input_size=None):
+        super().__init__()
+        check_choice("EvolvingBlock", "chain", chain, CHAIN_ROLES)
+        self.chain, self.norm_first = chain, norm_first
+        kw = dict(qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=drop, pos=pos, input_size=input_size)
+        self.norm1 = norm_layer(dim)
+        self.attn = (EvolvingAttention(dim, heads, alpha, beta, kernel_size, activation, **kw) if chain == "evolve"
+                     else MultiHeadSelfAttention(dim, heads, **kw))
+        self.ls1 = LayerScale(dim, init_values) if init_values else nn.Identity()
+        self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.norm2 = norm_layer(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=drop)
+        self.ls2 = LayerScale(dim, init_values) if init_values else nn.Identity()
+        self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def _attention(self, x, prev_logits):
+        if self.chain == "evolve":
+            return self.attn(x, prev_logits)
+        if prev_logits is not None:
+            raise ValueError(f"EvolvingBlock: a block with chain={self.chain!r} takes no prev_logits")
+        if self.chain == "start":
+            return self.attn(x, return_logits=True)
+        return self.attn(x), None
+
+    def forward(self, x: torch.Tensor, prev_logits: torch.Tensor | None = None):
+        if self.norm_first:
+            a, logits = self._attention(self.norm1(x), prev_logits)
+            x = x + self.drop_path1(self.ls1(a))
+            x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
+        else:
+            a, logits = self._attention(x, prev_logits)
+            x = self.norm1(x + self.drop_path1(self.ls1(a)))
+            x = self.norm2(x + self.drop_path2(self.ls2(self.mlp(x))))
+        return x, logits
+
+
+class EvolvingTransformerEncoder(nn.Module):
+    """The EA-Transformer encoder for (B, N, C) sequences: ``depth`` post-norm blocks, ReLU feed-forward.
+
+    The first block starts the chain with plain attention; every later one evolves its
+    predecessor's logits. ``forward(x, return_logits=False)`` returns (B, N, C), or also the
+    last layer's logits. ``pos`` / ``input_size`` give the attention a position term
+    ("relative" with ``input_size=N`` is a learned per-head bias over offsets).
+    """
+
+    def __init__(self, dim: int, depth: int, heads: int = 8, mlp_ratio: float = 4.0, *, dropout: float = 0.1,
+                 attn_drop: float = 0.0, drop_path_rate: float = 0.0, alpha: float = 0.5, beta: float = 1.0,
+                 kernel_size: int = 3, activation: str = "relu", norm_first: bool = False, pos: str = "none",
+                 input_size=None):
+        super().__init__()
+        check_positive_int("EvolvingTransformerEncoder", "depth", depth)
+        dpr = drop_path_rates(drop_path_rate, depth)
+        self.blocks = nn.ModuleList(
+            EvolvingBlock(dim, heads, mlp_ratio, chain="start" if i == 0 else "evolve", drop=dropout,
+                          attn_drop=attn_drop, drop_path=dpr[i], act_layer=nn.ReLU, norm_first=norm_first,
+                          alpha=alpha, beta=beta, kernel_size=kernel_size, activation=activation, pos=pos,
+                          input_size=input_size)
+            for i in range(depth))
+        self.norm = nn.LayerNorm(dim) if norm_first else nn.Identity()
+
+    def forward(self, x: torch.Tensor, return_logits: bool = False):
+        logits = None
+        for block in self.blocks:
+            x, logits = block(x, logits)
+        x = self.norm(x)
+        return (x, logits) if return_logits else x

@@ -1,0 +1,190 @@
+"""Attention-augmented ResNets (Bello et al., ICCV 2019) and their evolving-attention versions
+(Wang et al., "Evolving Attention with Residual Convolutions", ICML 2021).
+
+``aa_resnet34/50/101``: the ResNet of :mod:`attnvision.models.resnet` whose 3×3 convolutions in
+the last three stages (28×28, 14×14 and 7×7 at 224×224) are :class:`~attnvision.layers.AAConv2d`
+(the bottleneck's 3×3 conv; both 3×3 convs of a basic block). Defaults as the authors'
+evolving-attention code: κ = dk/F_out = 0.25, υ = dv/F_out = 0.125, 8 heads, 2-D relative
+logits; in the first augmented stage the attention input is pooled by 2 and its output resized
+back (the authors' memory saving, ``attn_downsample_stages``).
+
+``ea_aa_resnet34/50/101``: the same, with the attention logits chained across consecutive AA
+layers whose attention maps have the same size (α = 0.5, β = 1.0, ReLU, 3×3 conv on the heads'
+logit image). A layer that starts a chain (the first one, or one after a change of map size)
+has no convolution, as in the authors' code; every other one adds heads·heads·9 + heads
+parameters (584 for 8 heads). With the pooled first stage the chain runs unbroken through
+stages 2 and 3 (both 14×14 at 224×224) and restarts at stage 4.
+
+``collect_attention(model, x)`` (``attnvision.layers``) returns every AA layer's map in order.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from functools import partial
+
+import torch
+
+from ..layers import AAConv2d
+from ..layers.evolving_attention import check_weight
+from ._base import make_cfg, register_variant
+from .resnet import RESNET_CFGS, BasicBlock, Bottleneck, ResNet
+
+_PAPER_AA = "Bello et al., Attention Augmented Convolutional Networks, ICCV 2019"
+_PAPER_EA = "Wang et al., Evolving Attention with Residual Convolutions, ICML 2021"
+
+
+def _half(n: int) -> int:
+    return (n - 1) // 2 + 1  # a 3×3 (or 7×7) stride-2 conv or pool with "same" padding
+
+
+def _run(conv: AAConv2d, role: str, x: torch.Tensor, prev_logits):
+    if role == "evolve":
+        return conv(x, prev_logits)
+    if role == "start":
+        return conv(x, return_logits=True)
+    return conv(x), None
+
+
+class AABasicBlock(BasicBlock):
+    """BasicBlock with both 3×3 convs attention-augmented: ``forward(x, prev_logits) -> (x, logits)``."""
+
+    def __init__(self, *args, aa_convs, roles, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.conv1, self.conv2 = aa_convs
+        self.roles = roles
+
+    def forward(self, x, prev_logits=None):
+        shortcut = x if self.downsample is None else self.downsample(x)
+        out, logits = _run(self.conv1, self.roles[0], x, prev_logits)
+        out = self.relu(self.bn1(out))
+        out, logits = _run(self.conv2, self.roles[1], out, logits)
+        out = self.attn(self.bn2(out))
+        return self.relu(self.drop_path(out) + shortcut), logits
+
+
+class AABottleneck(Bottleneck):
+    """Bottleneck with its 3×3 conv attention-augmented: ``forward(x, prev_logits) -> (x, logits)``."""
+
+    def __init__(self, *args, aa_convs, roles, **kwargs):
+        super().__init__(*args, **kwargs)
+        (self.conv2,) = aa_convs
+        self.roles = roles
+
+    def forward(self, x, prev_logits=None):
+        shortcut = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out, logits = _run(self.conv2, self.roles[0], out, prev_logits)
+        out = self.relu(self.bn2(out))
+        out = self.attn(self.bn3(self.conv3(out)))
+        return self.relu(self.drop_path(out) + shortcut), logits
+
+
+class AAResNet(ResNet):
+    """A ResNet with attention-augmented 3×3 convs (see the module docstring).
+
+    Args:
+        cfg, num_classes, in_chans, **kwargs: as :class:`~attnvision.models.resnet.ResNet`.
+        kappa, upsilon: dk and dv as fractions of each conv's output channels. heads: attention heads.
+        relative: 2-D relative logits. img_size: the input size the relative tables are made for
+            (smaller inputs work; larger ones need a model built for them).
+        aa_stages: 0-based stages whose 3×3 convs are augmented.
+        attn_downsample_stages: stages whose attention input is pooled by 2.
+        evolve, alpha, beta, attn_kernel_size, activation: the evolving chain (``ea_*`` models).
+    """
+
+    def __init__(self, cfg, num_classes: int = 1000, in_chans: int = 3, *, kappa: float = 0.25,
+                 upsilon: float = 0.125, heads: int = 8, relative: bool = True, img_size=224,
+                 aa_stages=(1, 2, 3), attn_downsample_stages=(1,), evolve: bool = False, alpha: float = 0.5,
+                 beta: float = 1.0, attn_kernel_size: int = 3, activation: str = "relu", **kwargs):
+        check_weight("AAResNet", "kappa", kappa)
+        check_weight("AAResNet", "upsilon", upsilon)
+        if kwargs.get("stride_in_1x1"):
+            raise ValueError("AAResNet: the attention takes the stride (by pooling); stride_in_1x1 is not supported")
+        stages = range(len(cfg.layers))
+        for arg, value in (("aa_stages", aa_stages), ("attn_downsample_stages", attn_downsample_stages)):
+            if not all(isinstance(i, int) and i in stages for i in value):
+                raise ValueError(f"AAResNet: {arg} must be stage indices in 0..{len(cfg.layers) - 1}, got {value!r}")
+        h, w = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        size = (_half(_half(h)), _half(_half(w)))  # after the stem
+        state = dict(size=size, last_attn=None)
+
+        def make_block(stage, index, block_cls, cin, planes, stride, downsample, **block_kw):
+            if stage not in aa_stages:
+                if index == 0 and stage > 0:
+                    state["size"] = tuple(_half(n) for n in state["size"])
+                return block_cls(cin, planes, stride, downsample, **block_kw)
+            width = int(planes * block_kw.get("base_width", 64) / 64) * block_kw.get("groups", 1)
+            specs = ([(cin, planes, stride), (planes, planes, 1)] if block_cls is BasicBlock
+                     else [(width, width, stride)])
+            convs, roles = [], []
+            for c_in, c_out, s in specs:
+                down = stage in attn_downsample_stages
+                attn_size = tuple(_half(n) if s > 1 else n for n in state["size"])
+                if down:
+                    attn_size = tuple(_half(n) for n in attn_size)
+                role = "none"
+                if evolve:
+                    role = "evolve" if state["last_attn"] == attn_size else "start"
+                state["last_attn"] = attn_size
+                convs.append(AAConv2d(c_in, c_out, 3, dk=int(kappa * c_out), dv=int(upsilon * c_out), heads=heads,
+                                      relative=relative, stride=s, input_size=state["size"], downsample=down,
+                                      evolve=role == "evolve", alpha=alpha, beta=beta,
+                                      attn_kernel_size=attn_kernel_size, activation=activation))
+                if s > 1:
+                    state["size"] = tuple(_half(n) for n in state["size"])
+                roles.append(role)
+            aa_cls = AABasicBlock if block_cls is BasicBlock else AABottleneck
+            return aa_cls(cin, planes, stride, downsample, aa_convs=convs, roles=tuple(roles), **block_kw)
+
+        super().__init__(cfg, num_classes, in_chans, make_block=make_block, **kwargs)
+        self.evolve = evolve
+
+    def _run_stage(self, stage, x, logits):
+        for block in stage:
+            if isinstance(block, (AABasicBlock, AABottleneck)):
+                x, logits = block(x, logits)
+            else:
+                x = block(x)
+        return x, logits
+
+    def forward_intermediates(self, x, indices=None):
+        indices = range(self.num_stages) if indices is None else indices
+        x, feats, stop, logits = self.forward_stem(x), [], max(indices), None
+        for i, (stage, attn) in enumerate(zip(self.stages, self.stage_attn)):
+            x, logits = self._run_stage(stage, x, logits)
+            x = attn(x)
+            if i in indices:
+                feats.append(x)
+            if i == stop:
+                break
+        return feats
+
+    def forward_features(self, x):
+        x, logits = self.forward_stem(x), None
+        for stage, attn in zip(self.stages, self.stage_attn):
+            x, logits = self._run_stage(stage, x, logits)
+            x = attn(x)
+        return self.final_norm(x)
+
+    @staticmethod
+    def checkpoint_filter_fn(state_dict, model):
+        raise ValueError("load_checkpoint: no official PyTorch checkpoints exist for attention-augmented ResNets "
+                         "(the authors' code is TensorFlow); use source='attnvision'")
+
+
+# The papers' reported parameters at 1000 classes, 224×224: Bello et al. Table 2 (AA-ResNet-50, κ = 2υ = 0.2).
+PAPER_PARAMS = {"aa_resnet50": 25.8e6}
+
+
+def _build(num_classes, in_chans, *, base, evolve, **kwargs):
+    paper = _PAPER_AA + (f"; {_PAPER_EA}" if evolve else "")
+    name = f"{'ea_' if evolve else ''}aa_{base}"
+    cfg = replace(RESNET_CFGS[base], cfg=make_cfg(paper=paper, paper_params=PAPER_PARAMS.get(name), paper_macs=None))
+    return AAResNet(cfg, num_classes, in_chans, evolve=evolve, **kwargs)
+
+
+for _base in ("resnet34", "resnet50", "resnet101"):
+    register_variant(f"aa_{_base}", partial(_build, base=_base, evolve=False),
+                     f"Attention-augmented {_base} (Bello et al., 2019).")
+    register_variant(f"ea_aa_{_base}", partial(_build, base=_base, evolve=True),
+                     f"Attention-augmented {_base} with evolving attention (Wang et al., 2021).")

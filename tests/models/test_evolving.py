@@ -1,0 +1,115 @@
+"""AA-ResNets, EA-AA-ResNets, ViTs and EA-ViTs: build, run, interface, parameter counts."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import attnvision as av
+from attnvision.layers import AAConv2d, EvolvingAttention, collect_attention
+from attnvision.models.aa_resnet import AABottleneck, AAResNet
+from attnvision.models.resnet import ResNetCfg
+from attnvision.models.vit import ViTCfg, VisionTransformer
+
+AA_NAMES = ["aa_resnet34", "aa_resnet50", "aa_resnet101"]
+VIT_NAMES = ["vit_tiny", "vit_small"]
+
+
+def _meta_params(name, **kw):
+    with torch.device("meta"):
+        model = av.create_model(name, **kw)
+    return sum(p.numel() for p in model.parameters()), model
+
+
+@pytest.mark.parametrize("name", AA_NAMES)
+def test_each_evolving_conv_adds_heads_squared_times_nine_plus_heads_parameters(name):
+    plain, _ = _meta_params(name)
+    evolving, model = _meta_params("ea_" + name)
+    n_evolve = sum(1 for m in model.modules() if isinstance(m, AAConv2d) and m.evolve)
+    assert n_evolve > 0 and evolving - plain == n_evolve * (8 * 8 * 9 + 8)
+
+
+def test_ea_aa_resnet50_chain_runs_through_stages_2_and_3_and_restarts_at_stage_4():
+    _, model = _meta_params("ea_aa_resnet50")
+    roles = {name: m.roles[0] for name, m in model.named_modules() if isinstance(m, AABottleneck)}
+    assert roles["layer2.0"] == "start" and roles["layer4.0"] == "start"
+    assert all(r == "evolve" for n, r in roles.items() if n not in ("layer2.0", "layer4.0"))
+    assert len(roles) == 4 + 6 + 3
+
+
+def test_aa_resnet50_parameters_near_paper():
+    params, model = _meta_params("aa_resnet50")
+    assert model.pretrained_cfg["paper_params"] == 25.8e6
+    assert abs(params - 25.8e6) / 25.8e6 < 0.05  # the paper's κ = 2υ = 0.2 versus our 0.25 / 0.125
+
+
+def test_vit_parameters_match_deit():
+    for name, paper in (("vit_tiny", 5_717_416), ("vit_small", 22_050_664)):  # timm's deit_tiny/small counts
+        params, model = _meta_params(name)
+        assert params == paper
+        assert abs(params - model.pretrained_cfg["paper_params"]) < 1e6  # the paper rounds to whole millions
+    evolving, _ = _meta_params("ea_vit_small")
+    assert evolving - 22_050_664 == 11 * (6 * 6 * 9 + 6)
+
+
+def _tiny_aa(block, evolve, **kw):
+    cfg = ResNetCfg(block, (1, 2, 2, 1), widths=(8, 16, 16, 32), stem_width=8)
+    return AAResNet(cfg, num_classes=5, heads=2, img_size=32, evolve=evolve, **kw)
+
+
+@pytest.mark.parametrize("block,evolve", [("basic", False), ("bottleneck", True)])
+def test_aa_resnets_run_classify_and_extract_features_at_small_size(block, evolve):
+    model = _tiny_aa(block, evolve).eval()
+    x = torch.randn(2, 3, 32, 32)
+    assert model(x).shape == (2, 5)
+    feats = model.forward_intermediates(x)
+    assert [f.shape[1] for f in feats] == [i["num_chs"] for i in model.feature_info]
+    assert [32 // f.shape[-1] for f in feats] == [i["reduction"] for i in model.feature_info]
+    torch.testing.assert_close(model.forward_head(model.forward_features(x)), model(x))
+
+
+def test_aa_resnet_rejects_stage_indices_it_does_not_have():
+    with pytest.raises(ValueError, match="AAResNet: aa_stages"):
+        av.create_model("aa_resnet50", aa_stages=(4,))
+
+
+def test_aa_resnet_registered_builders_run_features_only():
+    feats = av.create_model("ea_aa_resnet34", img_size=32, features_only=True, out_indices=(1,))
+    assert feats(torch.randn(1, 3, 32, 32))[0].shape == (1, 128, 4, 4)
+
+
+def test_ea_aa_resnet_maps_of_every_layer_in_order_and_backward_reaches_first_layer():
+    model = _tiny_aa("basic", True)
+    x = torch.randn(2, 3, 32, 32)
+    maps = collect_attention(model, x)
+    assert list(maps)[:3] == ["layer2.0.conv1", "layer2.0.conv2", "layer2.1.conv1"]
+    assert len(maps) == 2 * (2 + 2 + 1)
+    torch.testing.assert_close(maps["layer3.0.conv1"].sum(-1), torch.ones(2, 2, 4))
+    model(x).sum().backward()
+    assert model.layer2[0].conv1.qkv.weight.grad.abs().sum() > 0
+
+
+def test_vit_equals_timm_with_the_same_weights():
+    from timm.models.vision_transformer import VisionTransformer as TimmViT
+    ref = TimmViT(img_size=32, patch_size=16, num_classes=7, embed_dim=32, depth=2, num_heads=2).eval()
+    ours = VisionTransformer(ViTCfg(32, 2, 2), num_classes=7, img_size=32).eval()
+    report = av.load_checkpoint(ours, ref.state_dict())
+    assert report.source == "attnvision"
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(ours(x), ref(x), rtol=1e-5, atol=1e-5)
+
+
+def test_ea_vit_evolves_from_the_second_block_and_keeps_every_map():
+    model = VisionTransformer(ViTCfg(24, 4, 3), num_classes=4, img_size=32, evolve=True).eval()
+    assert not isinstance(model.blocks[0].attn, EvolvingAttention)
+    assert all(isinstance(b.attn, EvolvingAttention) for b in model.blocks[1:])
+    maps = collect_attention(model, torch.randn(1, 3, 32, 32))
+    assert list(maps) == [f"blocks.{i}.attn" for i in range(4)]
+    assert all(m.shape == (1, 3, 5, 5) for m in maps.values())
+    feats = model.forward_intermediates(torch.randn(1, 3, 32, 32), (3,))
+    assert feats[0].shape == (1, 24, 2, 2)
+
+
+def test_vit_rejects_other_input_sizes():
+    model = VisionTransformer(ViTCfg(24, 1, 3), img_size=32)
+    with pytest.raises(ValueError, match="VisionTransformer: built for 32×32"):
+        model(torch.randn(1, 3, 48, 48))
