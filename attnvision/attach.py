@@ -50,7 +50,7 @@ class AttachedAttention(nn.Module):
     """A module of the host network followed by an attention module ``A``.
 
         init="default":   out = A(F)
-        init="identity":  out = F + γ·(A(F) − F) = lerp(F, A(F), γ),   γ a learned scalar, γ₀ = 0
+        init="identity":  out = F + γ·(A(F) − F),   γ a learned scalar, γ₀ = 0
 
     where ``F = module(x)``. At γ = 0 the host network computes exactly what it did before;
     at γ = 1 the block is the paper's. γ is the only parameter that is not the attention's.
@@ -86,7 +86,8 @@ class AttachedAttention(nn.Module):
     def forward(self, *args, **kwargs):
         f = self.module(*args, **kwargs)
         a = self.attn(f)
-        return a if self.gate is None else torch.lerp(f, a, self.gate)
+        # Plain arithmetic rather than lerp: under autocast F and A(F) may differ in dtype.
+        return a if self.gate is None else f + self.gate * (a - f)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
@@ -308,8 +309,8 @@ def _residual_blocks(p: _Probe) -> tuple[list[_Block], int]:
         if not any(p.ops[i].has_param for i in ops):
             continue
         holder = p.calls[op.scope[-1]] if op.scope else None
-        out = holder.outputs[0] if holder is not None and holder.module is not p.model and holder.tensor_out \
-            else op.outputs[0]
+        inside = holder is not None and holder.module is not p.model and holder.tensor_out and holder.outputs
+        out = holder.outputs[0] if inside else op.outputs[0]
         blocks.append(_Block(op, split, branch, out))
     return blocks, seen
 
@@ -464,6 +465,9 @@ def attach(model: nn.Module, kind: str, *, where="auto", init: str = "identity",
         The dotted paths of the inserted attention modules (``"layer1.0.bn3.attn"``, ...).
     """
     if remove:
+        if where != "auto" or input_size is not None or attn_kwargs:
+            raise ValueError("attach: remove=True takes only the model and the kind; where, input_size and "
+                             "attention arguments are for inserting")
         return detach(model, kind)
     _check_host(model)
     if not isinstance(kind, str) or kind.lower() not in attn_names():
@@ -523,6 +527,8 @@ def detach(model: nn.Module, kind: str | None = None) -> list[str]:
     original modules in place. Returns the paths of the removed attention modules."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"detach: expected an nn.Module, got {type(model).__name__}")
+    if kind is not None and (not isinstance(kind, str) or kind.lower() not in attn_names()):
+        raise unknown_name_error("detach (kind)", kind, attn_names())
     removed = []
     while True:
         found = next(((n, m) for n, m in model.named_modules()

@@ -248,12 +248,13 @@ def test_timm_resnet_branch_ends_and_identity():
     torch.testing.assert_close(forward(model, x), before, rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("kind", ["se", "bam", "cbam"])
-def test_registry_resnet_plus_attach_counts_as_the_attention_variant(kind):
+@pytest.mark.parametrize("name, kind", [("resnet18", "se"), ("resnet18", "bam"), ("resnet18", "cbam"),
+                                        ("resnet20", "cbam"), ("wide_resnet28_10", "cbam"), ("resnet50", "bam")])
+def test_registry_model_plus_attach_counts_as_its_attention_variant(name, kind):
     with torch.device("meta"):
-        model = av.create_model("resnet18")
+        model = av.create_model(name)
     attach(model, kind, init="default")
-    assert n_params(model) == av.profile(f"resnet18_{kind}").params
+    assert n_params(model) == av.profile(f"{name}_{kind}").params
 
 
 def test_mobilenet_v1_without_residuals_gets_bam_before_each_downsampling():
@@ -396,6 +397,8 @@ def test_branch_ending_outside_a_module_is_refused():
     (dict(kind="se", where=["fc"]), ValueError, r"must return one \(B, C, H, W\) map.*\(1, 1000\)"),
     (dict(kind="cbam", where=["layer1.0.bn1"], reduction=128), ValueError, "'layer1.0.bn1' \\(64 channels\\)"),
     (dict(kind="se", input_size=(3, 64, 64)), ValueError, "input_size must be 4 positive integers"),
+    (dict(kind="se", remove=True, reduction=8), ValueError, "remove=True takes only the model and the kind"),
+    (dict(kind="sse", remove=True), ValueError, "detach \\(kind\\): unknown name 'sse'"),
 ])
 def test_bad_arguments_are_refused(kwargs, error, match):
     with torch.device("meta"):
