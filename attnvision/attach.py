@@ -13,7 +13,7 @@ torch operations. From that record:
 
 - a *residual addition* is a sum of two 4-D maps of one shape where one operand (the branch)
   is computed from the point where the other (the shortcut, identity or projection) leaves
-  the trunk, through more operations and at least one with weights;
+  the trunk, through more operations, at least one with weights and none that upsamples;
 - the *end of a branch* is the innermost module, called once, whose output is the branch
   operand, looking back through parameter-free pass-throughs (dropout, stochastic depth in
   eval mode return their input) and single-input, shape-preserving operations (a layer-scale
@@ -306,7 +306,8 @@ def _residual_blocks(p: _Probe) -> tuple[list[_Block], int]:
         if len(ops_a) == len(ops_b):
             continue
         branch, ops = (a, ops_a) if len(ops_a) > len(ops_b) else (b, ops_b)
-        if not any(p.ops[i].has_param for i in ops):
+        # A top-down path (FPN: upsample(P5) + lateral(C4)) is not a residual branch.
+        if not any(p.ops[i].has_param for i in ops) or any(_upsamples(p, p.ops[i]) for i in ops):
             continue
         holder = p.calls[op.scope[-1]] if op.scope else None
         inside = holder is not None and holder.module is not p.model and holder.tensor_out and holder.outputs
@@ -341,6 +342,12 @@ def _scope_name(p: _Probe, op: _Op) -> str:
 
 def _area(shape) -> int:
     return math.prod(shape[2:])
+
+
+def _upsamples(p: _Probe, op: _Op) -> bool:
+    maps = [p.shapes[v] for v in op.inputs if len(p.shapes[v]) == 4]
+    return bool(maps) and any(len(p.shapes[v]) == 4 and _area(p.shapes[v]) > max(map(_area, maps))
+                              for v in op.outputs)
 
 
 def _downsampling_inputs(p: _Probe) -> list[int]:

@@ -235,6 +235,15 @@ def test_loading_weights_saved_before_attach():
     torch.testing.assert_close(forward(model.eval(), x), forward(original, x), rtol=0, atol=1e-6)
 
 
+def test_detection_backbone_gets_attention_in_its_residual_blocks_not_in_the_fpn():
+    from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+
+    with torch.device("meta"):
+        backbone = resnet_fpn_backbone(backbone_name="resnet18", weights=None, trainable_layers=5)
+    paths = attach(backbone, "cbam", init="default", input_size=(1, 3, 128, 128))
+    assert paths == [f"body.layer{i}.{j}.bn2.attn" for i in range(1, 5) for j in range(2)]
+
+
 # -- timm and attnvision models ---------------------------------------------------------------
 
 def test_timm_resnet_branch_ends_and_identity():
