@@ -344,23 +344,34 @@ def _area(shape) -> int:
     return math.prod(shape[2:])
 
 
+def _resize(before, after) -> int:
+    """+1 if a 4-D map grows in both height and width, -1 if it shrinks in both, else 0. Both, so
+    that a linear layer on a channels-last (B, H, W, C) map is not taken for a resize."""
+    if len(before) != 4 or len(after) != 4 or before[0] != after[0]:
+        return 0
+    if after[2] > before[2] and after[3] > before[3]:
+        return 1
+    return -1 if after[2] < before[2] and after[3] < before[3] else 0
+
+
 def _upsamples(p: _Probe, op: _Op) -> bool:
-    maps = [p.shapes[v] for v in op.inputs if len(p.shapes[v]) == 4]
-    return bool(maps) and any(len(p.shapes[v]) == 4 and _area(p.shapes[v]) > max(map(_area, maps))
-                              for v in op.outputs)
+    """The op enlarges a map: every input map is smaller than an output. Broadcasting a 1×1 map
+    (an SE gate times its input) is not upsampling."""
+    maps = [p.shapes[u] for u in op.inputs if len(p.shapes[u]) == 4]
+    if not maps or any(_area(m) == 1 for m in maps):
+        return False
+    return any(all(_resize(m, p.shapes[v]) > 0 for m in maps) for v in op.outputs)
 
 
 def _downsampling_inputs(p: _Probe) -> list[int]:
     """Values entering an op that reduces their spatial size (global pooling to 1×1 excluded)."""
     found = []
     for op in p.ops:
-        if p.in_attention(op.scope) or not op.outputs or len(p.shapes[op.outputs[0]]) != 4:
+        if p.in_attention(op.scope) or not op.outputs:
             continue
         out = p.shapes[op.outputs[0]]
         for u in op.inputs:
-            s = p.shapes[u]
-            if len(s) == 4 and p.producer[u] is not None and _area(out) < _area(s) and _area(out) > 1 \
-                    and u not in found:
+            if _resize(p.shapes[u], out) < 0 and _area(out) > 1 and p.producer[u] is not None and u not in found:
                 found.append(u)
     return found
 

@@ -83,7 +83,7 @@ def _dw_stride(block: nn.Module) -> int:
 def torchvision_blocks(model: nn.Module) -> list[tuple[bool, int, int]]:
     """(has a residual addition, stride, output channels) of every block, in order."""
     rows = []
-    for name, m in model.named_modules():
+    for m in model.modules():
         if isinstance(m, (BasicBlock, Bottleneck)):
             rows.append((True, m.stride, (m.bn3 if isinstance(m, Bottleneck) else m.bn2).num_features))
         elif isinstance(m, InvertedResidualV2):
@@ -94,9 +94,8 @@ def torchvision_blocks(model: nn.Module) -> list[tuple[bool, int, int]]:
             rows.append((True, m.f.b[0].stride[0], m.f.c[1].num_features))
         elif isinstance(m, CNBlock):
             rows.append((True, 1, m.block[0].in_channels))
-        elif isinstance(model, ConvNeXt) and name.count(".") == 1 and name.startswith("features.") \
-                and int(name.split(".")[1]) % 2 == 0 and int(name.split(".")[1]) > 0:
-            rows.append((False, m[1].stride[0], m[1].out_channels))
+        elif isinstance(model, ConvNeXt) and isinstance(m, nn.Conv2d) and m.stride[0] > 1:  # stem, downsamplings
+            rows.append((False, m.stride[0], m.out_channels))
     return rows
 
 
