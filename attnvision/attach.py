@@ -20,7 +20,8 @@ torch operations. From that record:
   product, a functional activation);
 - a *stage end* is the output of the last residual block before a block of smaller spatial
   size, taken at the outermost module that returns it (e.g. ``layer1``). In a network without
-  residual blocks, it is the input of each spatial downsampling after the stem.
+  residual blocks, it is the input of each spatial downsampling (halving height and width)
+  other than that of the input image.
 
 The channel counts come from the probe. The chosen module is replaced in its parent by
 :class:`AttachedAttention`, which holds it and the new attention module.
