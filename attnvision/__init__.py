@@ -1,10 +1,11 @@
 """attnvision: attention for vision — faithful, fast plug-in modules, backbones and tools."""
 __version__ = "0.1.0"
 
+from .attach import attach, detach
 from .checkpoint import LoadReport, load_checkpoint
 from .layers.create_attn import create_attn
 from .profiling import Profile, profile
 from .registry import create_model, list_models, register_model
 
-__all__ = ["LoadReport", "Profile", "__version__", "create_attn", "create_model", "list_models",
+__all__ = ["LoadReport", "Profile", "__version__", "attach", "create_attn", "create_model", "detach", "list_models",
            "load_checkpoint", "profile", "register_model"]

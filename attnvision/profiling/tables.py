@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 
 from ..cli._table import format_table
-from ..registry import create_model
+from ..registry import create_model, list_models
 from .profile import profile
 
 DOC_TABLES: dict[str, Callable[[], str]] = {}
@@ -80,6 +80,35 @@ def evolving_table() -> str:
              for e in ("", "ea_")]
     body = [[f"`{n}`", f"{p:,}", _fmt_m(cfg.get("paper_params")), _fmt_g(m)] for n, p, m, _, cfg in model_rows(names)]
     return format_table(["model", "params (ours)", "params (paper)", "MACs (ours)"], body, markdown=True)
+
+
+@register_table("attach")
+def attach_table() -> str:
+    import torchvision.models as tvm
+
+    from ..attach import attach
+
+    cases = [("resnet50", None, None), *(("resnet50", k, "default") for k in ("se", "eca", "bam", "cbam")),
+             ("resnet50", "cbam", "identity"), ("mobilenet_v2", None, None), ("mobilenet_v2", "cbam", "default"),
+             ("efficientnet_b0", None, None), ("efficientnet_b0", "cbam", "default"), ("convnext_tiny", None, None),
+             ("convnext_tiny", "cbam", "default")]
+    body, base = [], None
+    for arch, kind, init in cases:
+        with torch.device("meta"):
+            model = tvm.get_model(arch)
+        inserted = len(attach(model, kind, init=init)) if kind else 0
+        p = profile(model)
+        if kind is None:
+            base = p
+            body.append([f"`{arch}`", "–", "–", f"{p.params:,}", "–", _fmt_g(p.macs), "–", "–"])
+            continue
+        ours = f"{arch}_{kind}"
+        ours_params = f"`{ours}`: {profile(ours).params:,}" if ours in list_models() else "–"
+        body.append([f"`{arch}`", f'`attach(model, "{kind}", init="{init}")`', str(inserted), f"{p.params:,}",
+                     f"+{p.params - base.params:,}", _fmt_g(p.macs), f"+{(p.macs - base.macs) / 1e6:.1f} M",
+                     ours_params])
+    return format_table(["torchvision model", "call", "modules", "params", "added", "MACs", "added MACs",
+                         "attnvision model"], body, markdown=True)
 
 
 def render(text: str) -> str:
