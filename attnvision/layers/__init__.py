@@ -6,10 +6,13 @@ from .create_attn import attn_names, create_attn, register_attn
 from .drop import DropPath, drop_path, drop_path_rates
 from .eca import ECA, eca_kernel_size
 from .layer_scale import LayerScale
+from .mbconv import MBConv
 from .mlp import Mlp
+from .relative_attention import RelativeAttention2d, resize_relative_table
 from .squeeze_excite import SE
 
 __all__ = [
-    "AttentionLayer", "BAM", "CBAM", "DropPath", "ECA", "LayerScale", "Mlp", "SE",
+    "AttentionLayer", "BAM", "CBAM", "DropPath", "ECA", "LayerScale", "MBConv", "Mlp", "RelativeAttention2d", "SE",
     "attn_names", "create_attn", "drop_path", "drop_path_rates", "eca_kernel_size", "register_attn",
+    "resize_relative_table",
 ]
