@@ -139,9 +139,10 @@ class RelativeAttention2d(AttentionLayer):
         n = h * w
         qkv = self.qkv(x).reshape(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)                                              # (B, heads, N, d)
-        bias = None if self.rel == "none" else self.relative_bias((h, w)).to(q.dtype)  # (heads, N, N)
+        bias = None if self.rel == "none" else self.relative_bias((h, w)).to(q.dtype)[None]  # (1, heads, N, N)
         drop = self.attn_drop if self.training else 0.0
         if self.fused_attn and not self.keep_attention:
+            # a 4-D mask keeps SDPA on its fused CPU kernel (a 3-D one falls back to the math path)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias if self.rel == "pre" else None,
                                                  dropout_p=drop)             # (B, heads, N, d)
             if self.rel == "post":

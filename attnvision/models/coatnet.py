@@ -148,6 +148,8 @@ class CoAtNet(Backbone):
             the depth-wise conv (the authors' code).
         head_hidden_size: width of the tanh pre-logits layer (default D4; 0 removes it).
         drop_rate: dropout before the classifier; drop_path_rate: stochastic depth, linear in depth.
+        channels_last: run on channels-last memory (the same maps, computed faster: the
+            convolutions use their NHWC kernels and the transformer stages need no transposes).
     """
 
     classifier_path = "head.fc"
@@ -156,7 +158,7 @@ class CoAtNet(Backbone):
                  rel_attn: str = "pre", img_size=224, head_dim: int = 32, mlp_ratio: float = 4.0,
                  expand_ratio: float = 4.0, se_ratio: float = 0.25, stride_in_1x1: bool = False,
                  head_hidden_size: int | None = None, drop_rate: float = 0.0, drop_path_rate: float = 0.0,
-                 attn_drop: float = 0.0):
+                 attn_drop: float = 0.0, channels_last: bool = True):
         super().__init__()
         if layout not in LAYOUTS:
             raise ValueError(f"CoAtNet: layout must be one of {LAYOUTS}, got {layout!r}")
@@ -166,7 +168,7 @@ class CoAtNet(Backbone):
         if len(img_size) != 2 or not all(isinstance(s, int) and s > 0 for s in img_size):
             raise ValueError(f"CoAtNet: img_size must be a positive int or (H, W), got {img_size!r}")
         self.cfg, self.layout, self.rel_attn, self.img_size = cfg, layout, rel_attn, img_size
-        self.in_chans, self.num_classes = in_chans, num_classes
+        self.in_chans, self.num_classes, self.channels_last = in_chans, num_classes, channels_last
         d0, *dims = cfg.dims
         vit = layout == "ViT_REL"
         dpr = iter(drop_path_rates(drop_path_rate, sum(cfg.depths)))
@@ -220,10 +222,15 @@ class CoAtNet(Backbone):
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
 
+    def forward_stem(self, x):
+        check_image(type(self).__name__, x, self.in_chans)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.stem(x)
+
     def forward_intermediates(self, x, indices=None):
         indices = range(len(self.feature_info)) if indices is None else indices
-        check_image(type(self).__name__, x, self.in_chans)
-        x = self.stem(x)
+        x = self.forward_stem(x)
         feats, stop = ([x] if 0 in indices else []), max(indices)
         for i, stage in enumerate(self.stages, start=1):
             if i > stop:
@@ -234,8 +241,7 @@ class CoAtNet(Backbone):
         return feats
 
     def forward_features(self, x):
-        check_image(type(self).__name__, x, self.in_chans)
-        x = self.stem(x)
+        x = self.forward_stem(x)
         for stage in self.stages:
             x = stage(x)
         return x
