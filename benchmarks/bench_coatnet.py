@@ -106,8 +106,8 @@ def main():
     text = (f"# CoAtNet-0 vs timm `coatnet_0_224`\n\nMachine: {machine}.\n\n{table}\n\n"
             f"Batch {batch}, float32, NCHW input, median of {repeats} interleaved repeats (ours, timm, ours, ...) "
             f"after one warm-up each. Training step = forward, cross-entropy, backward, AdamW step. "
-            f"Ratio = ours/timm throughput. Parameters: ours {n_ours:,}, timm {n_peer:,} (the authors' stem "
-            f"conv biases). Produced by `{cmd}`.\n")
+            f"Ratio = ours/timm throughput. Parameters: ours {n_ours:,}, timm {n_peer:,} (ours has the reference "
+            f"code's stem conv biases). Produced by `{cmd}`.\n")
     atomic_write_text(RESULT, text)
     print(text)
 

@@ -8,11 +8,12 @@ A pre-norm inverted bottleneck (Sandler et al., MobileNetV2) with squeeze-excita
 
 Norm is BatchNorm without activation; Conv is a 1×1 expansion to ``expand_ratio`` × the
 *output* width followed by BN and GELU; DWConv is a 3×3 depth-wise conv followed by BN and
-GELU; SE reduces to ``se_ratio`` × the output width with SiLU (the authors' MaxViT/CoAtNet
-code); Proj is a 1×1 conv with bias. The shortcut average-pools 2×2 when the block strides
+GELU; SE reduces to ``se_ratio`` × the output width with SiLU; Proj is a 1×1 conv with bias.
+The paper leaves these details out; they follow Google Research's reference TensorFlow code
+for these blocks (github.com/google-research/maxvit, "the reference code" below). The shortcut average-pools 2×2 when the block strides
 and projects with a 1×1 conv when the width changes.
 
-Where the stride sits: the authors' code strides the depth-wise conv (the default); the
+Where the stride sits: the reference code strides the depth-wise conv (the default); the
 paper's equation strides the first 1×1 conv (``stride_in_1x1=True``), which costs fewer
 multiply-adds because the expansion then runs at the output resolution.
 """
@@ -26,7 +27,7 @@ from ._checks import check_feature_map, check_positive_int
 from .drop import DropPath
 from .squeeze_excite import SE
 
-BN_EPS = 1e-3  # the authors' code (TensorFlow's batch-norm epsilon)
+BN_EPS = 1e-3  # the reference code's (TensorFlow's) batch-norm epsilon
 
 
 def pool2x2(x: torch.Tensor) -> torch.Tensor:
@@ -45,7 +46,7 @@ class MBConv(nn.Module):
         se_ratio: SE hidden width = ``se_ratio`` × ``out_chs`` (0 or None: no SE).
         drop_path: stochastic-depth rate of the residual branch.
         stride_in_1x1: stride the expansion conv (the paper's equation) instead of the
-            depth-wise conv (the authors' code).
+            depth-wise conv (the reference code).
         act_layer, se_act_layer: activations of the convs and of the SE.
     """
 

@@ -16,8 +16,8 @@ The transformer block is pre-norm, with global relative attention
     x ← x + MLP(Norm(x))
 
 The first block of every stage halves the resolution and widens to the stage's D. Head:
-global average pool → LayerNorm → Linear(D4, D4) → tanh → Linear (the authors' code, which
-the paper's parameter counts include).
+global average pool → LayerNorm → Linear(D4, D4) → tanh → Linear (the reference TensorFlow code,
+github.com/google-research/maxvit; the paper's parameter counts include the tanh layer).
 
 ``layout="ViT_REL"`` is the paper's ViT baseline with relative attention: a 16×16, stride-16
 patch stem to width D3, then L1+L2+L3+L4 transformer blocks of width D3 at 1/16 resolution
@@ -81,13 +81,13 @@ class TransformerBlock(nn.Module):
 class Stage(nn.Module):
     """A run of blocks; transformer stages work channels-last inside and take and give NCHW maps."""
 
-    def __init__(self, blocks: list[nn.Module], channels_last: bool):
+    def __init__(self, blocks: list[nn.Module], nhwc: bool):
         super().__init__()
         self.blocks = nn.Sequential(*blocks)
-        self.channels_last = channels_last
+        self.nhwc = nhwc
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.channels_last:
+        if not self.nhwc:
             return self.blocks(x)
         return self.blocks(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
@@ -145,7 +145,7 @@ class CoAtNet(Backbone):
         img_size: input size (int or (H, W)) the relative tables are made for; other sizes run too.
         head_dim: width of an attention head. mlp_ratio, expand_ratio, se_ratio: block widths.
         stride_in_1x1: MBConvs stride their expansion conv (the paper's equation) instead of
-            the depth-wise conv (the authors' code).
+            the depth-wise conv (the reference code).
         head_hidden_size: width of the tanh pre-logits layer (default D4; 0 removes it).
         drop_rate: dropout before the classifier; drop_path_rate: stochastic depth, linear in depth.
         channels_last: run on channels-last memory (the same maps, computed faster: the
@@ -200,7 +200,7 @@ class CoAtNet(Backbone):
                 else:
                     blocks.append(TransformerBlock(cin, cout, size, s, drop_path=next(dpr), **t_kw))
                 cin = cout
-            stages.append(Stage(blocks, channels_last=kind == "T"))
+            stages.append(Stage(blocks, nhwc=kind == "T"))
             info.append(dict(num_chs=cout, reduction=reduction, module=f"stages.{i}"))
         self.stages = nn.ModuleList(stages)
         self.feature_info = info

@@ -28,7 +28,7 @@ def test_parameter_counts_within_1_5_percent_of_the_paper(size, reference_dir):
     params = sum(p.numel() for p in model.parameters())
     paper = model.pretrained_cfg["paper_params"]
     assert abs(params / paper - 1) < 0.015, (name, params, paper)
-    # timm's CoAtNet differs only by the two stem conv biases of the authors' code
+    # timm's CoAtNet differs only by the two stem conv biases of the reference code
     timm_count = json.loads((reference_dir / "param_counts.json").read_text())[f"timm_{name}_224"]
     assert params - timm_count == 2 * model.cfg.dims[0]
 
@@ -39,7 +39,7 @@ def test_macs_with_the_papers_stride_placement_within_2_5_percent_of_the_papers_
     macs = av.profile(name, stride_in_1x1=True).macs
     paper = COATNET_CFGS[name].cfg["paper_macs"]
     assert abs(macs / paper - 1) < 0.025, (name, macs)
-    if size == 0:  # the authors' code strides the depth-wise conv, after a full-resolution expansion
+    if size == 0:  # the reference code strides the depth-wise conv, after a full-resolution expansion
         assert av.profile(name).macs > macs
 
 
