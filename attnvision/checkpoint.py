@@ -1,8 +1,10 @@
 """Loading weights: our own checkpoints and the authors' official key layouts.
 
 A model family that can read an official layout defines
-``checkpoint_filter_fn(state_dict, model) -> state_dict`` (as timm does); this module
-reads the file, unwraps it, picks the layout and reports what did not fit.
+``checkpoint_filter_fn(state_dict, model) -> state_dict`` (as timm does); a model whose
+tensors depend on the input size defines ``adapt_state_dict(state_dict) -> state_dict``
+to fit a checkpoint made at another size. This module reads the file, unwraps it, picks
+the layout and reports what did not fit.
 """
 from __future__ import annotations
 
@@ -99,6 +101,9 @@ def load_checkpoint(model: nn.Module, path_or_state_dict, *, source: str = "auto
             raise ValueError(f"load_checkpoint: {name} has no converter for official checkpoints; "
                              f"use source='attnvision' for a checkpoint in our layout")
         sd = filter_fn(sd, target)
+    adapt = getattr(target, "adapt_state_dict", None)
+    if adapt is not None:  # e.g. relative-position tables saved at another input size
+        sd = adapt(sd)
 
     mismatched = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
                   for k, v in sd.items() if k in own and v.shape != own[k].shape]

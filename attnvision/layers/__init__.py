@@ -8,13 +8,15 @@ from .drop import DropPath, drop_path, drop_path_rates
 from .eca import ECA, eca_kernel_size
 from .evolving_attention import EvolvingAttention, EvolvingBlock, EvolvingTransformerEncoder, evolve_logits
 from .layer_scale import LayerScale
+from .mbconv import MBConv
 from .mlp import Mlp
 from .multihead_attention import MultiHeadSelfAttention
+from .relative_attention import RelativeAttention2d, resize_relative_table
 from .squeeze_excite import SE
 
 __all__ = [
     "AAConv2d", "AttentionLayer", "BAM", "CBAM", "DropPath", "ECA", "EvolvingAttention", "EvolvingBlock",
-    "EvolvingTransformerEncoder", "LayerScale", "Mlp", "MultiHeadSelfAttention", "SE",
-    "attn_names", "collect_attention", "create_attn", "drop_path", "drop_path_rates", "eca_kernel_size",
-    "evolve_logits", "register_attn",
+    "EvolvingTransformerEncoder", "LayerScale", "MBConv", "Mlp", "MultiHeadSelfAttention", "RelativeAttention2d",
+    "SE", "attn_names", "collect_attention", "create_attn", "drop_path", "drop_path_rates", "eca_kernel_size",
+    "evolve_logits", "register_attn", "resize_relative_table",
 ]

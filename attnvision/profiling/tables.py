@@ -111,6 +111,39 @@ def attach_table() -> str:
                          "attnvision model"], body, markdown=True)
 
 
+@register_table("coatnet")
+def coatnet_table() -> str:
+    from ..models.coatnet import COATNET_CFGS
+
+    body = []
+    for name in COATNET_CFGS:
+        cells = [f"`{name}`"]
+        for size in (224, 384):
+            kw = dict(img_size=size)
+            p = profile(name, (1, 3, size, size), **kw)
+            p1 = profile(name, (1, 3, size, size), stride_in_1x1=True, **kw)
+            with torch.device("meta"):
+                cfg = create_model(name, **kw).pretrained_cfg
+            if size == 224:
+                cells += [f"{p.params:,}", _fmt_m(cfg["paper_params"])]
+            cells += [_fmt_g(p.macs), _fmt_g(p1.macs), _fmt_g(cfg["paper_macs" if size == 224 else "paper_macs_384"])]
+        body.append(cells)
+    return format_table(["model", "params (ours)", "params (paper)", "MACs 224", "MACs 224, stride in 1×1",
+                         "FLOPs 224 (paper)", "MACs 384", "MACs 384, stride in 1×1", "FLOPs 384 (paper)"], body,
+                        markdown=True)
+
+
+@register_table("coatnet_layouts")
+def coatnet_layouts_table() -> str:
+    from ..models.coatnet import LAYOUTS
+
+    body = []
+    for layout in LAYOUTS:
+        p = profile("coatnet_0", layout=layout)
+        body.append([f"`{layout}`", f"{p.params:,}", _fmt_g(p.macs)])
+    return format_table(["coatnet_0, layout=", "params", "MACs 224"], body, markdown=True)
+
+
 def render(text: str) -> str:
     for name, fn in DOC_TABLES.items():
         pattern = re.compile(rf"(<!-- BEGIN table:{name} -->\n)(?:.*?\n)?(<!-- END table:{name} -->)", re.S)

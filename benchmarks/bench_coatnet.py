@@ -1,0 +1,116 @@
+"""CoAtNet-0: our model against timm's ``coatnet_0_224``, in the same process.
+
+    python benchmarks/bench_coatnet.py [--quick] [--batch B] [--repeats R]
+
+Inference (eval, no grad) and a training step (forward, backward, AdamW step), images per
+second, ratio ours/timm (> 1 means we are faster). Ours and timm alternate repeat by repeat
+(ours, timm, ours, timm, ...) so that load from other processes falls on both alike; the
+median of the repeats is kept. Writes benchmarks/results/coatnet.md.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import attnvision as av  # noqa: E402
+from attnvision.cli._table import format_table  # noqa: E402
+from attnvision.io import atomic_write_text  # noqa: E402
+
+RESULT = Path(__file__).resolve().parent / "results" / "coatnet.md"
+
+
+def _timm():
+    try:
+        import timm
+    except ImportError:
+        import subprocess
+        subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", "timm"])
+        import timm
+    return timm
+
+
+def interleaved_medians(fns: dict, repeats: int, warmup: int = 1) -> dict[str, float]:
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def infer_fn(model, x):
+    model.eval()
+
+    def run():
+        with torch.inference_mode():
+            model(x)
+    return run
+
+
+def train_fn(model, x, y):
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def run():
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    return run
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="batch 2, 3 repeats")
+    parser.add_argument("--batch", type=int, default=None)
+    parser.add_argument("--repeats", type=int, default=None)
+    args = parser.parse_args()
+    batch = args.batch or (2 if args.quick else 4)
+    repeats = args.repeats or (3 if args.quick else 5)
+    timm = _timm()
+
+    load_before = os.getloadavg()[0]
+    torch.manual_seed(0)
+    ours = av.create_model("coatnet_0")
+    peer = timm.create_model("coatnet_0_224", pretrained=False)
+    n_ours = sum(p.numel() for p in ours.parameters())
+    n_peer = sum(p.numel() for p in peer.parameters())
+    x = torch.randn(batch, 3, 224, 224)
+    y = torch.randint(0, 1000, (batch,))
+
+    inf = interleaved_medians({"ours": infer_fn(ours, x), "timm": infer_fn(peer, x)}, repeats)
+    print(f"inference: ours {inf['ours']:.3f} s, timm {inf['timm']:.3f} s per batch", flush=True)
+    trn = interleaved_medians({"ours": train_fn(ours, x, y), "timm": train_fn(peer, x, y)}, repeats)
+    print(f"train step: ours {trn['ours']:.3f} s, timm {trn['timm']:.3f} s per batch", flush=True)
+
+    rows = [[mode, f"{batch / t['ours']:.2f}", f"{batch / t['timm']:.2f}", f"{t['timm'] / t['ours']:.2f}x"]
+            for mode, t in (("inference", inf), ("training step", trn))]
+    table = format_table(["coatnet_0, 224×224", "img/s (ours)", "img/s (timm)", "ratio"], rows, markdown=True)
+    machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
+               f"{torch.get_num_threads()} threads, timm {timm.__version__}, Python {platform.python_version()}; "
+               f"1-minute load average {load_before:.1f} before the run and {os.getloadavg()[0]:.1f} after "
+               f"(other processes share the cores: compare the ratios, not the absolute rates)")
+    cmd = "python benchmarks/bench_coatnet.py" + (" --quick" if args.quick else "")
+    text = (f"# CoAtNet-0 vs timm `coatnet_0_224`\n\nMachine: {machine}.\n\n{table}\n\n"
+            f"Batch {batch}, float32, NCHW input, median of {repeats} interleaved repeats (ours, timm, ours, ...) "
+            f"after one warm-up each. Training step = forward, cross-entropy, backward, AdamW step. "
+            f"Ratio = ours/timm throughput. Parameters: ours {n_ours:,}, timm {n_peer:,} (ours has the reference "
+            f"code's stem conv biases). Produced by `{cmd}`.\n")
+    atomic_write_text(RESULT, text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""CoAtNet: parameter counts of the five sizes, MACs against the paper, every layout, other input
+sizes and checkpoints made at another size, feature extraction."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import attnvision as av
+from attnvision.layers import MBConv, RelativeAttention2d, resize_relative_table
+from attnvision.models._features import FeatureListNet
+from attnvision.models.coatnet import COATNET_CFGS, LAYOUTS, CoAtNet, CoAtNetCfg, TransformerBlock
+
+TINY = CoAtNetCfg((1, 2, 2, 1), (8, 8, 16, 32, 32))
+
+
+def tiny(**kw) -> CoAtNet:
+    kw.setdefault("head_dim", 8)
+    return CoAtNet(TINY, kw.pop("num_classes", 5), **kw)
+
+
+@pytest.mark.parametrize("size", range(5))
+def test_parameter_counts_within_1_5_percent_of_the_paper(size, reference_dir):
+    name = f"coatnet_{size}"
+    with torch.device("meta"):
+        model = av.create_model(name)
+    params = sum(p.numel() for p in model.parameters())
+    paper = model.pretrained_cfg["paper_params"]
+    assert abs(params / paper - 1) < 0.015, (name, params, paper)
+    # timm's CoAtNet differs only by the two stem conv biases of the reference code
+    timm_count = json.loads((reference_dir / "param_counts.json").read_text())[f"timm_{name}_224"]
+    assert params - timm_count == 2 * model.cfg.dims[0]
+
+
+@pytest.mark.parametrize("size", range(4))
+def test_macs_with_the_papers_stride_placement_within_2_5_percent_of_the_papers_flops(size):
+    name = f"coatnet_{size}"
+    macs = av.profile(name, stride_in_1x1=True).macs
+    paper = COATNET_CFGS[name].cfg["paper_macs"]
+    assert abs(macs / paper - 1) < 0.025, (name, macs)
+    if size == 0:  # the reference code strides the depth-wise conv, after a full-resolution expansion
+        assert av.profile(name).macs > macs
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_every_layout_builds_runs_and_places_its_blocks(layout):
+    model = tiny(layout=layout, img_size=64).eval()
+    kinds = ["T"] * 4 if layout == "ViT_REL" else layout.split("-")
+    for stage, kind in zip(model.stages, kinds):
+        block_type = TransformerBlock if kind == "T" else MBConv
+        assert all(isinstance(b, block_type) for b in stage.blocks)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        logits = model(x)
+        feats = model.forward_intermediates(x)
+    assert logits.shape == (2, 5) and torch.isfinite(logits).all()
+    for f, info in zip(feats, model.feature_info):
+        assert f.shape[1:] == (info["num_chs"], 64 // info["reduction"], 64 // info["reduction"])
+
+
+def test_paper_coatnet_0_layout_and_sizes_at_224():
+    with torch.device("meta"):
+        model = av.create_model("coatnet_0")
+    assert [len(s.blocks) for s in model.stages] == [2, 3, 5, 2]
+    assert [i["num_chs"] for i in model.feature_info] == [64, 96, 192, 384, 768]
+    assert [i["reduction"] for i in model.feature_info] == [2, 4, 8, 16, 32]
+    attn = [m for m in model.modules() if isinstance(m, RelativeAttention2d)]
+    assert [m.input_size for m in attn] == [(14, 14)] * 5 + [(7, 7)] * 2
+    assert {m.head_dim for m in attn} == {32}
+    assert attn[0].heads == 12 and attn[-1].heads == 24
+
+
+@pytest.mark.parametrize("rel", ["pre", "post", "none"])
+def test_rel_attn_reaches_every_attention_layer(rel):
+    model = tiny(rel_attn=rel, img_size=32)
+    attn = [m for m in model.modules() if isinstance(m, RelativeAttention2d)]
+    assert attn and all(m.rel == rel for m in attn)
+    assert all((m.relative_bias_table is None) == (rel == "none") for m in attn)
+
+
+@pytest.mark.parametrize("other", [96, 40])
+def test_model_built_for_one_size_runs_at_another_and_equals_a_model_loaded_at_that_size(other, tmp_path):
+    # 64 / 96 / 40 stand for 224 / 384 / 160 (the same ratios of resolution at every stage)
+    base = tiny(img_size=64).eval()
+    path = tmp_path / "tiny64.pt"
+    torch.save(base.state_dict(), path)
+    moved = tiny(img_size=other).eval()
+    report = av.load_checkpoint(moved, path)
+    assert report.missing_keys == [] and report.unexpected_keys == []
+    for (name, a), b in zip(base.named_modules(), [m for _, m in moved.named_modules()]):
+        if isinstance(a, RelativeAttention2d):
+            torch.testing.assert_close(b.relative_bias_table, resize_relative_table(a.relative_bias_table,
+                                                                                    b.input_size))
+    x = torch.randn(1, 3, other, other)
+    with torch.no_grad():
+        torch.testing.assert_close(moved(x), base(x), rtol=1e-5, atol=1e-5)
+    plain = tiny(img_size=other)
+    plain.load_state_dict(base.state_dict())  # torch's own loader resizes too
+    torch.testing.assert_close(plain.state_dict(), moved.state_dict())
+
+
+def test_odd_input_sizes_run():
+    model = tiny(img_size=64).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 50, 70)).shape == (1, 5)
+
+
+def test_features_only_gives_the_stage_maps():
+    with torch.device("meta"):
+        full = av.create_model("coatnet_0", features_only=True, out_indices=(1, 2, 3, 4))
+    assert [i["reduction"] for i in full.feature_info] == [4, 8, 16, 32]
+    assert [i["num_chs"] for i in full.feature_info] == [96, 192, 384, 768]
+    model = FeatureListNet(tiny(img_size=64), out_indices=(0, 2, 4)).eval()
+    with torch.no_grad():
+        feats = model(torch.randn(1, 3, 64, 64))
+    assert [tuple(f.shape) for f in feats] == [(1, 8, 32, 32), (1, 16, 8, 8), (1, 32, 2, 2)]
+
+
+def test_head_pre_logits_reset_classifier_and_pretrained_cfg():
+    model = tiny(img_size=32, num_classes=7).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        pre = model.forward_head(feats, pre_logits=True)
+        assert pre.shape == (2, model.num_features) and pre.abs().max() <= 1  # tanh pre-logits
+        torch.testing.assert_close(model.head.fc(pre), model(x))
+        model.reset_classifier(3)
+        assert model(x).shape == (2, 3)
+    assert model.pretrained_cfg["input_size"] == (3, 32, 32)
+
+
+def test_kept_attention_maps_of_a_model():
+    model = tiny(img_size=32).eval()
+    attn = [m for m in model.modules() if isinstance(m, RelativeAttention2d)]
+    for m in attn:
+        m.keep_attention = True
+    with torch.no_grad():
+        model(torch.randn(1, 3, 32, 32))
+    assert attn[0].last_attention.shape == (1, attn[0].heads, 4, 4)
+
+
+def test_training_step_reaches_every_parameter():
+    model = tiny(img_size=32, drop_path_rate=0.1).train()
+    model(torch.randn(2, 3, 32, 32)).logsumexp(1).sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_bad_arguments_and_inputs_raise_with_the_model_name():
+    with pytest.raises(ValueError, match="CoAtNet: layout must be one of"):
+        tiny(layout="T-T-T-T")
+    with pytest.raises(ValueError, match="CoAtNet: rel_attn must be one of"):
+        tiny(rel_attn="both")
+    with pytest.raises(ValueError, match="CoAtNet: img_size"):
+        tiny(img_size=(32, 0))
+    with pytest.raises(ValueError, match=r"CoAtNet: expected input of shape \(B, 3, H, W\)"):
+        tiny(img_size=32)(torch.randn(1, 1, 32, 32))
