@@ -1,0 +1,182 @@
+"""Grad-CAM (Selvaraju et al., ICCV 2017) and Grad-CAM++ (Chattopadhay et al., WACV 2018).
+
+For the score y^c of class c (the logit, before softmax) and the activations A^k (k = 1…K
+channels, h×w) of a chosen layer, with gradients g^k_ij = ∂y^c/∂A^k_ij:
+
+    Grad-CAM    α^c_k = (1/hw) Σ_ij g^k_ij                                         (eq. 1)
+                L^c   = ReLU(Σ_k α^c_k A^k)                                        (eq. 2)
+    Grad-CAM++  a^kc_ij = (g^k_ij)² / (2 (g^k_ij)² + Σ_ab A^k_ab (g^k_ij)³)
+                w^c_k  = Σ_ij a^kc_ij ReLU(g^k_ij)
+                L^c    = ReLU(Σ_k w^c_k A^k)
+
+(Grad-CAM++ in the closed form the paper derives for the exponential of the score, whose
+higher derivatives are powers of the first; a^kc_ij = 0 where g^k_ij = 0.)
+
+L^c is upsampled bilinearly to the input resolution. ``layer="auto"`` takes the module that
+``model.feature_info[-1]["module"]`` names (the last stage), which every attnvision model
+has, so a new family works without code here. A stage whose output is a token sequence
+(B, N, C) is laid back on its h×w grid (a leading class token is dropped); a (B, H, W, C)
+output is recognised when the feature_info channel count says so.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._grid import tokens_to_map
+
+METHODS = ("gradcam", "gradcam++")
+
+
+def resolve_layer(model: nn.Module, layer: str | nn.Module = "auto") -> tuple[str, nn.Module]:
+    """``(name, module)`` of the layer to explain: "auto" (the last stage), a module name, or a module."""
+    if isinstance(layer, nn.Module):
+        for name, module in model.named_modules():
+            if module is layer:
+                return name, module
+        raise ValueError(f"gradcam: the given layer ({type(layer).__name__}) is not a submodule of "
+                         f"{type(model).__name__}")
+    if not isinstance(layer, str):
+        raise TypeError(f"gradcam: layer must be 'auto', a module name or a module, got {type(layer).__name__}")
+    if layer == "auto":
+        info = getattr(model, "feature_info", None)
+        try:
+            layer = info[-1]["module"]
+        except (TypeError, IndexError, KeyError):
+            raise ValueError(f"gradcam: {type(model).__name__} has no feature_info naming its last stage; "
+                             f"pass layer='<module name>' (a stage whose output is (B, C, H, W) or "
+                             f"(B, N, C))") from None
+    try:
+        return layer, model.get_submodule(layer)
+    except AttributeError:
+        from .._suggest import unknown_name_error
+        raise unknown_name_error(f"gradcam ({type(model).__name__} layer)", layer,
+                                 [n for n, _ in model.named_modules() if n]) from None
+
+
+def _check_images(who: str, images) -> None:
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"{who}: expected images as a tensor (B, C, H, W), got {type(images).__name__}")
+    if images.dim() != 4:
+        raise ValueError(f"{who}: expected images of shape (B, C, H, W), got {tuple(images.shape)}")
+
+
+def _target_classes(target, logits: torch.Tensor) -> torch.Tensor:
+    b, num_classes = logits.shape
+    if target is None:
+        return logits.argmax(1)
+    if isinstance(target, bool):
+        raise TypeError(f"gradcam: target must be None, a class index or one index per image, got {target!r}")
+    if isinstance(target, int):
+        classes = torch.full((b,), target, dtype=torch.long, device=logits.device)
+    else:
+        classes = torch.as_tensor(target, device=logits.device)
+        if classes.dtype.is_floating_point or classes.dtype == torch.bool or classes.shape != (b,):
+            raise ValueError(f"gradcam: target must be None, a class index or {b} integer indices (one per "
+                             f"image), got {target!r}")
+        classes = classes.long()
+    if (classes < 0).any() or (classes >= num_classes).any():
+        raise ValueError(f"gradcam: target classes must lie in [0, {num_classes}), got {classes.tolist()}")
+    return classes
+
+
+def _as_maps(who: str, act: torch.Tensor, grad: torch.Tensor, image_hw, num_chs):
+    """Activations and gradients as (B, K, h, w)."""
+    if act.dim() == 3:  # (B, N, C) tokens
+        return tokens_to_map(who, act, image_hw), tokens_to_map(who, grad, image_hw)
+    if act.dim() == 4:
+        if num_chs is not None and act.shape[1] != num_chs and act.shape[-1] == num_chs:  # (B, H, W, C)
+            return act.permute(0, 3, 1, 2), grad.permute(0, 3, 1, 2)
+        return act, grad
+    raise ValueError(f"{who}: expected the layer's output as (B, C, H, W) or (B, N, C) tokens, got shape "
+                     f"{tuple(act.shape)}; choose another layer")
+
+
+def cam_from_activations(act: torch.Tensor, grad: torch.Tensor, method: str = "gradcam") -> torch.Tensor:
+    """L^c (B, h, w) from activations A and gradients g, both (B, K, h, w)."""
+    if method == "gradcam":
+        weights = grad.mean((2, 3))                                               # α (B, K)
+    elif method == "gradcam++":
+        g2 = grad.pow(2)
+        g3 = g2 * grad
+        denom = 2 * g2 + act.sum((2, 3), keepdim=True) * g3
+        a = torch.where(grad != 0, g2 / torch.where(denom != 0, denom, torch.ones_like(denom)),
+                        torch.zeros_like(g2))                                     # (B, K, h, w)
+        weights = (a * grad.clamp_min(0)).sum((2, 3))                             # w (B, K)
+    else:
+        raise ValueError(f"gradcam: method must be one of {METHODS}, got {method!r}")
+    return torch.relu((weights[:, :, None, None] * act).sum(1))                   # (B, h, w)
+
+
+def gradcam(model: nn.Module, images: torch.Tensor, target: int | Sequence[int] | torch.Tensor | None = None,
+            layer: str | nn.Module = "auto", method: str = "gradcam", *, normalize: bool = True,
+            return_logits: bool = False):
+    """Class activation maps of ``images`` at input resolution, (B, H, W).
+
+    Args:
+        model: a classifier returning (B, num_classes) logits. It runs in eval mode; each
+            module's train/eval state is restored afterwards, and no parameter gradient is touched.
+        images: (B, C, H, W), already normalised as the model expects.
+        target: the class to explain: None (each image's top prediction), one index for all, or
+            one index per image.
+        layer: "auto" (the last stage, from ``feature_info``), a module name, or a module.
+        method: "gradcam" or "gradcam++".
+        normalize: divide each map by its maximum (so it lies in [0, 1]; an all-zero map stays
+            zero). Scaling does not change ``energy_in_box`` or the pointing game.
+        return_logits: also return the logits of the forward pass, ``(cams, logits)``.
+    """
+    _check_images("gradcam", images)
+    if method not in METHODS:
+        raise ValueError(f"gradcam: method must be one of {METHODS}, got {method!r}")
+    name, module = resolve_layer(model, layer)
+    num_chs = None
+    if layer == "auto":
+        num_chs = model.feature_info[-1].get("num_chs")
+    captured = []
+
+    def hook(mod, args, output):
+        first = output[0] if isinstance(output, (tuple, list)) else output
+        if not isinstance(first, torch.Tensor):
+            raise TypeError(f"gradcam: layer {name!r} returned {type(first).__name__}, expected a tensor")
+        # A fresh leaf: the gradient is wanted only downstream of this layer, and the clone keeps
+        # in-place operations of the following layers away from it.
+        leaf = first.detach().requires_grad_(True)
+        captured.append(leaf)
+        if isinstance(output, (tuple, list)):
+            return type(output)((leaf.clone(), *output[1:]))
+        return leaf.clone()
+
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    handle = module.register_forward_hook(hook)
+    try:
+        with torch.enable_grad():
+            logits = model(images)
+    finally:
+        handle.remove()
+        for m, training in modes:
+            m.training = training
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != images.shape[0]:
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ValueError(f"gradcam: expected the model to return ({images.shape[0]}, num_classes) logits, got "
+                         f"{shape}")
+    if len(captured) != 1:
+        raise ValueError(f"gradcam: layer {name!r} ran {len(captured)} times in one forward pass; expected "
+                         f"exactly once")
+    classes = _target_classes(target, logits)
+    with torch.enable_grad():
+        score = logits.gather(1, classes[:, None]).sum()
+        (grad,) = torch.autograd.grad(score, captured[0], allow_unused=True)
+    if grad is None:
+        raise ValueError(f"gradcam: the class scores do not depend on layer {name!r}")
+    act, grad = _as_maps(f"gradcam (layer {name!r})", captured[0].detach(), grad, images.shape[-2:], num_chs)
+    cam = cam_from_activations(act, grad, method)                                  # (B, h, w)
+    cam = F.interpolate(cam[:, None], size=tuple(images.shape[-2:]), mode="bilinear",
+                        align_corners=False)[:, 0]                                 # (B, H, W)
+    if normalize:
+        peak = cam.amax((1, 2), keepdim=True)
+        cam = cam / torch.where(peak > 0, peak, torch.ones_like(peak))
+    return (cam, logits.detach()) if return_logits else cam
