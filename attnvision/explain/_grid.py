@@ -4,27 +4,30 @@ from __future__ import annotations
 import torch
 
 
+def _one_stride(height: int, width: int, h: int, w: int) -> bool:
+    """Whether one stride s gives h = ⌊H/s⌋ and w = ⌊W/s⌋, or h = ⌈H/s⌉ and w = ⌈W/s⌉."""
+    floor = max(height / (h + 1), width / (w + 1)) < min(height / h, width / w)
+    ceil = max(height / h, width / w) < min(height / (h - 1) if h > 1 else float("inf"),
+                                             width / (w - 1) if w > 1 else float("inf"))
+    return floor or ceil
+
+
 def token_grid(who: str, n_tokens: int, image_hw) -> tuple[int, int, int]:
     """``(h, w, extra)`` with ``h·w + extra = n_tokens``, ``extra`` ∈ {0, 1} leading class token.
 
-    The grid must be an image of size H×W seen at one stride s (h ≈ H/s and w ≈ W/s, up to the
-    rounding of a strided layer). A grid without a class token is preferred; among equals, the one
-    whose aspect ratio is closest to the image's.
+    The grid must be the H×W image seen at one stride s, rounded down or up in both directions
+    alike (as strided convolutions and patch embeddings do). A grid without a class token is
+    preferred; among equals, the one whose aspect ratio is closest to the image's.
     """
     height, width = (int(v) for v in image_hw)
     best = None
     for extra in (0, 1):
         m = n_tokens - extra
         for h in range(1, m + 1):
-            if m % h:
-                continue
-            w = m // h
-            # consistent with one stride s = H/h: W/s must round to w, and H/(W/w) to h
-            if abs(width * h / height - w) > 1 or abs(height * w / width - h) > 1:
-                continue
-            key = (extra, abs(h * width - w * height))
-            if best is None or key < best[0]:
-                best = (key, (h, w, extra))
+            if m % h == 0 and _one_stride(height, width, h, m // h):
+                key = (extra, abs(h * width - (m // h) * height))
+                if best is None or key < best[0]:
+                    best = (key, (h, m // h, extra))
         if best is not None:
             return best[1]
     raise ValueError(
