@@ -107,20 +107,23 @@ def explain_image(model: nn.Module, image: torch.Tensor, *, target: int | None =
     picks = sorted({round(i) for i in np.linspace(0, len(spatial) - 1, min(len(spatial), max_maps))}) \
         if spatial else []
     fig = Figure(figsize=figure_size(len(spatial), max_maps), layout="constrained")
-    grid = fig.add_gridspec(1 + math.ceil(len(picks) / COLUMNS), COLUMNS)
+    map_rows = math.ceil(len(picks) / COLUMNS)
+    # two sub-figures, so that the top row's labels and colour bar do not shift the maps' columns
+    upper, lower = fig.subfigures(2, 1, height_ratios=[1, max(map_rows, 1e-3)]) if map_rows else (fig, None)
+    top_grid = upper.add_gridspec(1, COLUMNS)
 
     def draw_box(ax):
         if box is not None:
             x0, y0, x1, y1 = (float(v) for v in box)
             ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, lw=1.5, ec="lime"))
 
-    ax = fig.add_subplot(grid[0, 0])
+    ax = upper.add_subplot(top_grid[0, 0])
     ax.imshow(shown)
     draw_box(ax)
     ax.set_title(f"input {height}×{width}", fontsize=9)
     ax.axis("off")
 
-    ax = fig.add_subplot(grid[0, 1])
+    ax = upper.add_subplot(top_grid[0, 1])
     ax.imshow(shown.mean(2), cmap="gray")
     im = ax.imshow(cam[0].cpu().numpy(), cmap="jet", alpha=0.5, vmin=0, vmax=1)
     draw_box(ax)
@@ -132,25 +135,24 @@ def explain_image(model: nn.Module, image: torch.Tensor, *, target: int | None =
                   f"pointing {'hit' if bool(pointing_game(cam[0], box)) else 'miss'}")
     ax.set_title(label, fontsize=9)
     ax.axis("off")
-    cax = ax.inset_axes([1.03, 0.1, 0.04, 0.8])  # inside the panel's slot, so the grid stays even
-    fig.colorbar(im, cax=cax).ax.tick_params(labelsize=7)
+    upper.colorbar(im, ax=ax, shrink=0.8).ax.tick_params(labelsize=7)
 
-    ax = fig.add_subplot(grid[0, 2])
+    ax = upper.add_subplot(top_grid[0, 2])
     k = min(topk, probs.numel())
-    top = probs.topk(k)
-    ax.barh(range(k)[::-1], top.values.numpy(), color=["tab:red" if int(i) == cls else "tab:blue"
-                                                          for i in top.indices])
-    ax.set_yticks(range(k)[::-1], [_short(names[int(i)], 18) for i in top.indices], fontsize=8)
-    for row, p in zip(range(k)[::-1], top.values.tolist()):
+    best = probs.topk(k)
+    ax.barh(range(k)[::-1], best.values.numpy(), color=["tab:red" if int(i) == cls else "tab:blue"
+                                                          for i in best.indices])
+    ax.set_yticks(range(k)[::-1], [_short(names[int(i)], 18) for i in best.indices], fontsize=8)
+    for row, p in zip(range(k)[::-1], best.values.tolist()):
         ax.text(p, row, f" {p:.1%}", va="center", fontsize=8)
-    ax.set_xlim(0, max(1e-6, float(top.values[0])) * 1.4)
+    ax.set_xlim(0, max(1e-6, float(best.values[0])) * 1.4)
     ax.xaxis.set_major_locator(MaxNLocator(3))
     ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=None))
     ax.set_xlabel("probability", fontsize=8)
     ax.tick_params(axis="x", labelsize=7)
     ax.set_title(f"top-{k} predictions", fontsize=9)
 
-    ax = fig.add_subplot(grid[0, 3])
+    ax = upper.add_subplot(top_grid[0, 3])
     if channel:
         labels, suffix = _split_common_suffix([m.name for m in channel])
         ax.boxplot([m.channel_weights()[0].float().cpu().numpy() for m in channel], showfliers=False)
@@ -162,9 +164,10 @@ def explain_image(model: nn.Module, image: torch.Tensor, *, target: int | None =
         ax.text(0.5, 0.5, "no channel attention", ha="center", va="center", fontsize=9, color="gray")
         ax.axis("off")
 
+    map_grid = lower.add_gridspec(map_rows, COLUMNS) if map_rows else None
     for slot, index in enumerate(picks):
         m = spatial[index]
-        ax = fig.add_subplot(grid[1 + slot // COLUMNS, slot % COLUMNS])
+        ax = lower.add_subplot(map_grid[slot // COLUMNS, slot % COLUMNS])
         values = m.spatial(query, head)[0].float().cpu().numpy()
         ax.imshow(shown.mean(2), cmap="gray", extent=(0, width, height, 0))
         ax.imshow(values, cmap="viridis", alpha=0.6, extent=(0, width, height, 0), interpolation="nearest")
