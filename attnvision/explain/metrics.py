@@ -110,6 +110,9 @@ def explanation_scores(model: nn.Module, data, *, layer="auto", method: str = "g
             raise ValueError("explanation_scores: expected batches of (images, labels, boxes), got "
                              f"{type(batch).__name__}" + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else ""))
         images, labels, boxes = batch
+        if isinstance(boxes, (list, tuple)) and all(isinstance(b, torch.Tensor) and b.dim() == 1 for b in boxes):
+            boxes = torch.stack(list(boxes), 1)  # a DataLoader collates (x0, y0, x1, y1) tuples into 4 columns
+        boxes = torch.as_tensor(boxes)
         if max_samples is not None:
             keep = max_samples - n
             if keep <= 0:

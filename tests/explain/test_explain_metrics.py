@@ -85,3 +85,23 @@ def test_explanation_scores_over_a_dataset_and_over_batches_agree_with_the_known
         "energy_in_box": pytest.approx(1.0), "pointing_game": 1.0, "samples": 1}
     with pytest.raises(ValueError, match=r"expected batches of \(images, labels, boxes\)"):
         explanation_scores(Brightness(), [(images, labels)])
+
+
+class TupleBoxes(torch.utils.data.Dataset):
+    """Samples (image, label, (x0, y0, x1, y1)) with a plain tuple box, as a dataset may give them."""
+
+    def __init__(self):
+        self.images, self.labels, boxes = _blobs()
+        self.boxes = [tuple(b) for b in boxes.tolist()]
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        return self.images[i % 2], self.labels[i % 2], self.boxes[i % 2]
+
+
+def test_explanation_scores_reads_collated_tuple_boxes_as_one_box_per_sample():
+    # with 4 samples a batch's collated boxes are 4 columns of 4: they must not be read transposed
+    scores = explanation_scores(Brightness(), TupleBoxes(), batch_size=4)
+    assert scores == {"energy_in_box": pytest.approx(0.5), "pointing_game": 0.5, "samples": 4}
