@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._grid import tokens_to_map
+from ._grid import token_grid, tokens_to_map
 
 METHODS = ("gradcam", "gradcam++")
 
@@ -83,16 +83,61 @@ def _target_classes(target, logits: torch.Tensor) -> torch.Tensor:
     return classes
 
 
-def _as_maps(who: str, act: torch.Tensor, grad: torch.Tensor, image_hw, num_chs):
+def _as_maps(who: str, act: torch.Tensor, grad: torch.Tensor, image_hw, num_chs, prefix=None):
     """Activations and gradients as (B, K, h, w)."""
     if act.dim() == 3:  # (B, N, C) tokens
-        return tokens_to_map(who, act, image_hw), tokens_to_map(who, grad, image_hw)
+        return tokens_to_map(who, act, image_hw, prefix), tokens_to_map(who, grad, image_hw, prefix)
     if act.dim() == 4:
         if num_chs is not None and act.shape[1] != num_chs and act.shape[-1] == num_chs:  # (B, H, W, C)
             return act.permute(0, 3, 1, 2), grad.permute(0, 3, 1, 2)
         return act, grad
     raise ValueError(f"{who}: expected the layer's output as (B, C, H, W) or (B, N, C) tokens, got shape "
                      f"{tuple(act.shape)}; choose another layer")
+
+
+def _activation_and_gradient(model, images, name, module, target, use_input: bool):
+    """One forward pass; the layer's output (or input) A, and ∂y^c/∂A for the target classes."""
+    captured = []
+
+    def leaf_of(value, what):
+        first = value[0] if isinstance(value, (tuple, list)) else value
+        if not isinstance(first, torch.Tensor):
+            raise TypeError(f"gradcam: layer {name!r} {what} {type(first).__name__}, expected a tensor")
+        # A fresh leaf: the gradient is wanted only downstream of this layer, and the clone keeps
+        # in-place operations of the following layers away from it.
+        leaf = first.detach().requires_grad_(True)
+        captured.append(leaf)
+        if isinstance(value, (tuple, list)):
+            return type(value)((leaf.clone(), *value[1:]))
+        return leaf.clone()
+
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    if use_input:
+        handle = module.register_forward_pre_hook(lambda mod, args: leaf_of(args, "received"))
+    else:
+        handle = module.register_forward_hook(lambda mod, args, output: leaf_of(output, "returned"))
+    try:
+        with torch.enable_grad():
+            logits = model(images)
+    finally:
+        handle.remove()
+        for m, training in modes:
+            m.training = training
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != images.shape[0]:
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ValueError(f"gradcam: expected the model to return ({images.shape[0]}, num_classes) logits, got "
+                         f"{shape}")
+    if len(captured) != 1:
+        raise ValueError(f"gradcam: layer {name!r} ran {len(captured)} times in one forward pass; expected "
+                         f"exactly once")
+    classes = _target_classes(target, logits)
+    with torch.enable_grad():
+        score = logits.gather(1, classes[:, None]).sum()
+        (grad,) = torch.autograd.grad(score, captured[0], allow_unused=True)
+    if grad is None:
+        raise ValueError(f"gradcam: the class scores do not depend on layer {name!r}")
+    return logits.detach(), captured[0].detach(), grad
 
 
 def cam_from_activations(act: torch.Tensor, grad: torch.Tensor, method: str = "gradcam") -> torch.Tensor:
@@ -131,52 +176,25 @@ def gradcam(model: nn.Module, images: torch.Tensor, target: int | Sequence[int] 
     _check_images("gradcam", images)
     if method not in METHODS:
         raise ValueError(f"gradcam: method must be one of {METHODS}, got {method!r}")
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError("gradcam: needs gradients; call it outside torch.inference_mode()")
     name, module = resolve_layer(model, layer)
-    num_chs = None
-    if layer == "auto":
-        num_chs = model.feature_info[-1].get("num_chs")
-    captured = []
-
-    def hook(mod, args, output):
-        first = output[0] if isinstance(output, (tuple, list)) else output
-        if not isinstance(first, torch.Tensor):
-            raise TypeError(f"gradcam: layer {name!r} returned {type(first).__name__}, expected a tensor")
-        # A fresh leaf: the gradient is wanted only downstream of this layer, and the clone keeps
-        # in-place operations of the following layers away from it.
-        leaf = first.detach().requires_grad_(True)
-        captured.append(leaf)
-        if isinstance(output, (tuple, list)):
-            return type(output)((leaf.clone(), *output[1:]))
-        return leaf.clone()
-
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    handle = module.register_forward_hook(hook)
-    try:
-        with torch.enable_grad():
-            logits = model(images)
-    finally:
-        handle.remove()
-        for m, training in modes:
-            m.training = training
-    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != images.shape[0]:
-        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-        raise ValueError(f"gradcam: expected the model to return ({images.shape[0]}, num_classes) logits, got "
-                         f"{shape}")
-    if len(captured) != 1:
-        raise ValueError(f"gradcam: layer {name!r} ran {len(captured)} times in one forward pass; expected "
-                         f"exactly once")
-    classes = _target_classes(target, logits)
-    with torch.enable_grad():
-        score = logits.gather(1, classes[:, None]).sum()
-        (grad,) = torch.autograd.grad(score, captured[0], allow_unused=True)
-    if grad is None:
-        raise ValueError(f"gradcam: the class scores do not depend on layer {name!r}")
-    act, grad = _as_maps(f"gradcam (layer {name!r})", captured[0].detach(), grad, images.shape[-2:], num_chs)
+    num_chs = model.feature_info[-1].get("num_chs") if layer == "auto" else None
+    prefix = getattr(model, "num_prefix_tokens", None)
+    who = f"gradcam (layer {name!r})"
+    logits, act, grad = _activation_and_gradient(model, images, name, module, target, use_input=False)
+    if act.dim() == 3:
+        extra = token_grid(who, act.shape[1], images.shape[-2:], prefix)[2]
+        if extra and not grad[:, extra:].any():
+            # Pooling by class token: the last block's patch tokens never reach the logits, so
+            # explain that block's input instead (the usual choice for ViTs).
+            logits, act, grad = _activation_and_gradient(model, images, name, module, target, use_input=True)
+            who = f"gradcam (input of layer {name!r})"
+    act, grad = _as_maps(who, act, grad, images.shape[-2:], num_chs, prefix)
     cam = cam_from_activations(act, grad, method)                                  # (B, h, w)
     cam = F.interpolate(cam[:, None], size=tuple(images.shape[-2:]), mode="bilinear",
                         align_corners=False)[:, 0]                                 # (B, H, W)
     if normalize:
         peak = cam.amax((1, 2), keepdim=True)
         cam = cam / torch.where(peak > 0, peak, torch.ones_like(peak))
-    return (cam, logits.detach()) if return_logits else cam
+    return (cam, logits) if return_logits else cam

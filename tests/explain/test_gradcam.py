@@ -123,10 +123,12 @@ def test_auto_layer_gives_input_sized_maps_for_every_family(name):
 
 
 class ToyViT(nn.Module):
-    """Patch embedding (stride 4) + class token + one self-attention block; classifies the class token."""
+    """Patch embedding (stride 4) + class token + one self-attention block; classifies the class
+    token (``pool="cls"``) or the mean of all tokens (``pool="mean"``)."""
 
-    def __init__(self, dim=8, heads=2, classes=3):
+    def __init__(self, pool, dim=8, heads=2, classes=3):
         super().__init__()
+        self.pool = pool
         self.patch = nn.Conv2d(3, dim, 4, stride=4)
         self.cls = nn.Parameter(torch.randn(1, 1, dim))
         self.blocks = nn.TransformerEncoderLayer(dim, heads, dim_feedforward=16, dropout=0.0, batch_first=True)
@@ -136,24 +138,52 @@ class ToyViT(nn.Module):
     def forward(self, x):
         t = self.patch(x).flatten(2).transpose(1, 2)                  # (B, h·w, C)
         t = torch.cat([self.cls.expand(t.shape[0], -1, -1), t], 1)    # (B, 1 + h·w, C)
-        return self.head(self.blocks(t)[:, 0])
+        t = self.blocks(t)
+        return self.head(t[:, 0] if self.pool == "cls" else t.mean(1))
+
+
+def _manual_token_cam(model, x, use_input):
+    """Grad-CAM by hand on the 4×6 token grid of a 16×24 image, from the block's output or input."""
+    store = {}
+    if use_input:
+        handle = model.blocks.register_forward_pre_hook(lambda m, a: store.update(t=a[0]))
+    else:
+        handle = model.blocks.register_forward_hook(lambda m, a, out: store.update(t=out))
+    x = x.clone().requires_grad_(True)  # so the hooked tensor is part of the graph
+    logits = model(x)
+    handle.remove()
+    (grad,) = torch.autograd.grad(logits.gather(1, logits.argmax(1)[:, None]).sum(), store["t"])
+    act = store["t"][:, 1:].detach().reshape(2, 4, 6, 8).permute(0, 3, 1, 2)
+    g = grad[:, 1:].reshape(2, 4, 6, 8).permute(0, 3, 1, 2)
+    cam = F.relu((g.mean((2, 3))[:, :, None, None] * act).sum(1))
+    return F.interpolate(cam[:, None], size=(16, 24), mode="bilinear", align_corners=False)[:, 0]
 
 
 def test_gradcam_on_tokens_drops_class_token_and_matches_manual_computation():
-    model = ToyViT().eval()
+    model = ToyViT("mean").eval()
     x = torch.randn(2, 3, 16, 24)  # a 4×6 token grid
-    store = {}
-    handle = model.blocks.register_forward_hook(lambda m, a, out: store.update(out=out))
-    logits = model(x)
-    handle.remove()
-    out = store["out"]
-    cls = logits.argmax(1)
-    (grad,) = torch.autograd.grad(logits.gather(1, cls[:, None]).sum(), out)
-    act = out[:, 1:].detach().reshape(2, 4, 6, 8).permute(0, 3, 1, 2)
-    g = grad[:, 1:].reshape(2, 4, 6, 8).permute(0, 3, 1, 2)
-    manual = F.relu((g.mean((2, 3))[:, :, None, None] * act).sum(1))
-    manual = F.interpolate(manual[:, None], size=(16, 24), mode="bilinear", align_corners=False)[:, 0]
+    manual = _manual_token_cam(model, x, use_input=False)
+    assert manual.amax() > 0
     torch.testing.assert_close(gradcam(model, x, normalize=False), manual)
+
+
+def test_class_token_pooling_explains_the_last_blocks_input():
+    # the block's output patch tokens never reach a class-token head: their gradient is zero,
+    # so the map comes from the block's input, where attention still mixes the tokens
+    model = ToyViT("cls").eval()
+    x = torch.randn(2, 3, 16, 24)
+    assert _manual_token_cam(model, x, use_input=False).amax() == 0
+    manual = _manual_token_cam(model, x, use_input=True)
+    assert manual.amax() > 0
+    torch.testing.assert_close(gradcam(model, x, normalize=False), manual)
+
+
+def test_models_prefix_token_count_is_used():
+    model = ToyViT("mean").eval()
+    model.num_prefix_tokens = 2   # e.g. class + distillation tokens: 1 + 24 tokens no longer fit
+    with pytest.raises(ValueError, match="cannot lay out 25 tokens .*after 2 leading tokens"):
+        gradcam(model, torch.randn(2, 3, 16, 24))
+    assert token_grid("test", 18, (64, 64), prefix_tokens=2) == (4, 4, 2)
 
 
 @pytest.mark.parametrize("n, image_hw, expected", [
