@@ -27,8 +27,8 @@ The layout is read from the shape, except that a 4-D tensor is "tokens" when the
 (class attribute ``attention_layout = "tokens"``, or a dict ``{key: layout}`` for dict maps) or
 when its last dimension is a probability distribution (non-negative, rows summing to one);
 otherwise it is "spatial" (C = 1) or "map". Token grids are found from N and the image's aspect
-ratio, a leading class token allowed (see ``token_grid``); a layer may instead set an
-``attention_grid = (h, w)`` attribute.
+ratio, a leading class token allowed (or the model's ``num_prefix_tokens`` leading tokens; see
+``token_grid``); a layer may instead set an ``attention_grid = (h, w)`` attribute.
 """
 from __future__ import annotations
 
@@ -53,6 +53,7 @@ class AttentionMap:
     value: torch.Tensor
     image_hw: tuple[int, int]
     grid: tuple[int, int] | None = None   # a layer's ``attention_grid``, if it set one
+    prefix_tokens: int | None = None      # the model's ``num_prefix_tokens``, if it has one
 
     def _grid(self, n: int) -> tuple[int, int, int]:
         if self.grid is not None:
@@ -60,7 +61,7 @@ class AttentionMap:
             if h * w in (n, n - 1):
                 return h, w, n - h * w
             raise ValueError(f"attention map {self.name!r}: attention_grid {self.grid} does not fit {n} tokens")
-        return token_grid(f"attention map {self.name!r}", n, self.image_hw)
+        return token_grid(f"attention map {self.name!r}", n, self.image_hw, self.prefix_tokens)
 
     def query_grid(self) -> tuple[int, int, int]:
         """``(h, w, extra)`` of the queries ("tokens" and "local" maps)."""
@@ -217,6 +218,7 @@ def attention_maps(model: nn.Module, images: torch.Tensor, *, names=None, return
                 m.keep_attention = switch
             m.last_attention = last
     image_hw = tuple(images.shape[-2:])
+    prefix = getattr(model, "num_prefix_tokens", None)
     maps: dict[str, AttentionMap] = {}
     for name, module, value in kept:
         if value is None:
@@ -225,7 +227,7 @@ def attention_maps(model: nn.Module, images: torch.Tensor, *, names=None, return
         entries = value.items() if isinstance(value, dict) else [(None, value)]
         for key, tensor in entries:
             full = name if key is None else f"{name}.{key}"
-            maps[full] = AttentionMap(full, _layout(module, name, key, tensor), tensor, image_hw, grid)
+            maps[full] = AttentionMap(full, _layout(module, name, key, tensor), tensor, image_hw, grid, prefix)
     return (maps, output) if return_logits else maps
 
 

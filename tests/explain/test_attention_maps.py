@@ -116,6 +116,13 @@ def test_token_attention_weights_sum_to_one_and_give_one_query_map():
         m.spatial((4, 0))
 
 
+def test_model_prefix_token_count_sets_the_token_grid():
+    model = ToyTokenNet()
+    model.num_prefix_tokens = 1
+    m = attention_maps(model, torch.randn(1, 3, 16, 16))["blocks.0"]   # 1 + 16 tokens
+    assert m.prefix_tokens == 1 and m.query_grid() == (4, 4, 1)
+
+
 def test_token_maps_without_class_token_default_to_centre_query():
     m = attention_maps(ToyTokenNet(cls_token=False), torch.randn(1, 3, 16, 16))["blocks.0"]
     assert m.query_grid() == (4, 4, 0)

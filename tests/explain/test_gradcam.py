@@ -92,6 +92,8 @@ def test_gradcam_rejects_bad_targets_layers_and_images():
         gradcam(model, X, method="cam")
     with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
         gradcam(model, X[0])
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="outside torch.inference_mode"):
+        gradcam(model, X)
     del model.feature_info
     with pytest.raises(ValueError, match="no feature_info"):
         gradcam(model, X)
