@@ -78,6 +78,30 @@ class AttentionMap:
                              f"this one is {self.layout!r}")
         return self.value
 
+    def resolve_query(self, query=None) -> tuple[int, int | None, int | None]:
+        """``(index among the Nq queries, row, col)`` of a query (see ``spatial``); row and col are
+        None for a leading (class) token."""
+        qh, qw, q_extra = self.query_grid()
+        if query is None:
+            query = 0 if q_extra else (qh // 2, qw // 2)
+        if isinstance(query, int) and not isinstance(query, bool):
+            if self.layout == "local":
+                raise ValueError(f"attention map {self.name!r}: a local map's query is a (row, col) pixel, "
+                                 f"got {query}")
+            if not 0 <= query < qh * qw + q_extra:
+                raise ValueError(f"attention map {self.name!r}: query index {query} outside [0, {qh * qw + q_extra})")
+            if query < q_extra:
+                return query, None, None
+            return query, (query - q_extra) // qw, (query - q_extra) % qw
+        try:
+            row, col = (int(t) for t in query)
+        except (TypeError, ValueError):
+            raise TypeError(f"attention map {self.name!r}: query must be None, an int or (row, col), "
+                            f"got {query!r}") from None
+        if not (0 <= row < qh and 0 <= col < qw):
+            raise ValueError(f"attention map {self.name!r}: query {(row, col)} outside the {qh}×{qw} grid")
+        return q_extra + row * qw + col, row, col
+
     def spatial(self, query=None, head: int | None = None) -> torch.Tensor:
         """The map as (B, h, w) for display.
 
@@ -99,23 +123,8 @@ class AttentionMap:
         if head is not None and not (isinstance(head, int) and -heads <= head < heads):
             raise ValueError(f"attention map {self.name!r}: head must be None or an index below {heads}, "
                              f"got {head!r}")
-        qh, qw, q_extra = self.query_grid()
-        if query is None:
-            query = 0 if q_extra else (qh // 2, qw // 2)
-        if isinstance(query, int) and not isinstance(query, bool):
-            if self.layout == "local" or not 0 <= query < qh * qw + q_extra:
-                raise ValueError(f"attention map {self.name!r}: query index {query} outside "
-                                 f"[0, {qh * qw + q_extra})" + (" (use (row, col))" if self.layout == "local" else ""))
-            row, col, index = (query - q_extra) // qw, (query - q_extra) % qw, query
-        else:
-            try:
-                row, col = (int(t) for t in query)
-            except (TypeError, ValueError):
-                raise TypeError(f"attention map {self.name!r}: query must be None, an int or (row, col), "
-                                f"got {query!r}") from None
-            if not (0 <= row < qh and 0 <= col < qw):
-                raise ValueError(f"attention map {self.name!r}: query {(row, col)} outside the {qh}×{qw} grid")
-            index = q_extra + row * qw + col
+        index, row, col = self.resolve_query(query)
+        qh, qw, _ = self.query_grid()
         if self.layout == "tokens":
             kh, kw, k_extra = self._grid(v.shape[3])
             weights = v[:, :, index, k_extra:]                                    # (B, heads, kh·kw)

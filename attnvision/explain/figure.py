@@ -171,10 +171,16 @@ def explain_image(model: nn.Module, image: torch.Tensor, *, target: int | None =
         values = m.spatial(query, head)[0].float().cpu().numpy()
         ax.imshow(shown.mean(2), cmap="gray", extent=(0, width, height, 0))
         ax.imshow(values, cmap="viridis", alpha=0.6, extent=(0, width, height, 0), interpolation="nearest")
-        what = {"spatial": "spatial map", "map": "3-D map, channel mean"}.get(
-            m.layout, f"{'mean of heads' if head is None else f'head {head}'}")
+        what = {"spatial": "spatial map", "map": "3-D map, channel mean"}.get(m.layout)
+        if what is None:   # one query's weights: say which, and mark it
+            _, row, col = m.resolve_query(query)
+            qh, qw, _ = m.query_grid()
+            what = f"query {'class token' if row is None else (row, col)}, " \
+                   f"{'mean of heads' if head is None else f'head {head}'},"
+            if row is not None:
+                ax.plot((col + 0.5) * width / qw, (row + 0.5) * height / qh, "r+", ms=10, mew=2)
         ax.set_title(f"{_short(m.name)}\n{what} {values.shape[0]}×{values.shape[1]}, "
-                     f"range {values.min():.2f}–{values.max():.2f}", fontsize=8)
+                     f"range {values.min():.3g}–{values.max():.3g}", fontsize=8)
         ax.axis("off")
 
     heading = title or type(model).__name__

@@ -107,8 +107,8 @@ def explanation_scores(model: nn.Module, data, *, layer="auto", method: str = "g
     energy_sum, hits, n = 0.0, 0, 0
     for batch in data:
         if not isinstance(batch, (tuple, list)) or len(batch) != 3:
-            raise ValueError("explanation_scores: expected batches of (images, labels, boxes), got "
-                             f"{type(batch).__name__}" + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else ""))
+            got = f"a {type(batch).__name__}" + (f" of {len(batch)}" if isinstance(batch, (tuple, list)) else "")
+            raise ValueError(f"explanation_scores: expected batches of (images, labels, boxes), got {got}")
         images, labels, boxes = batch
         if isinstance(boxes, (list, tuple)) and all(isinstance(b, torch.Tensor) and b.dim() == 1 for b in boxes):
             boxes = torch.stack(list(boxes), 1)  # a DataLoader collates (x0, y0, x1, y1) tuples into 4 columns
