@@ -78,6 +78,9 @@ def run(args) -> int:
     from ..explain.figure import explain_image, save_figure
     from ..registry import create_model
 
+    for option, value, low in (("--topk", args.topk, 1), ("--max-maps", args.max_maps, 0), ("--dpi", args.dpi, 1)):
+        if value < low:
+            raise ValueError(f"cam: {option} must be at least {low}, got {value}")
     model = create_model(args.model, num_classes=args.num_classes, pretrained=args.checkpoint or False,
                          **args.model_kwargs)
     cfg = getattr(model, "pretrained_cfg", {}) or {}

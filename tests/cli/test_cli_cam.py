@@ -47,10 +47,28 @@ def test_cam_on_a_dataset_sample_with_box_and_class(tmp_path, capsys):
     assert _png_size(out) == (round(COLUMNS * PANEL_W * 30), round(PANEL_H * 30))   # no attention: one row
 
 
+def test_cam_loads_the_checkpoint_and_names_classes_from_a_labels_file(tmp_path, capsys):
+    from attnvision import create_model
+
+    model = create_model("resnet20_se", num_classes=3)
+    with torch.no_grad():
+        model.fc.bias.copy_(torch.tensor([0.0, 40.0, 0.0]))   # class 1 wins whatever the image
+    torch.save(model.state_dict(), tmp_path / "weights.pt")
+    (tmp_path / "labels.txt").write_text("cat\ndog\nbird\n")
+    photo = cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+    rc = main(["cam", "--model", "resnet20_se", "--num-classes", "3", "--checkpoint", str(tmp_path / "weights.pt"),
+               "--labels", str(tmp_path / "labels.txt"), "--image", str(photo), "--input-size", "32", "32",
+               "--out", str(tmp_path / "cam.png"), "--dpi", "30"])
+    assert rc == 0
+    first = capsys.readouterr().out.splitlines()[0].split()
+    assert first == ["100.00%", "dog"]
+
+
 @pytest.mark.parametrize("args, message", [
     (["--image", "missing.png"], "no image file"),
     (["--image", __file__], "cannot read"),
     (["--image", "IMG", "--class", "12"], r"target classes must lie in \[0, 10\)"),
+    (["--image", "IMG", "--topk", "0"], "--topk must be at least 1"),
 ])
 def test_cam_reports_bad_input(tmp_path, capsys, args, message):
     photo = cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
