@@ -81,14 +81,29 @@ def pointing_game(cam: torch.Tensor, box) -> torch.Tensor:
     return hits[0] if single else hits
 
 
+class _WithBoxes(Dataset):
+    """(image, label) samples of ``base`` with ``base.boxes[i]`` appended."""
+
+    def __init__(self, base: Dataset):
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i):
+        image, label = self.base[i]
+        return image, label, torch.as_tensor(self.base.boxes[i])
+
+
 def explanation_scores(model: nn.Module, data, *, layer="auto", method: str = "gradcam", target: str = "label",
                        batch_size: int = 64, device=None, max_samples: int | None = None) -> dict:
     """Mean energy in the box and pointing-game hit rate of Grad-CAM over a dataset.
 
     Args:
         model: the classifier (its train/eval state is restored).
-        data: a Dataset of ``(image, label, box)`` samples, or an iterable of such batches
-            (images (B, C, H, W), labels (B,), boxes (B, 4)), e.g. a DataLoader.
+        data: a Dataset of ``(image, label, box)`` samples, or of ``(image, label)`` samples with
+            the boxes in its ``boxes`` attribute (N, 4) (as ``cluttered-digits``), or an iterable of
+            batches ``(images (B, C, H, W), labels (B,), boxes (B, 4))``, e.g. a DataLoader.
         layer, method: as in :func:`gradcam`.
         target: "label" explains the true class, "pred" the predicted one.
         batch_size: batch size when ``data`` is a Dataset.
@@ -100,6 +115,8 @@ def explanation_scores(model: nn.Module, data, *, layer="auto", method: str = "g
     if target not in ("label", "pred"):
         raise ValueError(f"explanation_scores: target must be 'label' or 'pred', got {target!r}")
     if isinstance(data, Dataset):
+        if hasattr(data, "boxes") and len(data) and len(data[0]) == 2:
+            data = _WithBoxes(data)
         data = DataLoader(data, batch_size=batch_size, shuffle=False)
     if device is None:
         param = next(model.parameters(), None)

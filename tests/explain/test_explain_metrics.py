@@ -105,3 +105,21 @@ def test_explanation_scores_reads_collated_tuple_boxes_as_one_box_per_sample():
     # with 4 samples a batch's collated boxes are 4 columns of 4: they must not be read transposed
     scores = explanation_scores(Brightness(), TupleBoxes(), batch_size=4)
     assert scores == {"energy_in_box": pytest.approx(0.5), "pointing_game": 0.5, "samples": 4}
+
+
+class BoxesAttribute(torch.utils.data.Dataset):
+    """(image, label) samples with the boxes kept in a ``boxes`` attribute, as cluttered-digits does."""
+
+    def __init__(self):
+        self.images, self.labels, self.boxes = _blobs()
+
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, i):
+        return self.images[i], int(self.labels[i])
+
+
+def test_explanation_scores_reads_boxes_from_the_datasets_boxes_attribute():
+    scores = explanation_scores(Brightness(), BoxesAttribute(), batch_size=2)
+    assert scores == {"energy_in_box": pytest.approx(0.5), "pointing_game": 0.5, "samples": 2}
