@@ -15,8 +15,10 @@ higher derivatives are powers of the first; a^kc_ij = 0 where g^k_ij = 0.)
 L^c is upsampled bilinearly to the input resolution. ``layer="auto"`` takes the module that
 ``model.feature_info[-1]["module"]`` names (the last stage), which every attnvision model
 has, so a new family works without code here. A stage whose output is a token sequence
-(B, N, C) is laid back on its h×w grid (a leading class token is dropped); a (B, H, W, C)
-output is recognised when the feature_info channel count says so.
+(B, N, C) is laid back on its h×w grid, leading tokens dropped (a class token, or the model's
+``num_prefix_tokens``); when the logits read only the class token, the last block's patch tokens
+get no gradient, and that block's input is explained instead. A (B, H, W, C) output is
+recognised when the feature_info channel count says so.
 """
 from __future__ import annotations
 
