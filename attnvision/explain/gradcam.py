@@ -18,7 +18,8 @@ has, so a new family works without code here. A stage whose output is a token se
 (B, N, C) is laid back on its h×w grid, leading tokens dropped (a class token, or the model's
 ``num_prefix_tokens``); when the logits read only the class token, the last block's patch tokens
 get no gradient, and that block's input is explained instead. A (B, H, W, C) output is
-recognised when the feature_info channel count says so.
+recognised when the feature_info channel count says so. A stage container that the model does
+not call itself (it loops over the blocks) is read through the last of its blocks that runs.
 """
 from __future__ import annotations
 
@@ -97,6 +98,32 @@ def _as_maps(who: str, act: torch.Tensor, grad: torch.Tensor, image_hw, num_chs,
                      f"{tuple(act.shape)}; choose another layer")
 
 
+class _NotRun(Exception):
+    """The layer was not called: a container whose parent calls its children one by one."""
+
+
+def _last_child_run(model, images, name, module) -> tuple[str, nn.Module]:
+    """The direct child of ``module`` called last in a forward pass (a stage whose blocks the model
+    iterates itself gives its output through its last block)."""
+    order = []
+    handles = [child.register_forward_hook(lambda mod, args, out, n=n: order.append(n))
+               for n, child in module.named_children()]
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(images)
+    finally:
+        for h in handles:
+            h.remove()
+        for m, training in modes:
+            m.training = training
+    if not order:
+        raise ValueError(f"gradcam: layer {name!r} (and every module in it) did not run in the forward pass; "
+                         f"choose another layer")
+    return f"{name}.{order[-1]}", module.get_submodule(order[-1])
+
+
 def _activation_and_gradient(model, images, name, module, target, use_input: bool):
     """One forward pass; the layer's output (or input) A, and ∂y^c/∂A for the target classes."""
     captured = []
@@ -130,7 +157,9 @@ def _activation_and_gradient(model, images, name, module, target, use_input: boo
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise ValueError(f"gradcam: expected the model to return ({images.shape[0]}, num_classes) logits, got "
                          f"{shape}")
-    if len(captured) != 1:
+    if not captured:
+        raise _NotRun(name)
+    if len(captured) > 1:
         raise ValueError(f"gradcam: layer {name!r} ran {len(captured)} times in one forward pass; expected "
                          f"exactly once")
     classes = _target_classes(target, logits)
@@ -183,8 +212,13 @@ def gradcam(model: nn.Module, images: torch.Tensor, target: int | Sequence[int] 
     name, module = resolve_layer(model, layer)
     num_chs = model.feature_info[-1].get("num_chs") if layer == "auto" else None
     prefix = getattr(model, "num_prefix_tokens", None)
+    while True:
+        try:
+            logits, act, grad = _activation_and_gradient(model, images, name, module, target, use_input=False)
+            break
+        except _NotRun:
+            name, module = _last_child_run(model, images, name, module)
     who = f"gradcam (layer {name!r})"
-    logits, act, grad = _activation_and_gradient(model, images, name, module, target, use_input=False)
     if act.dim() == 3:
         extra = token_grid(who, act.shape[1], images.shape[-2:], prefix)[2]
         if extra and not grad[:, extra:].any():

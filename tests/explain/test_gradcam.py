@@ -200,3 +200,26 @@ def test_token_grid_finds_the_image_shaped_grid(n, image_hw, expected):
 def test_token_grid_rejects_counts_that_fit_no_grid():
     with pytest.raises(ValueError, match="cannot lay out 7 tokens as an h×w grid of the 64×64 image"):
         token_grid("test", 7, (64, 64))
+
+
+class LoopedStage(nn.Module):
+    """The forward iterates over the stage's blocks itself, so the stage container never runs."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.stage = nn.Sequential(nn.Conv2d(4, 4, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, padding=1))
+        self.fc = nn.Linear(6, 3)
+        self.feature_info = [dict(num_chs=6, reduction=2, module="stage")]
+
+    def forward(self, x):
+        x = self.stem(x)
+        for block in self.stage:
+            x = block(x)
+        return self.fc(x.mean((2, 3)))
+
+
+def test_auto_layer_reads_a_looped_stage_through_its_last_block():
+    model, x = LoopedStage(), torch.randn(2, 3, 8, 8)
+    torch.testing.assert_close(gradcam(model, x, normalize=False), gradcam(model, x, layer="stage.2", normalize=False))
+    assert gradcam(model, x).amax() == 1
