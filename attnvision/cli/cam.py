@@ -1,0 +1,102 @@
+"""``attnvision cam --model NAME --image PATH``: Grad-CAM, predictions and attention maps in one figure."""
+from __future__ import annotations
+
+import json
+
+
+def add_parser(sub):
+    p = sub.add_parser("cam", help="draw where a model looks: Grad-CAM, top classes and attention maps")
+    p.add_argument("--model", required=True, help="registered model name (see `attnvision models`)")
+    p.add_argument("--checkpoint", help="local checkpoint to load (ours or the authors' key layout)")
+    p.add_argument("--image", required=True, help="image file (anything Pillow reads)")
+    p.add_argument("--class", dest="target", type=int, help="class to explain (default: the top prediction)")
+    p.add_argument("--out", default="cam.png", help="output figure (default cam.png; format from the suffix)")
+    p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument("--model-kwargs", type=json.loads, default={}, help="JSON dict passed to create_model")
+    p.add_argument("--input-size", nargs=2, type=int, metavar=("H", "W"),
+                   help="model input size (default: the model's pretrained_cfg)")
+    p.add_argument("--method", choices=("gradcam", "gradcam++"), default="gradcam")
+    p.add_argument("--layer", default="auto", help="module to explain (default: the last stage)")
+    p.add_argument("--labels", help="text file with one class name per line (default: ImageNet names for "
+                   "1000 classes, else 'class K')")
+    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--box", nargs=4, type=int, metavar=("X0", "Y0", "X1", "Y1"),
+                   help="object box in input pixels (after resizing and cropping), end-exclusive: drawn, "
+                   "and its CAM energy and pointing-game result are reported")
+    p.add_argument("--max-maps", type=int, default=8, help="at most this many spatial attention maps")
+    p.add_argument("--dpi", type=int, default=100)
+    p.set_defaults(func=run)
+
+
+def load_image(path, input_size, crop_pct: float, mean, std, in_chans: int = 3):
+    """Read an image and apply the evaluation transform: resize to size / crop_pct, centre crop, normalise.
+
+    Returns (normalised (C, H, W) tensor, (H, W, 3) display array in [0, 1]).
+    """
+    import math
+    import os
+
+    import torch
+    from PIL import Image, UnidentifiedImageError
+    from torchvision.transforms import functional as TF
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"cam: no image file at {path!r}")
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB" if in_chans == 3 else "L")
+    except (UnidentifiedImageError, OSError) as e:
+        raise ValueError(f"cam: cannot read {path!r} as an image ({e})") from None
+    height, width = input_size
+    if height == width:
+        scale = math.floor(height / crop_pct)
+    else:
+        scale = [math.floor(height / crop_pct), math.floor(width / crop_pct)]
+    im = TF.center_crop(TF.resize(im, scale, antialias=True), [height, width])
+    x = TF.to_tensor(im)                                                   # (C, H, W) in [0, 1]
+    display = x.expand(3, -1, -1) if x.shape[0] == 1 else x
+    normalised = TF.normalize(x, mean, std) if mean is not None else x
+    return normalised.to(torch.float32), display.permute(1, 2, 0).numpy()
+
+
+def class_names(labels_path, num_classes: int):
+    if labels_path:
+        with open(labels_path, encoding="utf-8") as f:
+            names = [line.strip() for line in f if line.strip()]
+        if len(names) != num_classes:
+            raise ValueError(f"cam: {labels_path!r} names {len(names)} classes, the model has {num_classes}")
+        return names
+    if num_classes == 1000:
+        from torchvision.models import ResNet50_Weights
+        return list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
+    return None
+
+
+def run(args) -> int:
+    import torch
+
+    from ..explain.figure import explain_image, save_figure
+    from ..registry import create_model
+
+    for option, value, low in (("--topk", args.topk, 1), ("--max-maps", args.max_maps, 0), ("--dpi", args.dpi, 1)):
+        if value < low:
+            raise ValueError(f"cam: {option} must be at least {low}, got {value}")
+    model = create_model(args.model, num_classes=args.num_classes, pretrained=args.checkpoint or False,
+                         **args.model_kwargs)
+    cfg = getattr(model, "pretrained_cfg", {}) or {}
+    in_chans, *size = cfg.get("input_size", (3, 224, 224))
+    size = args.input_size or size
+    image, display = load_image(args.image, size, cfg.get("crop_pct", 1.0), cfg.get("mean"), cfg.get("std"),
+                                in_chans)
+    names = class_names(args.labels, args.num_classes)
+    fig = explain_image(model, image, target=args.target, layer=args.layer, method=args.method,
+                        class_names=names, topk=args.topk, box=args.box, max_maps=args.max_maps,
+                        display=display, title=f"{args.model}" + (" (random weights)" if not args.checkpoint else ""))
+    save_figure(fig, args.out, dpi=args.dpi)
+    with torch.no_grad():
+        probs = model.eval()(image[None]).softmax(1)[0]
+    top = probs.topk(min(args.topk, probs.numel()))
+    for p, k in zip(top.values.tolist(), top.indices.tolist()):
+        print(f"{p:7.2%}  {names[k] if names else f'class {k}'}")
+    print(f"wrote {args.out}")
+    return 0

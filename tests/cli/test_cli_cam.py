@@ -1,0 +1,79 @@
+"""``attnvision cam``: a labelled PNG of the expected size, from a photograph and from a dataset-like sample."""
+from __future__ import annotations
+
+import re
+import struct
+
+import pytest
+import torch
+from matplotlib import cbook
+from PIL import Image
+
+from attnvision.cli.main import main
+from attnvision.explain.figure import COLUMNS, PANEL_H, PANEL_W
+
+
+def _png_size(path):
+    with open(path, "rb") as f:
+        header = f.read(24)
+    assert header[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", header[16:24])
+
+
+def test_cam_on_a_photograph_writes_png_of_the_expected_size(tmp_path, capsys):
+    photo = cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)   # a real photograph shipped with matplotlib
+    out = tmp_path / "figs" / "hopper.png"
+    rc = main(["cam", "--model", "resnet20_cbam", "--num-classes", "10", "--image", str(photo),
+               "--input-size", "32", "32", "--out", str(out), "--dpi", "40", "--topk", "3"])
+    assert rc == 0 and out.stat().st_size > 10_000
+    # resnet20 has 9 CBAM blocks: 8 spatial maps shown, two rows of 4 under the top row
+    assert _png_size(out) == (round(COLUMNS * PANEL_W * 40), round(3 * PANEL_H * 40))
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 4 and printed[-1] == f"wrote {out}"
+    assert sum(float(line.split("%")[0]) for line in printed[:3]) <= 100.0
+    assert list(out.parent.iterdir()) == [out]   # written atomically: no temporary file left
+
+
+def test_cam_on_a_dataset_sample_with_box_and_class(tmp_path, capsys):
+    sample = torch.zeros(32, 32, 3, dtype=torch.uint8)
+    sample[8:20, 10:18] = 255
+    image = tmp_path / "digit.png"
+    Image.fromarray(sample.numpy()).save(image)
+    out = tmp_path / "digit_cam.png"
+    rc = main(["cam", "--model", "resnet20", "--num-classes", "10", "--image", str(image), "--input-size", "32", "32",
+               "--class", "3", "--box", "10", "8", "18", "20", "--method", "gradcam++", "--out", str(out),
+               "--dpi", "30"])
+    assert rc == 0
+    assert _png_size(out) == (round(COLUMNS * PANEL_W * 30), round(PANEL_H * 30))   # no attention: one row
+
+
+def test_cam_loads_the_checkpoint_and_names_classes_from_a_labels_file(tmp_path, capsys):
+    from attnvision import create_model
+
+    model = create_model("resnet20_se", num_classes=3)
+    with torch.no_grad():
+        model.fc.bias.copy_(torch.tensor([0.0, 40.0, 0.0]))   # class 1 wins whatever the image
+    torch.save(model.state_dict(), tmp_path / "weights.pt")
+    (tmp_path / "labels.txt").write_text("cat\ndog\nbird\n")
+    photo = cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+    rc = main(["cam", "--model", "resnet20_se", "--num-classes", "3", "--checkpoint", str(tmp_path / "weights.pt"),
+               "--labels", str(tmp_path / "labels.txt"), "--image", str(photo), "--input-size", "32", "32",
+               "--out", str(tmp_path / "cam.png"), "--dpi", "30"])
+    assert rc == 0
+    first = capsys.readouterr().out.splitlines()[0].split()
+    assert first == ["100.00%", "dog"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--image", "missing.png"], "no image file"),
+    (["--image", __file__], "cannot read"),
+    (["--image", "IMG", "--class", "12"], r"target classes must lie in \[0, 10\)"),
+    (["--image", "IMG", "--topk", "0"], "--topk must be at least 1"),
+])
+def test_cam_reports_bad_input(tmp_path, capsys, args, message):
+    photo = cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+    args = [str(photo) if a == "IMG" else a for a in args]
+    rc = main(["cam", "--model", "resnet20", "--num-classes", "10", "--input-size", "32", "32",
+               "--out", str(tmp_path / "x.png"), *args])
+    assert rc == 2
+    assert re.search(message, capsys.readouterr().err)
