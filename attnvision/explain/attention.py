@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..layers._base import AttentionLayer
+from ..layers._base import AttentionLayer, collect_attention
 from ._grid import token_grid
 
 LAYOUTS = ("channel", "spatial", "map", "tokens", "local")
@@ -197,41 +197,20 @@ def attention_maps(model: nn.Module, images: torch.Tensor, *, names=None, return
         got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise ValueError(f"attention_maps: expected images of shape (B, C, H, W), got {got}")
     layers = attention_layers(model, names)
-    saved = [(m, m.__dict__.get("keep_attention"), m.last_attention) for _, m in layers]
-    kept: list[tuple[str, nn.Module, object]] = []
-    calls: dict[str, int] = {}
-
-    def make_hook(name):
-        def hook(module, args, output):
-            calls[name] = calls.get(name, 0) + 1
-            kept.append((name if calls[name] == 1 else f"{name}#{calls[name]}", module, module.last_attention))
-        return hook
-
-    handles = [m.register_forward_hook(make_hook(n)) for n, m in layers]
     modes = [(m, m.training) for m in model.modules()]
     try:
-        for _, m in layers:
-            m.keep_attention = True
         model.eval()
         with torch.no_grad():
-            output = model(images)
+            collected, output = collect_attention(model, images, layers=layers, return_output=True)
     finally:
-        for h in handles:
-            h.remove()
         for m, training in modes:
             m.training = training
-        for m, switch, last in saved:
-            if switch is None:
-                del m.keep_attention  # back to the class default
-            else:
-                m.keep_attention = switch
-            m.last_attention = last
+    named = dict(layers)
     image_hw = tuple(images.shape[-2:])
     prefix = getattr(model, "num_prefix_tokens", None)
     maps: dict[str, AttentionMap] = {}
-    for name, module, value in kept:
-        if value is None:
-            continue
+    for name, value in collected.items():
+        module = named[name.split("#")[0]]
         grid = getattr(module, "attention_grid", None)
         entries = value.items() if isinstance(value, dict) else [(None, value)]
         for key, tensor in entries:

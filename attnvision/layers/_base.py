@@ -41,24 +41,41 @@ class AttentionLayer(nn.Module):
         return {self.convert_official_key(k): v for k, v in state_dict.items()}
 
 
-def collect_attention(model: nn.Module, *args, **kwargs) -> dict:
+def collect_attention(model: nn.Module, *args, layers=None, return_output: bool = False, **kwargs):
     """Run ``model(*args, **kwargs)`` once and return every attention layer's map, in the order computed.
 
     ``{module name: last_attention}``; in a network of evolving attention this is how one map
-    evolves through the layers. ``keep_attention`` is restored afterwards.
+    evolves through the layers. A layer that runs k > 1 times in the pass gives ``name``,
+    ``name#2``, … ``name#k``. ``layers`` restricts collection to these ``(name, layer)`` pairs.
+    Each layer's ``keep_attention`` switch and ``last_attention`` are restored afterwards, so
+    nothing stays in memory. With ``return_output`` the model's output comes back too.
     """
-    layers = [(name, m) for name, m in model.named_modules() if isinstance(m, AttentionLayer)]
-    order, hooks, kept = [], [], {}
-    for name, m in layers:
-        kept[name] = m.keep_attention
-        m.keep_attention = True
-        hooks.append(m.register_forward_hook(lambda mod, inp, out, name=name: order.append(name)))
+    if layers is None:
+        layers = [(name, m) for name, m in model.named_modules() if isinstance(m, AttentionLayer)]
+    saved = [(m, m.__dict__.get("keep_attention"), m.last_attention) for _, m in layers]
+    kept: dict[str, object] = {}
+    calls: dict[str, int] = {}
+
+    def make_hook(name):
+        def hook(module, args, output):
+            calls[name] = calls.get(name, 0) + 1
+            if module.last_attention is not None:
+                kept[name if calls[name] == 1 else f"{name}#{calls[name]}"] = module.last_attention
+        return hook
+
+    handles = [m.register_forward_hook(make_hook(name)) for name, m in layers]
     try:
-        model(*args, **kwargs)
+        for _, m in layers:
+            m.keep_attention = True
+            m.last_attention = None
+        output = model(*args, **kwargs)
     finally:
-        for h in hooks:
+        for h in handles:
             h.remove()
-        for name, m in layers:
-            m.keep_attention = kept[name]
-    named = dict(layers)
-    return {name: named[name].last_attention for name in order if named[name].last_attention is not None}
+        for m, switch, last in saved:
+            if switch is None:
+                m.__dict__.pop("keep_attention", None)  # back to the class default
+            else:
+                m.keep_attention = switch
+            m.last_attention = last
+    return (kept, output) if return_output else kept
