@@ -6,12 +6,12 @@ from .create_attn import attn_names, create_attn, register_attn
 from .drop import DropPath, drop_path, drop_path_rates
 from .eca import ECA, eca_kernel_size
 from .layer_scale import LayerScale
-from .local_attention import LocalSelfAttention2d, SpatiallyAwareStem, local_attention
+from .local_attention import LocalSelfAttention2d, SpatiallyAwareStem
 from .mlp import Mlp
 from .squeeze_excite import SE
 
 __all__ = [
     "AttentionLayer", "BAM", "CBAM", "DropPath", "ECA", "LayerScale", "LocalSelfAttention2d", "Mlp", "SE",
-    "SpatiallyAwareStem", "local_attention",
+    "SpatiallyAwareStem",
     "attn_names", "create_attn", "drop_path", "drop_path_rates", "eca_kernel_size", "register_attn",
 ]

@@ -165,7 +165,7 @@ def _forward_kernel(q, k, v, bias_row, bias_col, kernel_size: int, tile: int) ->
         V = vp[g0:g1].index_select(1, index).reshape(-1, t.L, dv)
         P = torch.softmax(t.scores(Q, K, br, bc, r0, r1, g0, g1), dim=-1)
         out[g0:g1, r0 * t.bh:r1 * t.bh] = t.untile(torch.bmm(P, V), r0, r1, g0, g1)
-    return out[:, :t.H, :t.W].reshape(t.B, t.h, t.H, t.W, dv)
+    return out[:, :t.H, :t.W].reshape(t.B, t.h, t.H, t.W, dv).contiguous()
 
 
 def _backward_kernel(grad, q, k, v, bias_row, bias_col, out, kernel_size: int, tile: int):
@@ -204,7 +204,7 @@ def _backward_kernel(grad, q, k, v, bias_row, bias_col, out, kernel_size: int, t
     dvv = dvv.reshape(t.BH, t.hk, t.wk, dv)[:, c:c + t.H, c:c + t.W].reshape(*shape, dv)
     dbr = dbr[:, :t.H, :t.W].reshape(*shape, t.ks) if dbr is not None else q.new_empty(0)
     dbc = dbc[:, :t.H, :t.W].reshape(*shape, t.ks) if dbc is not None else q.new_empty(0)
-    return [dq, dk, dvv, dbr, dbc]
+    return [g.contiguous() for g in (dq, dk, dvv, dbr, dbc)]
 
 
 @torch.library.custom_op("attnvision::local_attention", mutates_args=())
