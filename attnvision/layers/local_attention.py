@@ -18,8 +18,9 @@ Implementation. The usual implementation unfolds keys and values into k²·C·H�
 the image is cut into small query tiles; each tile attends to its halo (the tile grown by the
 window), a dense (tile, halo) score block in which an exact additive mask (−∞) removes every
 key outside the query's own window or outside the image. The scores are built and consumed
-chunk by chunk, in the forward and again in the backward pass, so what stays in memory is
-q, k, v and the output, never a k²-sized tensor. The kernel is one custom operator
+in a few chunks (each at most an eighth of all (tile, halo) scores), in the forward and again
+in the backward pass, so what autograd keeps is q, k, v and the output, and nothing the size
+of k²·C·H·W is ever allocated. The kernel is one custom operator
 (``attnvision::local_attention``) with its own backward and its own MAC formula, so
 ``torch.compile`` treats it as a single op and the profiler counts the attention's true
 multiply-adds, B·heads·H·W·k²·(d_qk + d_v).
@@ -39,7 +40,8 @@ from ._checks import check_choice, check_feature_map, check_positive_int
 
 POS_MODES = ("relative", "absolute", "none")
 _TILE = 4                           # query tile side: small tiles keep the halo waste (tile+k−1)²/k² low
-_CHUNK_CPU, _CHUNK_CUDA = 1 << 19, 1 << 24   # score elements per chunk
+_CHUNK_CPU, _CHUNK_CUDA = 1 << 18, 1 << 24   # least score elements per chunk
+_MAX_CHUNKS = 8                     # few large ops: per-op overhead dominates small chunks
 
 
 # -- the kernel ---------------------------------------------------------------------------------
@@ -62,15 +64,12 @@ def _unskew(y: Tensor, k: int) -> Tensor:
 
 @functools.lru_cache(maxsize=64)
 def _plan(height: int, width: int, kernel_size: int, tile: int, device: torch.device):
-    """Tiling of an H×W map: tile sides, halo sides, key gather indices and the separable masks."""
+    """Tiling of an H×W map: tile sides, halo sides and the separable masks."""
     c = (kernel_size - 1) // 2
     bh, bw = min(tile, height), min(tile, width)
     nth, ntw = -(-height // bh), -(-width // bw)
     lh, lw = bh + kernel_size - 1, bw + kernel_size - 1
     hk, wk = nth * bh + kernel_size - 1, ntw * bw + kernel_size - 1   # padded key grid
-    rows = torch.arange(nth, device=device)[:, None] * bh + torch.arange(lh, device=device)
-    cols = torch.arange(ntw, device=device)[:, None] * bw + torch.arange(lw, device=device)
-    key_index = rows[:, None, :, None] * wk + cols[None, :, None, :]   # (nth, ntw, lh, lw)
 
     def allowed(num_tiles, side, halo, size):
         # (tile, query offset, halo offset): the key is in the query's window and inside the image.
@@ -83,7 +82,7 @@ def _plan(height: int, width: int, kernel_size: int, tile: int, device: torch.de
         query_padding = t * side + i >= size
         return in_window & (key_inside | query_padding)
 
-    return dict(c=c, bh=bh, bw=bw, nth=nth, ntw=ntw, lh=lh, lw=lw, hk=hk, wk=wk, key_index=key_index,
+    return dict(c=c, bh=bh, bw=bw, nth=nth, ntw=ntw, lh=lh, lw=lw, hk=hk, wk=wk,
                 row_ok=allowed(nth, bh, lh, height), col_ok=allowed(ntw, bw, lw, width))
 
 
@@ -102,8 +101,8 @@ class _Tiler:
         zero = torch.zeros((), dtype=q.dtype, device=q.device)
         self.row_mask = torch.where(p["row_ok"], zero, ninf)   # (nth, bh, lh)
         self.col_mask = torch.where(p["col_ok"], zero, ninf)   # (ntw, bw, lw)
-        budget = _CHUNK_CUDA if q.is_cuda else _CHUNK_CPU
         per_row = self.ntw * self.b2 * self.L
+        budget = max(_CHUNK_CUDA if q.is_cuda else _CHUNK_CPU, self.BH * self.nth * per_row // _MAX_CHUNKS)
         self.rows_per_chunk = max(1, min(self.nth, budget // per_row))
         self.groups_per_chunk = max(1, min(self.BH, budget // (self.rows_per_chunk * per_row)))
 
@@ -113,16 +112,33 @@ class _Tiler:
 
     def pad_keys(self, x: Tensor) -> Tensor:       # (B, h, H, W, e) → (BH, Hk·Wk, e)
         c = self.c
-        x = F.pad(x, (0, 0, c, self.wk - self.W - c, c, self.hk - self.H - c))
+        x = F.pad(x, (0, 0, c, self.wk - self.W - c, c, self.hk - self.H - c)).contiguous()   # halos() needs this layout
         return x.reshape(self.BH, self.hk * self.wk, x.shape[-1])
 
     def chunks(self):
         for r0 in range(0, self.nth, self.rows_per_chunk):
             r1 = min(self.nth, r0 + self.rows_per_chunk)
-            index = self.key_index[r0:r1].reshape(-1)
             for g0 in range(0, self.BH, self.groups_per_chunk):
-                g1 = min(self.BH, g0 + self.groups_per_chunk)
-                yield r0, r1, g0, g1, index
+                yield r0, r1, g0, min(self.BH, g0 + self.groups_per_chunk)
+
+    def halos(self, x: Tensor, r0, r1, g0, g1) -> Tensor:
+        """The halos of a chunk's tiles as a view of the padded keys: (g, rows, ntw, lh, lw, e)."""
+        e, row = x.shape[-1], self.wk * x.shape[-1]
+        offset = x.storage_offset() + g0 * x.stride(0) + r0 * self.bh * row
+        return x.as_strided((g1 - g0, r1 - r0, self.ntw, self.lh, self.lw, e),
+                            (x.stride(0), self.bh * row, self.bw * e, row, e, 1), offset)
+
+    def gather(self, x: Tensor, r0, r1, g0, g1) -> Tensor:     # → (N, lh·lw, e)
+        return self.halos(x, r0, r1, g0, g1).reshape(-1, self.L, x.shape[-1])
+
+    def scatter_add(self, x: Tensor, src: Tensor, r0, r1, g0, g1) -> None:
+        """x[halos] += src. Halos overlap, so add them in phases of tiles that do not."""
+        view = self.halos(x, r0, r1, g0, g1)
+        src = src.reshape(view.shape)
+        mh, mw = -(-self.lh // self.bh), -(-self.lw // self.bw)
+        for ph in range(min(mh, r1 - r0)):
+            for pw in range(min(mw, self.ntw)):
+                view[:, ph::mh, pw::mw].add_(src[:, ph::mh, pw::mw])
 
     def tiles(self, x: Tensor, r0, r1, g0, g1) -> Tensor:   # (BH, Hq, Wq, e) → (N, bh·bw, e)
         e = x.shape[-1]
@@ -159,10 +175,9 @@ def _forward_kernel(q, k, v, bias_row, bias_col, kernel_size: int, tile: int) ->
     br = t.pad_queries(bias_row) if bias_row is not None else None
     bc = t.pad_queries(bias_col) if bias_col is not None else None
     out = q.new_empty(t.BH, t.hq, t.wq, dv)
-    for r0, r1, g0, g1, index in t.chunks():
+    for r0, r1, g0, g1 in t.chunks():
         Q = t.tiles(qp, r0, r1, g0, g1)
-        K = kp[g0:g1].index_select(1, index).reshape(-1, t.L, t.d)
-        V = vp[g0:g1].index_select(1, index).reshape(-1, t.L, dv)
+        K, V = t.gather(kp, r0, r1, g0, g1), t.gather(vp, r0, r1, g0, g1)
         P = torch.softmax(t.scores(Q, K, br, bc, r0, r1, g0, g1), dim=-1)
         out[g0:g1, r0 * t.bh:r1 * t.bh] = t.untile(torch.bmm(P, V), r0, r1, g0, g1)
     return out[:, :t.H, :t.W].reshape(t.B, t.h, t.H, t.W, dv).contiguous()
@@ -180,17 +195,16 @@ def _backward_kernel(grad, q, k, v, bias_row, bias_col, out, kernel_size: int, t
     dk, dvv = torch.zeros_like(kp), torch.zeros_like(vp)
     dbr = torch.zeros_like(br) if br is not None else None
     dbc = torch.zeros_like(bc) if bc is not None else None
-    for r0, r1, g0, g1, index in t.chunks():
+    for r0, r1, g0, g1 in t.chunks():
         Q = t.tiles(qp, r0, r1, g0, g1)
-        K = kp[g0:g1].index_select(1, index).reshape(-1, t.L, t.d)
-        V = vp[g0:g1].index_select(1, index).reshape(-1, t.L, dv)
+        K, V = t.gather(kp, r0, r1, g0, g1), t.gather(vp, r0, r1, g0, g1)
         P = torch.softmax(t.scores(Q, K, br, bc, r0, r1, g0, g1), dim=-1)
         dO = t.tiles(gp, r0, r1, g0, g1)
         n = g1 - g0
-        dvv[g0:g1].index_add_(1, index, torch.bmm(P.transpose(1, 2), dO).reshape(n, -1, dv))
+        t.scatter_add(dvv, torch.bmm(P.transpose(1, 2), dO), r0, r1, g0, g1)
         dS = torch.bmm(dO, V.transpose(1, 2)).sub_(t.tiles(delta, r0, r1, g0, g1)).mul_(P)   # (N, bh·bw, L)
         dq[g0:g1, r0 * t.bh:r1 * t.bh] = t.untile(torch.bmm(dS, K), r0, r1, g0, g1)
-        dk[g0:g1].index_add_(1, index, torch.bmm(dS.transpose(1, 2), Q).reshape(n, -1, t.d))
+        t.scatter_add(dk, torch.bmm(dS.transpose(1, 2), Q), r0, r1, g0, g1)
         if dbr is not None:
             dS = dS.reshape(n, r1 - r0, t.ntw, t.bh, t.bw, t.lh, t.lw)
             d_row = _unskew(dS.sum(-1).transpose(-2, -3), t.ks).transpose(-2, -3)   # (n, nr, ntw, bh, bw, k)
