@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop
 
+from ..layers.local_attention import local_attention_flop
+
 aten = torch.ops.aten
 
 
@@ -60,6 +62,7 @@ _EXTRA = {
     aten.mul: _elementwise_product,
     aten.mul_: _elementwise_product,
     aten._scaled_dot_product_flash_attention_for_cpu: _cpu_flash_sdpa,
+    torch.ops.attnvision.local_attention: local_attention_flop,
 }
 
 

@@ -144,6 +144,22 @@ def coatnet_layouts_table() -> str:
     return format_table(["coatnet_0, layout=", "params", "MACs 224"], body, markdown=True)
 
 
+@register_table("sasa")
+def sasa_table() -> str:
+    body = []
+    for base in ("sasa_resnet26", "sasa_resnet38", "sasa_resnet50"):
+        for stem in ("conv", "attention"):
+            for name, params, macs, _, cfg in model_rows([base], stem=stem):
+                body.append([f"`{name}`", stem, f"{params:,}", _fmt_m(cfg.get("paper_params")), _fmt_g(macs),
+                             _fmt_g(cfg.get("paper_macs"))])
+    table = format_table(["model", "stem", "params (ours)", "params (paper)", "MACs (ours)", "MACs (paper)"], body,
+                         markdown=True)
+    (_, p_conv, m_conv, _, _), = model_rows(["resnet50"])
+    (_, p_att, m_att, _, _), = model_rows(["sasa_resnet50"], stem="attention")
+    return (f"{table}\n\nFull-attention `sasa_resnet50` against the conv `resnet50`: parameters "
+            f"{100 * (p_att / p_conv - 1):+.1f}%, MACs {100 * (m_att / m_conv - 1):+.1f}% (the paper: −29% and −12%).")
+
+
 def render(text: str) -> str:
     for name, fn in DOC_TABLES.items():
         pattern = re.compile(rf"(<!-- BEGIN table:{name} -->\n)(?:.*?\n)?(<!-- END table:{name} -->)", re.S)
