@@ -6,10 +6,11 @@ from .create_attn import attn_names, create_attn, register_attn
 from .drop import DropPath, drop_path, drop_path_rates
 from .eca import ECA, eca_kernel_size
 from .layer_scale import LayerScale
+from .lka import LKA, lka_cost
 from .mlp import Mlp
 from .squeeze_excite import SE
 
 __all__ = [
-    "AttentionLayer", "BAM", "CBAM", "DropPath", "ECA", "LayerScale", "Mlp", "SE",
-    "attn_names", "create_attn", "drop_path", "drop_path_rates", "eca_kernel_size", "register_attn",
+    "AttentionLayer", "BAM", "CBAM", "DropPath", "ECA", "LKA", "LayerScale", "Mlp", "SE",
+    "attn_names", "create_attn", "drop_path", "drop_path_rates", "eca_kernel_size", "lka_cost", "register_attn",
 ]

@@ -1,2 +1,2 @@
 """Model families, one per file; importing a family registers its builders."""
-from . import mobilenet, resnet  # noqa: F401
+from . import mobilenet, resnet, van  # noqa: F401
