@@ -71,6 +71,14 @@ def lka_cost(dim: int, kernel_size: int, dilation: int, height: int = 1, width: 
                 mobilenet=dict(params=mobilenet, macs=mobilenet * hw))
 
 
+def pointwise_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """A 1×1 ``conv`` applied to ``x``; a matrix product over the channels when ``x`` is channels_last."""
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        # (B, H, W, C) is then a free view, and one GEMM with bias beats the conv kernels on CPU.
+        return F.linear(x.permute(0, 2, 3, 1), conv.weight.flatten(1), conv.bias).permute(0, 3, 1, 2)
+    return conv(x)
+
+
 class LKA(AttentionLayer):
     """Large Kernel Attention: ``F ⊗ Conv_1×1(DW-D-Conv(DW-Conv(F)))``; keeps H×W.
 
@@ -112,15 +120,35 @@ class LKA(AttentionLayer):
         if self.conv_dw is not None:
             attn = self.conv_dw(attn)
         if self.conv_dw_dilated is not None:
-            if self.pad is not None:
-                attn = F.pad(attn, self.pad)
-            attn = self.conv_dw_dilated(attn)
+            attn = self._dilated(attn)
         if self.conv_pw is not None:
-            attn = self.conv_pw(attn)
+            attn = pointwise_conv(self.conv_pw, attn)
         if self.sigmoid:
             attn = torch.sigmoid(attn)
         self._keep(attn)
         return x * attn if self.multiply else attn
+
+    def _dilated(self, x: torch.Tensor) -> torch.Tensor:
+        conv = self.conv_dw_dilated
+        if self.pad is not None:
+            x = F.pad(x, self.pad)
+        if x.device.type != "cpu" or self.dilation == 1:
+            return conv(x)
+        # CPU kernels for dilated depth-wise convolutions are several times slower than dense
+        # ones. A k×k conv with dilation d is a dense k×k conv on each of the d×d phase grids
+        # x[:, :, r::d, s::d]: stack the phases in the batch, convolve, interleave them back.
+        # Same sums, so same result; the map is zero-padded to a multiple of d first.
+        d, k = self.dilation, conv.kernel_size[0]
+        B, C, H, W = x.shape
+        p = conv.padding[0]
+        h, w = -(-(H + 2 * p - d * (k - 1)) // d), -(-(W + 2 * p - d * (k - 1)) // d)  # output phase grid
+        Hp, Wp = (h + k - 1) * d, (w + k - 1) * d
+        x = F.pad(x, (p, Wp - W - p, p, Hp - H - p))
+        x = x.permute(0, 2, 3, 1).reshape(B, Hp // d, d, Wp // d, d, C)
+        x = x.permute(2, 4, 0, 1, 3, 5).reshape(d * d * B, Hp // d, Wp // d, C)  # (d·d·B, H/d, W/d, C)
+        y = F.conv2d(x.permute(0, 3, 1, 2), conv.weight, conv.bias, groups=C)  # (d·d·B, C, h, w)
+        y = y.permute(0, 2, 3, 1).reshape(d, d, B, h, w, C).permute(2, 3, 0, 4, 1, 5).reshape(B, h * d, w * d, C)
+        return y[:, :H + 2 * p - d * (k - 1), :W + 2 * p - d * (k - 1)].permute(0, 3, 1, 2)  # (B, C, H, W)
 
     def official_key_rules(self):
         return [(r"^conv0\.", "conv_dw."), (r"^conv_spatial\.", "conv_dw_dilated."), (r"^conv1\.", "conv_pw.")]

@@ -39,6 +39,7 @@ from torch import nn
 
 from ..checkpoint import remap_keys
 from ..layers import LKA, DropPath, LayerScale, drop_path_rates
+from ..layers.lka import pointwise_conv
 from ..layers._checks import check_positive_int
 from ._base import Backbone, check_image, make_cfg, register_variant
 
@@ -66,7 +67,7 @@ class VANAttention(nn.Module):
         self.proj_2 = nn.Conv2d(dim, dim, 1)
 
     def forward(self, x):
-        return self.proj_2(self.lka(self.act(self.proj_1(x)))) + x
+        return pointwise_conv(self.proj_2, self.lka(self.act(pointwise_conv(self.proj_1, x)))) + x
 
 
 class ConvFFN(nn.Module):
@@ -81,8 +82,8 @@ class ConvFFN(nn.Module):
         self.drop = nn.Dropout(drop) if drop > 0 else nn.Identity()
 
     def forward(self, x):
-        x = self.drop(self.act(self.dwconv(self.fc1(x))))  # (B, hidden, H, W)
-        return self.drop(self.fc2(x))
+        x = self.drop(self.act(self.dwconv(pointwise_conv(self.fc1, x))))  # (B, hidden, H, W)
+        return self.drop(pointwise_conv(self.fc2, x))
 
 
 class VANBlock(nn.Module):
@@ -183,8 +184,13 @@ class VAN(Backbone):
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
 
-    def forward_intermediates(self, x, indices=None):
+    def _check_input(self, x):
         check_image(type(self).__name__, x, self.in_chans)
+        # Depth-wise convolutions and the per-position LayerNorm are fastest on channels_last maps.
+        return x.contiguous(memory_format=torch.channels_last)
+
+    def forward_intermediates(self, x, indices=None):
+        x = self._check_input(x)
         indices = range(len(self.stages)) if indices is None else indices
         feats, stop = [], max(indices)
         for i, stage in enumerate(self.stages):
@@ -196,7 +202,7 @@ class VAN(Backbone):
         return feats
 
     def forward_features(self, x):
-        check_image(type(self).__name__, x, self.in_chans)
+        x = self._check_input(x)
         for stage in self.stages:
             x = stage(x)
         return x  # (B, C₄, ⌈H/32⌉, ⌈W/32⌉), normalised
