@@ -71,6 +71,10 @@ def lka_cost(dim: int, kernel_size: int, dilation: int, height: int = 1, width: 
                 mobilenet=dict(params=mobilenet, macs=mobilenet * hw))
 
 
+# dtypes whose depth-wise kernels are fast on channels_last maps (oneDNN/cuDNN); float64 is not.
+FAST_CHANNELS_LAST = (torch.float32, torch.bfloat16, torch.float16)
+
+
 def pointwise_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """A 1×1 ``conv`` applied to ``x``; a matrix product over the channels when ``x`` is channels_last."""
     if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
@@ -132,7 +136,7 @@ class LKA(AttentionLayer):
         conv = self.conv_dw_dilated
         if self.pad is not None:
             x = F.pad(x, self.pad)
-        if x.device.type != "cpu" or self.dilation == 1:
+        if x.device.type != "cpu" or self.dilation == 1 or x.dtype not in FAST_CHANNELS_LAST:
             return conv(x)
         # CPU kernels for dilated depth-wise convolutions are several times slower than dense
         # ones. A k×k conv with dilation d is a dense k×k conv on each of the d×d phase grids

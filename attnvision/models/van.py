@@ -39,7 +39,7 @@ from torch import nn
 
 from ..checkpoint import remap_keys
 from ..layers import LKA, DropPath, LayerScale, drop_path_rates
-from ..layers.lka import pointwise_conv
+from ..layers.lka import FAST_CHANNELS_LAST, pointwise_conv
 from ..layers._checks import check_positive_int
 from ._base import Backbone, check_image, make_cfg, register_variant
 
@@ -186,8 +186,10 @@ class VAN(Backbone):
 
     def _check_input(self, x):
         check_image(type(self).__name__, x, self.in_chans)
-        # Depth-wise convolutions and the per-position LayerNorm are fastest on channels_last maps.
-        return x.contiguous(memory_format=torch.channels_last)
+        if x.dtype in FAST_CHANNELS_LAST:
+            # Depth-wise convolutions and the per-position LayerNorm are fastest on channels_last maps.
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
 
     def forward_intermediates(self, x, indices=None):
         x = self._check_input(x)
