@@ -122,6 +122,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     transformers = _transformers()
     torch.manual_seed(0)
+    load_before = os.getloadavg()[0]
 
     rows, checks = [], []
     for name in args.models:
@@ -135,7 +136,8 @@ def main(argv=None) -> int:
             print(" | ".join(str(c) for c in row), flush=True)
     table = format_table(["model", "mode", "batch", "attnvision (img/s)", "transformers (img/s)",
                           "ratio (ours / theirs)"], rows, markdown=True)
-    machine = (f"{_cpu_name()}, {os.cpu_count()} CPUs visible, {torch.get_num_threads()} torch threads; "
+    load = f"1-minute load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after (other processes share the CPUs)"
+    machine = (f"{_cpu_name()}, {os.cpu_count()} CPUs visible, {torch.get_num_threads()} torch threads, {load}; "
                f"torch {torch.__version__}, transformers {transformers.__version__}, Python {platform.python_version()}")
     text = "\n".join([
         "# VAN: attnvision vs Hugging Face transformers",
