@@ -8,6 +8,7 @@ from .drop import DropPath, drop_path, drop_path_rates
 from .eca import ECA, eca_kernel_size
 from .evolving_attention import EvolvingAttention, EvolvingBlock, EvolvingTransformerEncoder, evolve_logits
 from .layer_scale import LayerScale
+from .lka import LKA, lka_cost
 from .local_attention import LocalSelfAttention2d, SpatiallyAwareStem
 from .mbconv import MBConv
 from .mlp import Mlp
@@ -17,7 +18,7 @@ from .squeeze_excite import SE
 
 __all__ = [
     "AAConv2d", "AttentionLayer", "BAM", "CBAM", "DropPath", "ECA", "EvolvingAttention", "EvolvingBlock",
-    "EvolvingTransformerEncoder", "LayerScale", "LocalSelfAttention2d", "MBConv", "Mlp", "MultiHeadSelfAttention",
+    "EvolvingTransformerEncoder", "LKA", "LayerScale", "LocalSelfAttention2d", "MBConv", "Mlp", "MultiHeadSelfAttention",
     "RelativeAttention2d", "SE", "SpatiallyAwareStem", "attn_names", "collect_attention", "create_attn", "drop_path",
-    "drop_path_rates", "eca_kernel_size", "evolve_logits", "register_attn", "resize_relative_table",
+    "drop_path_rates", "eca_kernel_size", "evolve_logits", "lka_cost", "register_attn", "resize_relative_table",
 ]

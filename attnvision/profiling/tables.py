@@ -160,6 +160,29 @@ def sasa_table() -> str:
             f"{100 * (p_att / p_conv - 1):+.1f}%, MACs {100 * (m_att / m_conv - 1):+.1f}% (the paper: −29% and −12%).")
 
 
+@register_table("van")
+def van_table() -> str:
+    names = [f"van_b{i}" for i in range(7)]
+    body = [[f"`{n}`", f"{p:,}", _fmt_m(cfg.get("paper_params")), _fmt_g(m), _fmt_g(cfg.get("paper_macs"))]
+            for n, p, m, _, cfg in model_rows(names)]
+    return format_table(["model", "params (ours)", "params (paper)", "MACs (ours)", "MACs (paper)"], body,
+                        markdown=True)
+
+
+@register_table("lka_cost")
+def lka_cost_table() -> str:
+    from ..layers.lka import lka_cost, lka_kernels, lka_receptive_field
+
+    body = []
+    for k, d in ((7, 2), (14, 3), (21, 3), (28, 4)):
+        c = lka_cost(32, k, d)
+        dw, dil = lka_kernels(k, d)
+        body.append([f"K={k}, d={d}", f"{dw}×{dw} + {dil}×{dil} dilated {d} + 1×1", lka_receptive_field(k, d),
+                     f"{c['params']:,}", f"{c['mobilenet']['params']:,}", f"{c['standard']['params']:,}"])
+    return format_table(["kernel", "decomposition", "receptive field", "LKA params", "MobileNet-style",
+                         "standard conv"], body, markdown=True)
+
+
 def render(text: str) -> str:
     for name, fn in DOC_TABLES.items():
         pattern = re.compile(rf"(<!-- BEGIN table:{name} -->\n)(?:.*?\n)?(<!-- END table:{name} -->)", re.S)

@@ -1,0 +1,298 @@
+"""Visual Attention Network (Guo, Lu, Liu, Cheng and Hu, "Visual Attention Network", CVMJ 2023).
+
+Four stages at strides 4, 8, 16, 32. Stage i embeds its input with an overlapping patch
+embedding (a 7×7/4 conv in stage 1, 3×3/2 after, each + BN), repeats L_i blocks, and ends
+with a LayerNorm over the channels of every position. A block (Fig. 3d) is
+
+    X = X + DropPath(λ₁ ⊙ Attn(BN(X)))      Attn(Z) = Conv₁ₓ₁(LKA(GELU(Conv₁ₓ₁(Z)))) + Z
+    X = X + DropPath(λ₂ ⊙ CFF(BN(X)))       CFF(Z)  = Conv₁ₓ₁(GELU(DW₃ₓ₃(Conv₁ₓ₁(Z))))
+
+with LKA the large kernel attention of :mod:`attnvision.layers.lka` (K=21, d=3), the
+convolutional feed-forward network CFF of hidden width r_i·C_i, and layer scales λ
+starting at 1e-2. The classifier averages the normalised stage-4 map. As in the authors'
+code (VAN-Classification), the attention branch carries its own inner shortcut ``+ Z``.
+
+Sizes (Table 5 of the paper): widths C, depths L, MLP ratios r
+
+    B0  (32, 64, 160, 256)   (3, 3, 5, 2)    (8, 8, 4, 4)
+    B1  (64, 128, 320, 512)  (2, 2, 4, 2)    (8, 8, 4, 4)
+    B2  (64, 128, 320, 512)  (3, 3, 12, 3)   (8, 8, 4, 4)
+    B3  (64, 128, 320, 512)  (3, 5, 27, 3)   (8, 8, 4, 4)
+    B4  (64, 128, 320, 512)  (3, 6, 40, 3)   (8, 8, 4, 4)
+    B5  (96, 192, 480, 768)  (3, 3, 24, 3)   (8, 8, 4, 4)
+    B6  (96, 192, 384, 768)  (6, 6, 90, 6)   (8, 8, 4, 4)
+
+Any input size works: each patch embedding gives ⌈H/s⌉×⌈W/s⌉, nothing is cropped.
+``checkpoint_filter_fn`` reads the authors' checkpoints and the Hugging Face transformers
+layout (``VanForImageClassification``).
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..checkpoint import remap_keys
+from ..layers import LKA, DropPath, LayerScale, drop_path_rates
+from ..layers.lka import FAST_CHANNELS_LAST, pointwise_conv
+from ..layers._checks import check_positive_int
+from ._base import Backbone, check_image, make_cfg, register_variant
+
+
+class OverlapPatchEmbed(nn.Module):
+    """k×k conv with stride s and padding k//2 (neighbouring patches overlap), then BN."""
+
+    def __init__(self, in_chs: int, dim: int, patch_size: int, stride: int):
+        super().__init__()
+        self.proj = nn.Conv2d(in_chs, dim, patch_size, stride=stride, padding=patch_size // 2)
+        self.norm = nn.BatchNorm2d(dim)
+
+    def forward(self, x):
+        return self.norm(self.proj(x))  # (B, dim, ⌈H/s⌉, ⌈W/s⌉)
+
+
+class VANAttention(nn.Module):
+    """Attn(Z) = Conv₁ₓ₁(LKA(GELU(Conv₁ₓ₁(Z)))) + Z."""
+
+    def __init__(self, dim: int, lka_kernel: int = 21, lka_dilation: int = 3, **lka_kwargs):
+        super().__init__()
+        self.proj_1 = nn.Conv2d(dim, dim, 1)
+        self.act = nn.GELU()
+        self.lka = LKA(dim, lka_kernel, lka_dilation, **lka_kwargs)
+        self.proj_2 = nn.Conv2d(dim, dim, 1)
+
+    def forward(self, x):
+        return pointwise_conv(self.proj_2, self.lka(self.act(pointwise_conv(self.proj_1, x)))) + x
+
+
+class ConvFFN(nn.Module):
+    """CFF(Z) = Conv₁ₓ₁(GELU(DW₃ₓ₃(Conv₁ₓ₁(Z)))), hidden width ``hidden``, dropout after GELU and at the end."""
+
+    def __init__(self, dim: int, hidden: int, drop: float = 0.0):
+        super().__init__()
+        self.fc1 = nn.Conv2d(dim, hidden, 1)
+        self.dwconv = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Conv2d(hidden, dim, 1)
+        self.drop = nn.Dropout(drop) if drop > 0 else nn.Identity()
+
+    def forward(self, x):
+        x = self.drop(self.act(self.dwconv(pointwise_conv(self.fc1, x))))  # (B, hidden, H, W)
+        return self.drop(pointwise_conv(self.fc2, x))
+
+
+class VANBlock(nn.Module):
+    """X += DropPath(λ₁ ⊙ Attn(BN(X))); X += DropPath(λ₂ ⊙ CFF(BN(X)))."""
+
+    def __init__(self, dim: int, mlp_ratio: float, *, drop: float = 0.0, drop_path: float = 0.0,
+                 layer_scale_init: float = 1e-2, lka_kernel: int = 21, lka_dilation: int = 3, **lka_kwargs):
+        super().__init__()
+        self.norm1 = nn.BatchNorm2d(dim)
+        self.attn = VANAttention(dim, lka_kernel, lka_dilation, **lka_kwargs)
+        self.ls1 = LayerScale(dim, layer_scale_init, channel_dim=1)
+        self.norm2 = nn.BatchNorm2d(dim)
+        self.mlp = ConvFFN(dim, int(dim * mlp_ratio), drop)
+        self.ls2 = LayerScale(dim, layer_scale_init, channel_dim=1)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x):
+        x = x + self.drop_path(self.ls1(self.attn(self.norm1(x))))
+        return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
+
+
+class VANStage(nn.Module):
+    """Patch embedding → blocks → LayerNorm over the channels of each position."""
+
+    def __init__(self, in_chs: int, dim: int, depth: int, *, patch_size: int, stride: int, mlp_ratio: float,
+                 drop_path: list[float], norm_eps: float = 1e-6, **block_kwargs):
+        super().__init__()
+        self.patch_embed = OverlapPatchEmbed(in_chs, dim, patch_size, stride)
+        self.blocks = nn.Sequential(*[VANBlock(dim, mlp_ratio, drop_path=dp, **block_kwargs) for dp in drop_path])
+        self.norm = nn.LayerNorm(dim, eps=norm_eps)
+
+    def forward(self, x):
+        x = self.blocks(self.patch_embed(x))
+        # LayerNorm on (B, H, W, C) views: no copy when the map is channels_last.
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # (B, C, H, W)
+
+
+@dataclass(frozen=True)
+class VANCfg:
+    dims: tuple[int, int, int, int]
+    depths: tuple[int, int, int, int]
+    mlp_ratios: tuple[float, float, float, float] = (8, 8, 4, 4)
+    cfg: dict = field(default_factory=dict)  # pretrained_cfg (paper, preprocessing, paper numbers)
+
+
+class VAN(Backbone):
+    """A config-driven Visual Attention Network.
+
+    Args:
+        cfg: widths, depths and MLP ratios of the variant.
+        num_classes, in_chans: head outputs (0: no head) and input channels.
+        lka_kernel, lka_dilation: K and d of every LKA (the kernel-size ablation: (7, 2), (14, 3),
+            (21, 3), (28, 4)).
+        lka_kwargs: the LKA ablation switches for every block (``dw_conv``, ``dilated_conv``,
+            ``pointwise``, ``multiply``, ``sigmoid``; see :class:`~attnvision.layers.LKA`).
+        drop_rate: dropout in the CFF and before the classifier; drop_path_rate: stochastic depth,
+            rising linearly over all blocks; layer_scale_init: λ at initialisation.
+    """
+
+    classifier_path = "head"
+
+    def __init__(self, cfg: VANCfg, num_classes: int = 1000, in_chans: int = 3, *, lka_kernel: int = 21,
+                 lka_dilation: int = 3, lka_kwargs: dict | None = None, drop_rate: float = 0.0,
+                 drop_path_rate: float = 0.0, layer_scale_init: float = 1e-2):
+        super().__init__()
+        check_positive_int("VAN", "in_chans", in_chans)
+        if lka_kwargs is not None and not isinstance(lka_kwargs, dict):
+            raise TypeError(f"VAN: lka_kwargs must be a dict, got {type(lka_kwargs).__name__}")
+        if not 0.0 <= drop_rate < 1.0:
+            raise ValueError(f"VAN: drop_rate must be in [0, 1), got {drop_rate!r}")
+        self.cfg, self.in_chans, self.num_classes, self.drop_rate = cfg, in_chans, num_classes, drop_rate
+        dpr = drop_path_rates(drop_path_rate, sum(cfg.depths))
+        stages, info, cin, start = [], [], in_chans, 0
+        for i, (dim, depth, ratio) in enumerate(zip(cfg.dims, cfg.depths, cfg.mlp_ratios)):
+            stages.append(VANStage(cin, dim, depth, patch_size=7 if i == 0 else 3, stride=4 if i == 0 else 2,
+                                   mlp_ratio=ratio, drop_path=dpr[start:start + depth], drop=drop_rate,
+                                   layer_scale_init=layer_scale_init, lka_kernel=lka_kernel,
+                                   lka_dilation=lka_dilation, **(lka_kwargs or {})))
+            info.append(dict(num_chs=dim, reduction=2 ** (i + 2), module=f"stages.{i}"))
+            cin, start = dim, start + depth
+        self.stages = nn.ModuleList(stages)
+        self.feature_info = info
+        self.num_features = cin
+        self.head = nn.Linear(cin, num_classes) if num_classes > 0 else nn.Identity()
+        self.pretrained_cfg = dict(cfg.cfg)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m):
+        # The authors' initialisation: He-normal on fan-out for convs, truncated normal for the head.
+        if isinstance(m, nn.Conv2d):
+            fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    def _check_input(self, x):
+        check_image(type(self).__name__, x, self.in_chans)
+        if x.dtype in FAST_CHANNELS_LAST:
+            # Depth-wise convolutions and the per-position LayerNorm are fastest on channels_last maps.
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def forward_intermediates(self, x, indices=None):
+        x = self._check_input(x)
+        indices = range(len(self.stages)) if indices is None else indices
+        feats, stop = [], max(indices)
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i in indices:
+                feats.append(x)
+            if i == stop:
+                break
+        return feats
+
+    def forward_features(self, x):
+        x = self._check_input(x)
+        for stage in self.stages:
+            x = stage(x)
+        return x  # (B, C₄, ⌈H/32⌉, ⌈W/32⌉), normalised
+
+    def forward_head(self, x, pre_logits: bool = False):
+        x = x.mean((2, 3))
+        if self.drop_rate > 0:
+            x = F.dropout(x, self.drop_rate, self.training)
+        return x if pre_logits else self.head(x)
+
+    @staticmethod
+    def checkpoint_filter_fn(state_dict, model):
+        return convert_official_van(state_dict, model)
+
+
+# -- the authors' and Hugging Face checkpoints ------------------------------------------------
+
+# Hugging Face transformers' VanForImageClassification → the authors' layout. Its
+# ``van.layernorm`` is never used in its forward, so it is dropped.
+_HF_TO_OFFICIAL = [
+    (r"^classifier\.", "head."),
+    (r"^van\.encoder\.stages\.(\d+)\.", lambda m: f"stage{int(m[1]) + 1}."),
+    (r"^stage(\d+)\.embeddings\.convolution\.", r"patch_embed\1.proj."),
+    (r"^stage(\d+)\.embeddings\.normalization\.", r"patch_embed\1.norm."),
+    (r"^stage(\d+)\.normalization\.", r"norm\1."),
+    (r"^stage(\d+)\.layers\.", r"block\1."),
+    (r"\.pre_normomalization\.", ".norm1."),
+    (r"\.post_normalization\.", ".norm2."),
+    (r"\.attention_scaling\.weight$", ".layer_scale_1"),
+    (r"\.mlp_scaling\.weight$", ".layer_scale_2"),
+    (r"\.attention\.pre_projection\.conv\.", ".attn.proj_1."),
+    (r"\.attention\.post_projection\.", ".attn.proj_2."),
+    (r"\.attention\.attention_layer\.attention\.depth_wise\.", ".attn.spatial_gating_unit.conv0."),
+    (r"\.attention\.attention_layer\.attention\.depth_wise_dilated\.", ".attn.spatial_gating_unit.conv_spatial."),
+    (r"\.attention\.attention_layer\.attention\.point_wise\.", ".attn.spatial_gating_unit.conv1."),
+    (r"\.mlp\.in_dense\.", ".mlp.fc1."),
+    (r"\.mlp\.depth_wise\.", ".mlp.dwconv.dwconv."),
+    (r"\.mlp\.out_dense\.", ".mlp.fc2."),
+]
+
+_OFFICIAL_TO_OURS = [
+    (r"^patch_embed(\d)\.", lambda m: f"stages.{int(m[1]) - 1}.patch_embed."),
+    (r"^block(\d)\.(\d+)\.", lambda m: f"stages.{int(m[1]) - 1}.blocks.{m[2]}."),
+    (r"^norm(\d)\.", lambda m: f"stages.{int(m[1]) - 1}.norm."),
+    (r"\.layer_scale_1$", ".ls1.gamma"),
+    (r"\.layer_scale_2$", ".ls2.gamma"),
+    (r"\.mlp\.dwconv\.dwconv\.", ".mlp.dwconv."),
+]
+
+
+def convert_official_van(state_dict: dict, model: VAN) -> dict:
+    """The authors' VAN-Classification keys (or Hugging Face's ``VanForImageClassification``) → ours."""
+    if any(k.startswith("van.encoder.") for k in state_dict):
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith("van.layernorm.")}
+        state_dict = remap_keys(state_dict, _HF_TO_OFFICIAL)
+    out = {}
+    for key, value in remap_keys(state_dict, _OFFICIAL_TO_OURS).items():
+        lka = re.match(r"^(stages\.\d+\.blocks\.\d+\.attn)\.spatial_gating_unit\.(.*)$", key)
+        if lka:
+            layer = model.get_submodule(f"{lka[1]}.lka")
+            key = f"{lka[1]}.lka.{layer.convert_official_key(lka[2])}"
+        out[key] = value
+    return out
+
+
+# -- variants ---------------------------------------------------------------------------------
+
+_PAPER = "Guo et al., Visual Attention Network, Computational Visual Media 2023"
+
+# (widths, depths, paper parameters, paper MACs at 224×224): Table 5 of the paper; the MACs of
+# B0–B4 with the second decimal as reported with the released checkpoints.
+_M, _G = 1e6, 1e9
+VAN_VARIANTS = {
+    "van_b0": ((32, 64, 160, 256), (3, 3, 5, 2), 4.1 * _M, 0.88 * _G),
+    "van_b1": ((64, 128, 320, 512), (2, 2, 4, 2), 13.9 * _M, 2.52 * _G),
+    "van_b2": ((64, 128, 320, 512), (3, 3, 12, 3), 26.6 * _M, 5.03 * _G),
+    "van_b3": ((64, 128, 320, 512), (3, 5, 27, 3), 44.8 * _M, 8.99 * _G),
+    "van_b4": ((64, 128, 320, 512), (3, 6, 40, 3), 60.3 * _M, 12.22 * _G),
+    "van_b5": ((96, 192, 480, 768), (3, 3, 24, 3), 90.0 * _M, 17.2 * _G),
+    "van_b6": ((96, 192, 384, 768), (6, 6, 90, 6), 200.0 * _M, 38.4 * _G),
+}
+
+
+def _build(num_classes, in_chans, *, cfg: VANCfg, **kwargs):
+    return VAN(cfg, num_classes, in_chans, **kwargs)
+
+
+for _name, (_dims, _depths, _params, _macs) in VAN_VARIANTS.items():
+    _cfg = VANCfg(_dims, _depths, cfg=make_cfg(paper=_PAPER, crop_pct=0.9, interpolation="bicubic",
+                                               paper_params=_params, paper_macs=_macs))
+    register_variant(_name, partial(_build, cfg=_cfg), f"VAN-{_name[-2:].upper()}: widths {_dims}, depths {_depths}.")
