@@ -35,7 +35,7 @@ class ImageFolder(Dataset):
     image_size = None
 
     def __init__(self, root: str, split: str = "train"):
-        from torchvision.datasets import ImageFolder as TVImageFolder
+        from torchvision.datasets import DatasetFolder
 
         if split not in ("train", "val"):
             raise ValueError(f"imagefolder: split must be 'train' or 'val', got {split!r}")
@@ -57,7 +57,7 @@ class ImageFolder(Dataset):
             d = os.path.join(folder, c)
             if not any(f.lower().endswith(IMAGE_EXTENSIONS) for f in os.listdir(d)):
                 raise ValueError(f"imagefolder: class folder {d!r} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
-        self._data = TVImageFolder(folder, loader=_read_rgb, extensions=IMAGE_EXTENSIONS)
+        self._data = DatasetFolder(folder, loader=_read_rgb, extensions=IMAGE_EXTENSIONS)
         self.classes = tuple(classes)
         self.num_classes = len(classes)
         self.split = split

@@ -72,7 +72,12 @@ class Augmented(Dataset):
     def __getitem__(self, i: int):
         image, label = self.base[i]
         if self.transform is not None:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(_mix(self.seed, self.epoch, i))
+            # transforms draw from the global CPU generator: seed it for this sample, then put it back
+            g = torch.default_generator
+            outer = g.get_state()
+            g.manual_seed(_mix(self.seed, self.epoch, i))
+            try:
                 image = self.transform(image)
+            finally:
+                g.set_state(outer)
         return image, label
