@@ -38,7 +38,7 @@ from .trainer import TrainConfig
 
 DEFAULT = dict(
     models=["resnet20", "resnet20_se", "resnet20_eca", "resnet20_bam", "resnet20_cbam"],
-    data="cluttered-digits", epochs=8, seeds=2,
+    data="cluttered-digits", epochs=5, seeds=2,
     recipe=dict(batch_size=64, lr=0.1, opt="sgd", sched="cosine", model_kwargs=dict(stem="imagenet")),
 )
 BASE_COLUMNS = ("model", "settings", "seed", "val_acc1", "val_acc5", "best_val_acc1", "params", "macs",
@@ -288,7 +288,7 @@ def _markdown(rows: list[dict], info: dict) -> str:
                       *(f"{g[c][0]:.4g} ± {g[c][1]:.2g}" for c in extra)])
     recipe = ", ".join(f"{k}={v}" for k, v in info["recipe"].items()) or "defaults"
     n = groups[0]["n"] if groups else 0
-    return (f"Data `{info['data']}`, {info['epochs']} epochs, {n} seeds (mean ± std over seeds; "
+    return (f"Data `{info['data']}`, {info['epochs']} epochs, {n} seed(s) (mean ± std over seeds; "
             f"Δ against `{groups[0]['model'] if groups else ''}`); recipe: {recipe}. Accuracy is the final epoch's "
             f"on the validation split; MACs for one image. Machine: {os.cpu_count()} CPUs, torch {torch.__version__}, "
             f"{platform.machine()}; {info['jobs']} run(s) at a time.\n\n" + format_table(headers, table, markdown=True)
