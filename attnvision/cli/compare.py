@@ -24,6 +24,7 @@ def add_parser(sub):
     p.add_argument("--lr", type=float)
     p.add_argument("--opt", choices=("sgd", "adamw"))
     p.add_argument("--model-kwargs", type=json.loads, help="JSON dict passed to every create_model")
+    p.add_argument("--threads", type=int, help="torch threads when --jobs is 1")
     p.add_argument("--jobs", type=int, help="runs at once, one thread each (default: the number of CPUs, at most 2)")
     p.add_argument("--out", default="runs/compare", help="output directory (default runs/compare)")
     p.set_defaults(func=run)
@@ -36,7 +37,7 @@ def run(args) -> int:
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
     # the default recipe; its model keywords (the small ResNet's stem) only go with the default models
     recipe = {k: v for k, v in DEFAULT["recipe"].items() if k != "model_kwargs" or models is None}
-    for key in ("batch_size", "lr", "opt", "model_kwargs"):
+    for key in ("batch_size", "lr", "opt", "model_kwargs", "threads"):
         if getattr(args, key) is not None:
             recipe[key] = getattr(args, key)
     jobs = args.jobs or min(2, os.cpu_count() or 1)

@@ -221,10 +221,14 @@ def compare(models: list[str] | None = None, settings: list[dict] | None = None,
         for m, s, k, cfg in todo:
             finished(m, s, k, cfg, _train_one(cfg))
 
-    rows = []
+    rows, outer_threads = [], torch.get_num_threads()
     for m, s, k in grid:
         cfg, summary = summaries[(m, settings_label(s), k)]
-        summary = _add_run_metrics(cfg, summary, cfg.out)
+        torch.set_num_threads(base.threads or outer_threads)
+        try:
+            summary = _add_run_metrics(cfg, summary, cfg.out)
+        finally:
+            torch.set_num_threads(outer_threads)
         row = dict(model=m, settings=settings_label(s), seed=k)
         row.update({c: summary[c] for c in BASE_COLUMNS[3:]})
         row.update({name: summary["run_metrics"][name] for name in RUN_METRICS})
