@@ -45,6 +45,7 @@ def add_parser(sub):
 
 def run(args) -> int:
     from ..train import NonFiniteLossError, TrainConfig, train
+    from ..train.distributed import shutdown
 
     fields = TrainConfig.__dataclass_fields__
     cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
@@ -55,6 +56,8 @@ def run(args) -> int:
     except NonFiniteLossError as e:
         print(f"attnvision train: {e}", file=sys.stderr)
         return 1
+    finally:
+        shutdown()
     if summary["interrupted"]:
         return 130
     if summary["world_size"] == 1 or _is_main():

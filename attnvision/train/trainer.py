@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..data.transforms import _mix
 from ..io import atomic_write_text
 from . import checkpoints as ckpt
 from .distributed import Dist, all_sum, barrier, init
@@ -122,11 +123,6 @@ def _check(cfg: TrainConfig, d: Dist) -> None:
         raise ValueError("train: resume needs the run's out directory")
     if not isinstance(cfg.model_kwargs, dict):
         raise TypeError(f"train: model_kwargs must be a dict, got {type(cfg.model_kwargs).__name__}")
-
-
-def _mix(*values: int) -> int:
-    from ..data.transforms import _mix as mix
-    return mix(*values)
 
 
 def _set_deterministic(on: bool) -> None:
@@ -316,7 +312,8 @@ def _train(cfg: TrainConfig, d: Dist, model, train_set, val_set, on_step) -> dic
     interrupted, result, train_ips = False, None, 0.0
     with _StopFlag() as stop:
         for epoch in range(start_epoch, cfg.epochs):
-            train_set.set_epoch(epoch) if hasattr(train_set, "set_epoch") else None
+            if hasattr(train_set, "set_epoch"):
+                train_set.set_epoch(epoch)
             order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(_mix(cfg.seed, epoch)))
             batches = order[:steps_per_epoch * cfg.batch_size].view(steps_per_epoch, cfg.batch_size)
             batches = batches[start_batch:, d.rank::d.world_size]  # (steps, batch per rank)
@@ -340,13 +337,13 @@ def _train(cfg: TrainConfig, d: Dist, model, train_set, val_set, on_step) -> dic
                 if step_stats[3] > 0:
                     if bar is not None:
                         bar.close()
-                    where = os.path.join(out, ckpt.LAST_WEIGHTS) if out else "no checkpoint (no out directory)"
+                    value = loss.item() if not torch.isfinite(loss) else "non-finite on another rank"
+                    kept = (f"the last good checkpoint is {os.path.join(out, ckpt.LAST_STATE)} (epoch {epoch}, "
+                            f"batch {start_batch})" if out and (epoch or start_batch) else "no checkpoint was written")
                     raise NonFiniteLossError(
-                        f"train: the loss became {loss.item() if not torch.isfinite(loss) else 'non-finite on another rank'} "
-                        f"at step {global_step + 1} (epoch {epoch + 1}, batch {batch + 1} of {steps_per_epoch}); "
-                        f"stopped before updating the weights. The last good checkpoint is {where} "
-                        f"(end of epoch {start_epoch if not rows else rows[-1]['epoch']}). Lower the learning rate "
-                        f"or clip gradients (--clip-grad).")
+                        f"train: the loss became {value} at step {global_step + 1} (epoch {epoch + 1}, batch "
+                        f"{batch + 1} of {steps_per_epoch}); stopped before updating the weights; {kept}. "
+                        f"Lower the learning rate or clip gradients (--clip-grad).")
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 if cfg.clip_grad:

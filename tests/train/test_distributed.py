@@ -13,6 +13,7 @@ from torch import nn
 
 from attnvision.data import Synthetic
 from attnvision.train import TrainConfig, train
+from attnvision.train.distributed import shutdown
 
 
 class NoBN(nn.Module):
@@ -45,8 +46,7 @@ def _rank(rank, world, port, out):
     train_set, val_set = _data()
     summary = train(_cfg(out if rank == 0 else None), model=model, train_set=train_set, val_set=val_set)
     torch.save(dict(summary=summary, weights=model.state_dict()), os.path.join(out, f"rank{rank}.pt"))
-    import torch.distributed as dist
-    dist.destroy_process_group()
+    shutdown()
 
 
 def _free_port() -> int:
