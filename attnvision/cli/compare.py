@@ -16,7 +16,8 @@ def add_parser(sub):
     p = sub.add_parser("compare", help="train a grid of models and settings over seeds; write results.csv/.md/.png")
     p.add_argument("--models", help=f"comma-separated model names (default: {','.join(DEFAULT['models'])})")
     p.add_argument("--set", dest="sets", action="append", metavar="KEY=V1,V2",
-                   help="a grid axis: a dotted model keyword (attn_kwargs.reduction=8,16) or train.FIELD=...; repeatable")
+                   help="a grid axis: a dotted model keyword (attn_kwargs.reduction=8,16) or train.FIELD=V1,V2; "
+                   "repeatable")
     p.add_argument("--data", help=f"dataset spec (default: {DEFAULT['data']})")
     p.add_argument("--epochs", type=int, help=f"epochs per run (default: {DEFAULT['epochs']})")
     p.add_argument("--seeds", type=int, help=f"seeds per setting (default: {DEFAULT['seeds']})")

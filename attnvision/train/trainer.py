@@ -236,7 +236,10 @@ def train(cfg: TrainConfig, *, model: nn.Module | None = None, train_set=None, v
 
 
 def _train(cfg: TrainConfig, d: Dist, model, train_set, val_set, on_step) -> dict:
-    pretrained_cfg = dict(getattr(model, "pretrained_cfg", {}) or {}) if model is not None else model_pretrained_cfg(cfg)
+    if model is not None:
+        pretrained_cfg = dict(getattr(model, "pretrained_cfg", {}) or {})
+    else:
+        pretrained_cfg = model_pretrained_cfg(cfg)
     if train_set is None or val_set is None:
         built_train, built_val = build_datasets(cfg, pretrained_cfg)
         train_set, val_set = train_set or built_train, val_set or built_val

@@ -124,7 +124,8 @@ def test_resume_refuses_a_different_recipe(tmp_path):
 
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
     with pytest.raises(NonFiniteLossError, match=r"loss became nan at step 25 \(epoch 2, batch 3 of 22\); stopped "
-                       r"before updating the weights; the last good checkpoint is .*last.state.pt \(epoch 1, batch 0\)"):
+                       r"before updating the weights; the last good checkpoint is .*last.state.pt "
+                       r"\(epoch 1, batch 0\)"):
         _tiny_train(tmp_path, fail_at_call=25)
     with safe_open(str(tmp_path / "last.safetensors"), "pt") as f:
         assert f.metadata()["epoch"] == "1"
