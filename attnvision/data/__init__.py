@@ -1,0 +1,86 @@
+"""Datasets by spec string: ``create_dataset("cluttered-digits", "train")``.
+
+Specs:
+
+- ``digits``: 1,797 real 8×8 handwritten digits, upsampled to 32×32, built in (:mod:`.digits`);
+- ``cluttered-digits``: one digit on a cluttered 64×64 canvas, with its box (:mod:`.cluttered`);
+- ``imagefolder:PATH``: ``PATH/train/CLASS/*.jpg`` and ``PATH/val/CLASS/*.jpg``;
+- ``cifar10:PATH``, ``cifar100:PATH``: the python archives already extracted under ``PATH``;
+- ``synthetic`` or ``synthetic:CxHxW``: random tensors, for speed tests.
+
+Every dataset gives ``(image tensor, label)`` and has ``num_classes``, ``in_chans``,
+``classes`` and ``set_epoch(epoch)`` (augmentation is seeded per sample and epoch).
+"""
+from __future__ import annotations
+
+from torchvision.transforms import v2
+
+from .cluttered import ClutteredDigits
+from .digits import Digits
+from .files import CIFAR, ImageFolder
+from .synthetic import Synthetic
+from .transforms import Augmented, imagenet_transform, pad_crop_transform
+
+BUILTIN = ("digits", "cluttered-digits", "synthetic")
+WITH_PATH = ("imagefolder", "cifar10", "cifar100")
+
+__all__ = ["Augmented", "CIFAR", "ClutteredDigits", "Digits", "ImageFolder", "Synthetic", "create_dataset",
+           "parse_spec"]
+
+
+def parse_spec(spec: str) -> tuple[str, str | None]:
+    """``"cifar10:/data"`` → ``("cifar10", "/data")``; ``"digits"`` → ``("digits", None)``."""
+    if not isinstance(spec, str) or not spec:
+        raise TypeError(f"data: the spec must be a non-empty string, got {spec!r}")
+    name, sep, arg = spec.partition(":")
+    if name not in BUILTIN + WITH_PATH:
+        from .._suggest import unknown_name_error
+        raise unknown_name_error("data", name, [*BUILTIN, *(f"{n}:PATH" for n in WITH_PATH)])
+    if name in WITH_PATH and not arg:
+        raise ValueError(f"data: {name!r} needs a path, as in '{name}:PATH'")
+    if name in ("digits", "cluttered-digits") and sep:
+        raise ValueError(f"data: {name!r} takes no argument, got {spec!r}")
+    return name, arg or None
+
+
+def create_dataset(spec: str, split: str = "train", *, input_size=None, mean=None, std=None,
+                   crop_pct: float = 0.875, augment: bool | None = None, seed: int = 0) -> Augmented:
+    """The ``split`` ("train" or "val") of the dataset ``spec``, with its transforms.
+
+    Args:
+        input_size: (C, H, W) the model expects (its ``pretrained_cfg["input_size"]``); image files are
+            cropped to it (CIFAR stays 32×32); the built-in datasets keep their own size.
+        mean, std: normalisation for image files (the model's ``pretrained_cfg``); the built-in
+            datasets are normalised by their own training statistics.
+        augment: apply training augmentation (default: for the train split).
+        seed: augmentation seed.
+    """
+    name, arg = parse_spec(spec)
+    augment = split == "train" if augment is None else augment
+    mean = mean or (0.485, 0.456, 0.406)
+    std = std or (0.229, 0.224, 0.225)
+    if name == "digits":
+        base = Digits(split)
+        background = -base.mean[0] / base.std[0]  # images are normalised already; pad with blank paper
+        transform = v2.RandomCrop(base.image_size, padding=2, fill=background) if augment else None
+    elif name == "cluttered-digits":
+        base, transform = ClutteredDigits(split), None
+    elif name == "synthetic":
+        shape = (3, 32, 32)
+        if arg:
+            try:
+                shape = tuple(int(s) for s in arg.lower().split("x"))
+            except ValueError:
+                shape = ()
+            if len(shape) != 3:
+                raise ValueError(f"data: synthetic takes a shape like 'synthetic:3x32x32', got {spec!r}")
+        base, transform = Synthetic(split, image_shape=shape), None
+    elif name == "imagefolder":
+        base = ImageFolder(arg, split)
+        size = int((input_size or (3, 224, 224))[-1])
+        base.image_size = size
+        transform = imagenet_transform(size, mean, std, train=augment, crop_pct=crop_pct)
+    else:
+        base = CIFAR(name, arg, split)
+        transform = pad_crop_transform(32, mean, std, train=augment)
+    return Augmented(base, transform, seed=seed)

@@ -1,0 +1,58 @@
+"""Training checkpoints, always written atomically (temporary file, fsync, rename).
+
+A run directory holds:
+
+- ``last.safetensors`` / ``best.safetensors``: the weights that are evaluated (the EMA weights
+  when EMA is on), loadable with :func:`attnvision.load_checkpoint` or ``create_model(pretrained=)``;
+- ``last.state.pt``: everything needed to continue (``torch.save``): model (and EMA) weights,
+  optimizer, scheduler, gradient scaler, epoch and batch position, best score, metrics so far
+  and random-number-generator states. It holds its own copy of the weights so that it is
+  consistent by itself, whatever happened between two writes.
+
+A kill during a save leaves the previous file in place: the new one only replaces it by an
+atomic rename once it is complete on disk.
+"""
+from __future__ import annotations
+
+import os
+import random
+
+import torch
+
+from ..io import atomic_write
+
+LAST_WEIGHTS, BEST_WEIGHTS, LAST_STATE = "last.safetensors", "best.safetensors", "last.state.pt"
+
+
+def save_weights(path, state_dict: dict, metadata: dict | None = None) -> None:
+    from safetensors.torch import save_file
+
+    # clones: safetensors refuses tensors that share storage (tied weights)
+    tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state_dict.items()}
+    meta = {k: str(v) for k, v in (metadata or {}).items()}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+
+
+def save_state(path, state: dict) -> None:
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_state(path) -> dict:
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"train: cannot resume, no training state at {path!r}")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def rng_state() -> dict:
+    state = dict(torch=torch.get_rng_state(), python=random.getstate())
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
