@@ -10,6 +10,10 @@ that already finished and resuming those that were cut short, then writes:
 - ``results.md``: mean ± standard deviation over seeds of every metric, per model and setting;
 - ``results.png``: accuracy against MACs and against parameters, with error bars.
 
+On data with object boxes (``cluttered-digits``) two more columns say where each model looks:
+``cam_energy`` (the fraction of Grad-CAM mass inside the digit's box) and ``pointing_game`` (the
+share of images whose CAM peak falls in the box), from :func:`attnvision.explain.explanation_scores`.
+
 More columns: ``register_run_metric(name, fn)`` adds a column computed after each run by
 ``fn(RunContext) -> float`` from the trained model (final weights, eval mode) and the
 validation set; values are stored in the run's ``summary.json`` so reruns reuse them.
@@ -27,7 +31,7 @@ import platform
 import statistics
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -54,16 +58,34 @@ class RunContext:
     val_set: object
     summary: dict
     run_dir: str
+    cache: dict = field(default_factory=dict)  # work shared by several metrics of one run
 
 
-RUN_METRICS: dict[str, Callable[[RunContext], float]] = {}
+RUN_METRICS: dict[str, Callable[[RunContext], float | None]] = {}
 
 
-def register_run_metric(name: str, fn: Callable[[RunContext], float]) -> None:
-    """Add a ``name`` column to every comparison: ``fn(RunContext) -> float``, averaged over seeds."""
+def register_run_metric(name: str, fn: Callable[[RunContext], float | None]) -> None:
+    """Add a ``name`` column to every comparison: ``fn(RunContext) -> float``, averaged over seeds.
+
+    ``fn`` returns None where the metric does not apply (the column is then left out)."""
     if name in BASE_COLUMNS:
         raise ValueError(f"register_run_metric: {name!r} is a built-in column")
     RUN_METRICS[name] = fn
+
+
+def _box_scores(ctx: RunContext) -> dict | None:
+    """Grad-CAM energy in the object's box and pointing-game hits over the validation set, for data
+    with boxes (``cluttered-digits``): where each model looks, as the CBAM paper compares in pictures."""
+    if getattr(ctx.val_set, "boxes", None) is None:
+        return None
+    if "box_scores" not in ctx.cache:
+        from ..explain import explanation_scores
+        ctx.cache["box_scores"] = explanation_scores(ctx.model, ctx.val_set)
+    return ctx.cache["box_scores"]
+
+
+register_run_metric("cam_energy", lambda ctx: (_box_scores(ctx) or {}).get("energy_in_box"))
+register_run_metric("pointing_game", lambda ctx: (_box_scores(ctx) or {}).get("pointing_game"))
 
 
 def parse_sets(sets: list[str] | None) -> list[dict]:
@@ -148,7 +170,8 @@ def _add_run_metrics(cfg: TrainConfig, summary: dict, run_dir: str) -> dict:
     ctx = RunContext(model=model, val_set=val_set, summary=summary, run_dir=run_dir)
     summary.setdefault("run_metrics", {})
     for name in missing:
-        summary["run_metrics"][name] = float(RUN_METRICS[name](ctx))
+        value = RUN_METRICS[name](ctx)
+        summary["run_metrics"][name] = None if value is None else float(value)
     atomic_write_text(_summary_path(run_dir), json.dumps(summary, indent=1) + "\n")
     return summary
 
@@ -241,7 +264,7 @@ def compare(models: list[str] | None = None, settings: list[dict] | None = None,
 # -- results files -----------------------------------------------------------------------------
 
 def _columns(rows: list[dict]) -> list[str]:
-    extra = [c for c in rows[0] if c not in BASE_COLUMNS] if rows else []
+    extra = [c for c in rows[0] if c not in BASE_COLUMNS and any(r[c] is not None for r in rows)] if rows else []
     return [*BASE_COLUMNS, *extra]
 
 
@@ -259,7 +282,7 @@ def group(rows: list[dict]) -> list[dict]:
     for (model, setting), rs in groups.items():
         g = dict(model=model, settings=setting, n=len(rs))
         for c in _columns(rows)[3:]:
-            g[c] = _mean_std([float(r[c]) for r in rs])
+            g[c] = _mean_std([float(r[c]) for r in rs if r[c] is not None])
         out.append(g)
     return out
 
@@ -268,7 +291,7 @@ def _csv(rows: list[dict]) -> str:
     cols = _columns(rows)
 
     def cell(v):
-        s = f"{v:.6g}" if isinstance(v, float) else str(v)
+        s = f"{v:.6g}" if isinstance(v, float) else "" if v is None else str(v)
         return f'"{s}"' if ("," in s or '"' in s) else s
 
     return "\n".join([",".join(cols)] + [",".join(cell(r[c]) for c in cols) for r in rows]) + "\n"

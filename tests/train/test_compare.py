@@ -93,3 +93,28 @@ def test_compare_command_runs_a_small_grid(tmp_path, capsys):
                  "--out", str(tmp_path)]) == 0
     assert len(_csv(tmp_path / "results.csv")) == 1
     assert "resnet20_eca" in capsys.readouterr().out
+
+
+def test_data_with_boxes_gains_the_explanation_columns(tmp_path):
+    import attnvision as av
+    from attnvision.data import create_dataset
+    from attnvision.explain import explanation_scores
+    from attnvision.train.compare import RunContext, write_results
+
+    val = create_dataset("cluttered-digits", "val")
+    model = av.create_model("resnet20_cbam", num_classes=10, in_chans=1, stem="imagenet").eval()
+    ctx = RunContext(model=model, val_set=val, summary={}, run_dir=str(tmp_path))
+    energy, pointing = RUN_METRICS["cam_energy"](ctx), RUN_METRICS["pointing_game"](ctx)
+    expected = explanation_scores(model, val)
+    assert energy == pytest.approx(expected["energy_in_box"]) and pointing == pytest.approx(expected["pointing_game"])
+    assert 0 < energy < 1 and 0 <= pointing <= 1
+    no_boxes = RunContext(model=model, val_set=create_dataset("synthetic:1x16x16", "val"), summary={}, run_dir="")
+    assert RUN_METRICS["cam_energy"](no_boxes) is None
+
+    base = dict(zip(BASE_COLUMNS, ["resnet20_cbam", "-", 0, 50.0, 90.0, 50.0, 1, 1, 1.0, 1.0, 1.0]))
+    rows = [dict(base, seed=k, cam_energy=energy, pointing_game=pointing) for k in (0, 1)]
+    write_results(rows, str(tmp_path), dict(data="cluttered-digits", epochs=1, seeds=2, recipe={}, jobs=1))
+    table = _csv(tmp_path / "results.csv")
+    assert list(table[0])[-2:] == ["cam_energy", "pointing_game"]
+    assert float(table[0]["cam_energy"]) == pytest.approx(energy, rel=1e-5)
+    assert "cam_energy" in (tmp_path / "results.md").read_text()
