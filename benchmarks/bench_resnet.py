@@ -71,7 +71,9 @@ def main():
         f"ResNet-50 with attention vs timm {timm.__version__}",
         ["model", "infer img/s (ours)", "infer img/s (timm)", "ratio", "train img/s (ours)", "train img/s (timm)",
          "ratio"], rows,
-        notes=f"Batch {batch}, {args.size}×{args.size}, {layout}, float32, median of interleaved repeats. "
+        notes=f"Batch {batch}, {args.size}×{args.size}, {layout} input, float32, median of interleaved repeats. "
+              "attnvision ResNets move the input to channels-last memory themselves (their default "
+              "`channels_last=True`); timm's run on the input as given. "
               "timm peers: `timm.create_model('resnet50', block_args=dict(attn_layer=KIND))`. Ratio = ours/timm "
               "throughput. Produced by `python benchmarks/bench_resnet.py"
               + (" --quick" if args.quick else "") + (" --channels-last" if args.channels_last else "") + "`.")
