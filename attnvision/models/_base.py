@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..registry import register_model
@@ -30,6 +31,7 @@ class Backbone(nn.Module):
     """
 
     classifier_path = "head.fc"
+    drop_rate: float = 0.0
     num_classes: int
     num_features: int
     pretrained_cfg: dict
@@ -37,6 +39,14 @@ class Backbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Global average pool → dropout (``self.drop_rate``) → the classifier; families with another
+        head override it."""
+        x = x.mean((2, 3))
+        if self.drop_rate > 0:
+            x = F.dropout(x, self.drop_rate, self.training)
+        return x if pre_logits else self.get_classifier()(x)
 
     def get_classifier(self) -> nn.Module:
         return self.get_submodule(self.classifier_path)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from functools import partial
 
-import torch.nn.functional as F
 from torch import nn
 
 from ..layers import create_attn
@@ -89,12 +88,6 @@ class MobileNetV1(Backbone):
 
     def forward_features(self, x):
         return self.forward_intermediates(x, [len(self.stages) - 1])[0]
-
-    def forward_head(self, x, pre_logits: bool = False):
-        x = x.mean((2, 3))
-        if self.drop_rate > 0:
-            x = F.dropout(x, self.drop_rate, self.training)
-        return x if pre_logits else self.fc(x)
 
 
 _MOBILENET_PAPER = "Howard et al., MobileNets: Efficient CNNs for Mobile Vision Applications, 2017"

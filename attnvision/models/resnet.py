@@ -295,12 +295,6 @@ class ResNet(Backbone):
             x = attn(stage(x))
         return self.final_norm(x)
 
-    def forward_head(self, x, pre_logits: bool = False):
-        x = x.mean((2, 3))
-        if self.drop_rate > 0:
-            x = F.dropout(x, self.drop_rate, self.training)
-        return x if pre_logits else self.fc(x)
-
     @staticmethod
     def checkpoint_filter_fn(state_dict, model):
         return convert_official_resnet(state_dict, model)

@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from functools import partial
 
-import torch.nn.functional as F
 from torch import nn
 
 from ..layers import DropPath, drop_path_rates
@@ -155,12 +154,6 @@ class SASAResNet(Backbone):
         for stage in self.stages:
             x = stage(x)
         return x
-
-    def forward_head(self, x, pre_logits: bool = False):
-        x = x.mean((2, 3))
-        if self.drop_rate > 0:
-            x = F.dropout(x, self.drop_rate, self.training)
-        return x if pre_logits else self.fc(x)
 
 
 # The paper's Table 1 (ImageNet, 224×224): parameters and FLOPS per stem. Its FLOPS count a

@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from functools import partial
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..checkpoint import remap_keys
@@ -208,12 +207,6 @@ class VAN(Backbone):
         for stage in self.stages:
             x = stage(x)
         return x  # (B, C₄, ⌈H/32⌉, ⌈W/32⌉), normalised
-
-    def forward_head(self, x, pre_logits: bool = False):
-        x = x.mean((2, 3))
-        if self.drop_rate > 0:
-            x = F.dropout(x, self.drop_rate, self.training)
-        return x if pre_logits else self.head(x)
 
     @staticmethod
     def checkpoint_filter_fn(state_dict, model):
