@@ -12,63 +12,24 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
-import sys
-import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import RESULTS, infer_fn, interleaved_medians, train_fn
 
-import attnvision as av  # noqa: E402
-from attnvision.cli._table import format_table  # noqa: E402
-from attnvision.io import atomic_write_text  # noqa: E402
+import attnvision as av
+from attnvision.cli._table import format_table
+from attnvision.io import atomic_write_text
 
-RESULT = Path(__file__).resolve().parent / "results" / "coatnet.md"
+RESULT = RESULTS / "coatnet.md"
 
 
 def _timm():
     try:
         import timm
-    except ImportError:
-        import subprocess
-        subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", "timm"])
-        import timm
+    except ImportError as e:
+        raise SystemExit("bench_coatnet: the peer needs timm: pip install -e '.[bench]'") from e
     return timm
-
-
-def interleaved_medians(fns: dict, repeats: int, warmup: int = 1) -> dict[str, float]:
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t)
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
-def infer_fn(model, x):
-    model.eval()
-
-    def run():
-        with torch.inference_mode():
-            model(x)
-    return run
-
-
-def train_fn(model, x, y):
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-
-    def run():
-        opt.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-    return run
 
 
 def main():
@@ -92,7 +53,7 @@ def main():
 
     inf = interleaved_medians({"ours": infer_fn(ours, x), "timm": infer_fn(peer, x)}, repeats)
     print(f"inference: ours {inf['ours']:.3f} s, timm {inf['timm']:.3f} s per batch", flush=True)
-    trn = interleaved_medians({"ours": train_fn(ours, x, y), "timm": train_fn(peer, x, y)}, repeats)
+    trn = interleaved_medians({"ours": train_fn(ours, x, y, torch.optim.AdamW, lr=1e-4), "timm": train_fn(peer, x, y, torch.optim.AdamW, lr=1e-4)}, repeats)
     print(f"train step: ours {trn['ours']:.3f} s, timm {trn['timm']:.3f} s per batch", flush=True)
 
     rows = [[mode, f"{batch / t['ours']:.2f}", f"{batch / t['timm']:.2f}", f"{t['timm'] / t['ours']:.2f}x"]

@@ -12,7 +12,7 @@ import argparse
 import timm
 import torch
 
-from common import interleaved_medians, write_results
+from common import infer_fn, interleaved_medians, train_fn, write_results
 
 import attnvision as av
 
@@ -23,26 +23,6 @@ def build_pair(name, attn):
     ours = av.create_model(name)
     peer = timm.create_model("resnet50", pretrained=False, block_args=dict(attn_layer=attn) if attn else None)
     return ours, peer
-
-
-def infer_fn(model, x):
-    model.eval()
-
-    def run():
-        with torch.inference_mode():
-            model(x)
-    return run
-
-
-def train_fn(model, x, y):
-    model.train()
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-
-    def run():
-        opt.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-    return run
 
 
 def main():

@@ -49,3 +49,25 @@ def write_results(name: str, title: str, headers, rows, notes: str = "") -> str:
     RESULTS.mkdir(exist_ok=True)
     atomic_write_text(RESULTS / f"{name}.md", text)
     return text
+
+
+def infer_fn(model, x):
+    """One inference call (eval mode, no autograd) of ``model`` on ``x``."""
+    model.eval()
+
+    def run():
+        with torch.inference_mode():
+            model(x)
+    return run
+
+
+def train_fn(model, x, y, optimizer=torch.optim.SGD, **opt_kwargs):
+    """One training step: forward, cross-entropy, backward, optimizer step."""
+    model.train()
+    opt = optimizer(model.parameters(), **(opt_kwargs or dict(lr=1e-3, momentum=0.9)))
+
+    def run():
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    return run
