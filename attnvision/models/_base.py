@@ -63,6 +63,22 @@ class Backbone(nn.Module):
         self.num_classes = num_classes
 
 
+def run_stages(x: torch.Tensor, stages, indices=None, after=None) -> list[torch.Tensor]:
+    """Apply ``stages`` in turn (then ``after[i]``, e.g. a between-stage attention, when given) and
+    return the outputs at ``indices`` (all stages when None), stopping after the last one asked for."""
+    indices = range(len(stages)) if indices is None else indices
+    feats, stop = [], max(indices)
+    for i, stage in enumerate(stages):
+        x = stage(x)
+        if after is not None:
+            x = after[i](x)
+        if i in indices:
+            feats.append(x)
+        if i == stop:
+            break
+    return feats
+
+
 def stage_info(channels, reductions, module_fmt: str) -> list[dict]:
     """``feature_info`` entries for stages of the given widths and strides."""
     return [dict(num_chs=c, reduction=r, module=module_fmt.format(i + 1))

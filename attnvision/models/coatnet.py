@@ -39,7 +39,7 @@ from torch import nn
 from ..layers import DropPath, Mlp, drop_path_rates
 from ..layers.mbconv import BN_EPS, MBConv, pool2x2
 from ..layers.relative_attention import REL_MODES, RelativeAttention2d, resize_relative_tables
-from ._base import Backbone, check_image, make_cfg, register_variant
+from ._base import Backbone, check_image, make_cfg, register_variant, run_stages
 
 LAYOUTS = ("C-C-C-C", "C-C-C-T", "C-C-T-T", "C-T-T-T", "ViT_REL")
 
@@ -229,16 +229,7 @@ class CoAtNet(Backbone):
         return self.stem(x)
 
     def forward_intermediates(self, x, indices=None):
-        indices = range(len(self.feature_info)) if indices is None else indices
-        x = self.forward_stem(x)
-        feats, stop = ([x] if 0 in indices else []), max(indices)
-        for i, stage in enumerate(self.stages, start=1):
-            if i > stop:
-                break
-            x = stage(x)
-            if i in indices:
-                feats.append(x)
-        return feats
+        return run_stages(x, [self.forward_stem, *self.stages], indices)  # feature 0 is the stem (S0)
 
     def forward_features(self, x):
         x = self.forward_stem(x)

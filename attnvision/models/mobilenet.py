@@ -12,7 +12,7 @@ from functools import partial
 from torch import nn
 
 from ..layers import create_attn
-from ._base import Backbone, check_image, make_cfg, register_variant
+from ._base import Backbone, check_image, make_cfg, register_variant, run_stages
 from .resnet import _PAPERS, ATTN_KINDS, STAGE_ATTN
 
 # (output channels, stride) of the 13 depth-wise separable blocks, split into stages.
@@ -75,16 +75,8 @@ class MobileNetV1(Backbone):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward_intermediates(self, x, indices=None):
-        indices = range(len(self.stages)) if indices is None else indices
         check_image("MobileNetV1", x, self.in_chans)
-        x, feats, stop = self.stem(x), [], max(indices)
-        for i, (stage, attn) in enumerate(zip(self.stages, self.stage_attn)):
-            x = attn(stage(x))
-            if i in indices:
-                feats.append(x)
-            if i == stop:
-                break
-        return feats
+        return run_stages(self.stem(x), self.stages, indices, after=self.stage_attn)
 
     def forward_features(self, x):
         return self.forward_intermediates(x, [len(self.stages) - 1])[0]

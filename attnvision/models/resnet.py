@@ -25,7 +25,7 @@ from torch import nn
 
 from ..layers import BAM, DropPath, create_attn, drop_path_rates
 from ..layers.bam import OFFICIAL_BAM_NEEDS_PRODUCT
-from ._base import CIFAR_MEAN, CIFAR_STD, Backbone, check_image, make_cfg, register_variant
+from ._base import Backbone, CIFAR_MEAN, CIFAR_STD, check_image, make_cfg, register_variant, run_stages
 
 ATTN_KINDS = ("se", "eca", "bam", "cbam")
 STAGE_ATTN = ("bam",)  # placed between stages rather than inside blocks
@@ -279,15 +279,7 @@ class ResNet(Backbone):
         return self.maxpool(self.relu(self.bn1(self.conv1(x))))
 
     def forward_intermediates(self, x, indices=None):
-        indices = range(self.num_stages) if indices is None else indices
-        x, feats, stop = self.forward_stem(x), [], max(indices)
-        for i, (stage, attn) in enumerate(zip(self.stages, self.stage_attn)):
-            x = attn(stage(x))
-            if i in indices:
-                feats.append(x)
-            if i == stop:
-                break
-        return feats
+        return run_stages(self.forward_stem(x), self.stages, indices, after=self.stage_attn)
 
     def forward_features(self, x):
         x = self.forward_stem(x)

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..layers import DropPath, drop_path_rates
 from ..layers.local_attention import POS_MODES, LocalSelfAttention2d, SpatiallyAwareStem
-from ._base import Backbone, check_image, make_cfg, register_variant
+from ._base import Backbone, check_image, make_cfg, register_variant, run_stages
 
 STEMS = ("attention", "conv")
 PAPER = "Ramachandran et al., Stand-Alone Self-Attention in Vision Models, NeurIPS 2019"
@@ -139,15 +139,7 @@ class SASAResNet(Backbone):
         return self.stem(x)
 
     def forward_intermediates(self, x, indices=None):
-        indices = range(self.num_stages) if indices is None else indices
-        x, feats, stop = self.forward_stem(x), [], max(indices)
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
-            if i in indices:
-                feats.append(x)
-            if i == stop:
-                break
-        return feats
+        return run_stages(self.forward_stem(x), self.stages, indices)
 
     def forward_features(self, x):
         x = self.forward_stem(x)

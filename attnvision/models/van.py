@@ -40,7 +40,7 @@ from ..checkpoint import remap_keys
 from ..layers import LKA, DropPath, LayerScale, drop_path_rates
 from ..layers.lka import FAST_CHANNELS_LAST, pointwise_conv
 from ..layers._checks import check_positive_int
-from ._base import Backbone, check_image, make_cfg, register_variant
+from ._base import Backbone, check_image, make_cfg, register_variant, run_stages
 
 
 class OverlapPatchEmbed(nn.Module):
@@ -191,16 +191,7 @@ class VAN(Backbone):
         return x
 
     def forward_intermediates(self, x, indices=None):
-        x = self._check_input(x)
-        indices = range(len(self.stages)) if indices is None else indices
-        feats, stop = [], max(indices)
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
-            if i in indices:
-                feats.append(x)
-            if i == stop:
-                break
-        return feats
+        return run_stages(self._check_input(x), self.stages, indices)
 
     def forward_features(self, x):
         x = self._check_input(x)
