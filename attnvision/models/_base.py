@@ -1,6 +1,7 @@
 """The interface every attnvision classifier honours (timm's), and model metadata helpers."""
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -61,6 +62,20 @@ class Backbone(nn.Module):
         new = nn.Linear(self.num_features, num_classes, device=device) if num_classes > 0 else nn.Identity()
         setattr(parent, attr, new)
         self.num_classes = num_classes
+
+
+def init_fan_out_trunc_normal(m: nn.Module) -> None:
+    """He-normal on fan-out for convolutions, truncated normal (std 0.02) for linear layers, zero
+    biases: the initialisation of the VAN and CoAtNet reference code. Use with ``model.apply``."""
+    if isinstance(m, nn.Conv2d):
+        fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+        nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
 
 
 def run_stages(x: torch.Tensor, stages, indices=None, after=None) -> list[torch.Tensor]:

@@ -29,7 +29,6 @@ checkpoints made at another size are resized when loaded.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -39,7 +38,7 @@ from torch import nn
 from ..layers import DropPath, Mlp, drop_path_rates
 from ..layers.mbconv import BN_EPS, MBConv, pool2x2
 from ..layers.relative_attention import REL_MODES, RelativeAttention2d, resize_relative_tables
-from ._base import Backbone, check_image, make_cfg, register_variant, run_stages
+from ._base import Backbone, check_image, init_fan_out_trunc_normal, make_cfg, register_variant, run_stages
 
 LAYOUTS = ("C-C-C-C", "C-C-C-T", "C-C-T-T", "C-T-T-T", "ViT_REL")
 
@@ -208,19 +207,7 @@ class CoAtNet(Backbone):
         self.num_features = hidden or cin
         self.head = ClassifierHead(cin, hidden, num_classes, drop_rate)
         self.pretrained_cfg = dict(cfg.cfg, input_size=(in_chans, *img_size))
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Conv2d):
-            fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
-            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+        self.apply(init_fan_out_trunc_normal)
 
     def forward_stem(self, x):
         check_image(type(self).__name__, x, self.in_chans)

@@ -28,7 +28,6 @@ layout (``VanForImageClassification``).
 """
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from functools import partial
@@ -40,7 +39,7 @@ from ..checkpoint import remap_keys
 from ..layers import LKA, DropPath, LayerScale, drop_path_rates
 from ..layers.lka import FAST_CHANNELS_LAST, pointwise_conv
 from ..layers._checks import check_positive_int
-from ._base import Backbone, check_image, make_cfg, register_variant, run_stages
+from ._base import Backbone, check_image, init_fan_out_trunc_normal, make_cfg, register_variant, run_stages
 
 
 class OverlapPatchEmbed(nn.Module):
@@ -168,20 +167,7 @@ class VAN(Backbone):
         self.num_features = cin
         self.head = nn.Linear(cin, num_classes) if num_classes > 0 else nn.Identity()
         self.pretrained_cfg = dict(cfg.cfg)
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m):
-        # The authors' initialisation: He-normal on fan-out for convs, truncated normal for the head.
-        if isinstance(m, nn.Conv2d):
-            fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
-            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+        self.apply(init_fan_out_trunc_normal)  # the authors' initialisation
 
     def _check_input(self, x):
         check_image(type(self).__name__, x, self.in_chans)
