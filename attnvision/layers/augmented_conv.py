@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._base import AttentionLayer
-from ._checks import check_choice, check_feature_map, check_positive_int
-from .evolving_attention import ACTIVATIONS, check_weight, evolve_logits, usable_prev
+from ._checks import check_feature_map, check_positive_int
+from .evolving_attention import evolve_logits, evolving_settings, usable_prev
 from .multihead_attention import RelativeLogits2d
 
 
@@ -78,14 +78,8 @@ class AAConv2d(AttentionLayer):
         else:
             self.rel = None
         if evolve:
-            self.alpha = check_weight(name, "alpha", alpha)
-            self.beta = check_weight(name, "beta", beta)
-            check_positive_int(name, "attn_kernel_size", attn_kernel_size)
-            if attn_kernel_size % 2 == 0:
-                raise ValueError(f"AAConv2d: attn_kernel_size must be odd, got {attn_kernel_size}")
-            check_choice(name, "activation", activation, ACTIVATIONS)
-            self.activation = activation
-            self.attn_conv = nn.Conv2d(heads, heads, attn_kernel_size, padding=attn_kernel_size // 2)
+            self.alpha, self.beta, self.activation, self.attn_conv = evolving_settings(
+                name, heads, alpha, beta, attn_kernel_size, activation, kernel_arg="attn_kernel_size")
 
     def forward(self, x: torch.Tensor, prev_logits: torch.Tensor | None = None, return_logits: bool = False):
         check_feature_map("AAConv2d", x, self.in_channels)

@@ -51,6 +51,18 @@ def check_weight(module: str, name: str, value) -> float:
     return float(value)
 
 
+def evolving_settings(module: str, heads: int, alpha, beta, kernel_size, activation: str,
+                      kernel_arg: str = "kernel_size") -> tuple[float, float, str, nn.Conv2d]:
+    """Checked α, β and activation of an evolving layer, and its heads → heads k×k logit convolution
+    ("same" padding, so the N×N map keeps its size). ``kernel_arg`` names the size in error messages."""
+    alpha, beta = check_weight(module, "alpha", alpha), check_weight(module, "beta", beta)
+    check_positive_int(module, kernel_arg, kernel_size)
+    if kernel_size % 2 == 0:
+        raise ValueError(f"{module}: {kernel_arg} must be odd to keep the N×N map, got {kernel_size}")
+    check_choice(module, "activation", activation, ACTIVATIONS)
+    return alpha, beta, activation, nn.Conv2d(heads, heads, kernel_size, padding=kernel_size // 2)
+
+
 def usable_prev(module: str, shape: tuple[int, int, int], prev_logits: torch.Tensor | None) -> torch.Tensor | None:
     """``prev_logits`` if it continues the chain of this layer's (B, heads, N) logits, None if its N differs
     (a restart); other mismatches raise."""
@@ -104,15 +116,8 @@ class EvolvingAttention(MultiHeadSelfAttention):
     def __init__(self, dim: int, heads: int = 8, alpha: float = 0.5, beta: float = 1.0, kernel_size: int = 3,
                  activation: str = "relu", **kwargs):
         super().__init__(dim, heads, **kwargs)
-        name = type(self).__name__
-        self.alpha = check_weight(name, "alpha", alpha)
-        self.beta = check_weight(name, "beta", beta)
-        check_positive_int(name, "kernel_size", kernel_size)
-        if kernel_size % 2 == 0:
-            raise ValueError(f"{name}: kernel_size must be odd to keep the N×N map, got {kernel_size}")
-        check_choice(name, "activation", activation, ACTIVATIONS)
-        self.activation = activation
-        self.conv = nn.Conv2d(heads, heads, kernel_size, padding=kernel_size // 2)
+        self.alpha, self.beta, self.activation, self.conv = evolving_settings(
+            type(self).__name__, heads, alpha, beta, kernel_size, activation)
 
     def forward(self, x: torch.Tensor, prev_logits: torch.Tensor | None = None, *, hw=None):
         q, k, v = self.project(x)

@@ -28,7 +28,6 @@ multiply-adds, B·heads·H·W·k²·(d_qk + d_v).
 from __future__ import annotations
 
 import functools
-import math
 from typing import Optional
 
 import torch
