@@ -1,4 +1,4 @@
-"""Shared fixtures: the reference fixtures made from the authors' code, and a fixed seed."""
+"""Shared fixtures: the reference fixtures made from the authors' code (``tests/reference/``), and a fixed seed."""
 from __future__ import annotations
 
 import os
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference"
+import reference_fixtures
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)  # one thread per worker: the workers already fill the cores
@@ -20,12 +20,10 @@ def _seed():
 
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
-    assert REFERENCE_DIR.is_dir(), f"reference fixtures not found at {REFERENCE_DIR}"
-    return REFERENCE_DIR
+    return reference_fixtures.REFERENCE_DIR
 
 
 @pytest.fixture(scope="session")
-def load_reference(reference_dir):
-    def load(name: str) -> dict:
-        return torch.load(reference_dir / name, weights_only=True)
-    return load
+def load_reference():
+    """``load_reference(name)``: the fixture with the authors' weights rebuilt under ``"state_dict"`` (float16)."""
+    return reference_fixtures.load
