@@ -27,7 +27,9 @@ def add_parser(sub):
     p.add_argument("--ema", type=float, metavar="DECAY", help="keep an EMA of the weights (evaluated and saved)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--deterministic", action="store_true", help="deterministic kernels: resumed runs match exactly")
-    p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across processes (GPUs)")
+    p.add_argument("--sync-bn", action="store_true",
+                   help="under torchrun, normalise over the global batch (SyncBatchNorm on GPUs, its CPU equivalent "
+                        "otherwise): the weights then equal one process's")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model-kwargs", type=json.loads, default={}, help="JSON dict passed to create_model")
     p.add_argument("--attach", metavar="KIND", help="retrofit attention KIND into the model (attnvision.attach)")

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,72 @@ def all_sum(values: torch.Tensor, d: Dist) -> torch.Tensor:
         values = values.clone()
         dist.all_reduce(values)
     return values
+
+
+class DistributedBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """Batch normalisation over the union of every process's batch, on any device and backend.
+
+    PyTorch's ``SyncBatchNorm`` runs only on GPUs. This one reduces with the autograd-aware
+    ``torch.distributed.nn.functional.all_reduce`` (gloo on CPU included): the mean is
+    ``Σx / N`` and the variance ``Σ(x − mean)² / N`` over all N values of a channel in the global
+    batch, and the backward pass sums the gradients of those statistics over the processes, so
+    the weights equal one process's with the same global batch (up to float rounding). Running
+    statistics are updated as ``nn.BatchNorm`` does (unbiased variance). Outside training, or in
+    one process, it is ``nn.BatchNorm``.
+    """
+
+    def _check_input_dim(self, x: torch.Tensor) -> None:
+        if x.dim() < 2:
+            raise ValueError(f"DistributedBatchNorm: expected input of shape (B, C, ...), got {tuple(x.shape)}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+
+        dims = [0, *range(2, x.dim())]
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        count = all_reduce(torch.tensor(float(x.numel() // x.shape[1]), device=x.device))
+        mean = all_reduce(x.sum(dims)) / count
+        centred = x - mean.view(shape)
+        var = all_reduce(centred.square().sum(dims)) / count
+        if self.track_running_stats and self.running_mean is not None:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                momentum = self.momentum if self.momentum is not None else 1.0 / self.num_batches_tracked.item()
+                self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), momentum)
+                unbiased = var.detach() * count / (count - 1).clamp_min(1)
+                self.running_var.lerp_(unbiased.to(self.running_var.dtype), momentum)
+        y = centred * torch.rsqrt(var + self.eps).view(shape)
+        if self.affine:
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        return y
+
+
+def convert_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
+    """Every BatchNorm of ``model`` normalised over the global batch: ``nn.SyncBatchNorm`` on GPUs,
+    :class:`DistributedBatchNorm` elsewhere (same parameters, buffers and state_dict keys)."""
+    if device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    for name, child in model.named_children():
+        if isinstance(child, nn.modules.batchnorm._BatchNorm) and not isinstance(child, DistributedBatchNorm):
+            new = DistributedBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
+                                       child.track_running_stats, device=device)
+            new.load_state_dict(child.state_dict())
+            new.train(child.training)
+            setattr(model, name, new)
+        else:
+            convert_sync_batchnorm(child, device)
+    return model
+
+
+def broadcast_buffers(model: nn.Module, d: Dist) -> None:
+    """Rank 0's buffers (BatchNorm running statistics) on every rank. DDP sends them at the start of
+    each forward, so after the last step of an epoch each rank holds its own; this makes every rank
+    evaluate, and rank 0 save, the same model."""
+    if d.enabled:
+        for buffer in model.buffers():
+            dist.broadcast(buffer, 0)
 
 
 def barrier(d: Dist) -> None:

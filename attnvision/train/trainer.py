@@ -46,7 +46,7 @@ from torch.utils.data import DataLoader
 from ..data.transforms import _mix
 from ..io import atomic_write_text
 from . import checkpoints as ckpt
-from .distributed import Dist, all_sum, barrier, init
+from .distributed import Dist, all_sum, barrier, broadcast_buffers, convert_sync_batchnorm, init
 from .evaluate import evaluate
 from .optim import OPTIMIZERS, create_ema, create_optimizer, create_scheduler
 
@@ -117,8 +117,6 @@ def _check(cfg: TrainConfig, d: Dist) -> None:
         raise ValueError(f"train: amp must be None, 'bf16' or 'fp16', got {cfg.amp!r}")
     if cfg.amp == "fp16" and d.device.type != "cuda":
         raise ValueError("train: amp='fp16' needs a GPU; use amp='bf16' or no amp on CPU")
-    if cfg.sync_bn and d.device.type != "cuda":
-        raise ValueError("train: sync_bn needs GPUs (PyTorch's SyncBatchNorm does not run on CPU)")
     if cfg.resume and not cfg.out:
         raise ValueError("train: resume needs the run's out directory")
     if not isinstance(cfg.model_kwargs, dict):
@@ -252,7 +250,7 @@ def _train(cfg: TrainConfig, d: Dist, model, train_set, val_set, on_step) -> dic
     prof = profile(model, (1, *sample_shape))
     model.to(device)
     if cfg.sync_bn:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = convert_sync_batchnorm(model, device)
     ema = create_ema(model, cfg.ema) if cfg.ema else None
     opt_defaults = dict(sgd=(0.1, 5e-4), adamw=(1e-3, 0.05))[cfg.opt]
     lr = cfg.lr if cfg.lr is not None else opt_defaults[0]
@@ -377,6 +375,7 @@ def _train(cfg: TrainConfig, d: Dist, model, train_set, val_set, on_step) -> dic
                 break
             seconds = time.perf_counter() - epoch_start
             train_ips = images / max(seconds, 1e-9)
+            broadcast_buffers(model, d)
             result = evaluate(eval_model, val_set, batch_size=cfg.eval_batch_size, device=device, workers=cfg.workers,
                               amp_dtype=amp_dtype, d=d)
             row = dict(epoch=epoch + 1, train_loss=(running[0] / running[2]).item(),
