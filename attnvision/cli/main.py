@@ -7,7 +7,7 @@ import sys
 
 # Each name is a module of this package defining ``add_parser(subparsers)`` (which sets
 # ``func`` on its parser) and the function it points to.
-COMMANDS = ["models", "profile", "train", "eval", "compare", "cam"]
+COMMANDS = ["models", "profile", "benchmark", "train", "eval", "compare", "cam"]
 
 
 def build_parser() -> argparse.ArgumentParser:
