@@ -1,2 +1,2 @@
 """Model families, one per file; importing a family registers its builders."""
-from . import aa_resnet, coatnet, mobilenet, resnet, sasa, van, vit  # noqa: F401
+from . import aa_resnet, coatnet, mobilenet, mobilenet_v2, resnet, sasa, van, vit  # noqa: F401

@@ -74,6 +74,17 @@ def resnet_cifar_table() -> str:
                         markdown=True)
 
 
+@register_table("mobilenet_v2")
+def mobilenet_v2_table() -> str:
+    from ..models.resnet import ATTN_KINDS
+
+    names = ["mobilenet_v2" + (f"_{a}" if a else "") for a in (None, *ATTN_KINDS)]
+    body = [[f"`{n}`", f"{p:,}", _fmt_m(cfg.get("paper_params")), _fmt_g(m), _fmt_g(cfg.get("paper_macs"))]
+            for n, p, m, _, cfg in model_rows(names)]
+    return format_table(["model", "params (ours)", "params (paper)", "MACs (ours)", "MACs (paper)"], body,
+                        markdown=True)
+
+
 @register_table("evolving")
 def evolving_table() -> str:
     names = [f"{e}{b}" for b in ("aa_resnet34", "aa_resnet50", "aa_resnet101", "vit_tiny", "vit_small")

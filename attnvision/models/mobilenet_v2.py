@@ -1,0 +1,151 @@
+"""MobileNetV2 (Sandler et al., CVPR 2018) with plug-in attention: the ECA paper's lightweight backbone.
+
+An inverted residual block expands its input t times with a 1×1 convolution, filters it with a
+3×3 depth-wise convolution (stride s) and projects it back with a linear 1×1 convolution
+(BN, no activation); the input is added when the shape allows (Sandler et al., Table 1):
+
+    y = x + BN(W_proj · ReLU6(BN(DW_3×3(ReLU6(BN(W_exp · x))))))
+
+SE, ECA and CBAM refine the projected branch before the addition. The ECA paper's model
+(BangguWu/ECANet, ``models/eca_mobilenetv2.py``, ``ECA_MobileNetV2``) puts its ECA there with a
+fixed kernel: k = 1 for the stages of at most 96 channels, k = 3 above (``attn_kwargs`` overrides
+it). BAM sits after every stride stage but the last, before each downsampling, as in the other
+BAM backbones. Module names follow torchvision's ``mobilenet_v2`` (``features.N``, the attention
+as the last layer of a block's ``conv``), so torchvision's and the ECA authors' checkpoints load
+with ``source="official"``. Initialisation is theirs (``ECA_MobileNetV2.__init__``, the same as
+torchvision's): He-normal fan-out convolutions, BN weight 1 and bias 0, the classifier N(0, 0.01)
+with a zero bias. Channel counts are rounded to multiples of 8 (the reference
+``_make_divisible``), which leaves ``width_mult=1.0`` unchanged. The authors' ECA code drops 25%
+before the classifier; ``drop_rate`` defaults to the paper's (and torchvision's) 20%.
+"""
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+from torch import nn
+
+from ..layers import create_attn
+from ._base import Backbone, check_image, make_cfg, register_variant, run_stages
+from .resnet import _PAPERS, ATTN_KINDS, STAGE_ATTN
+
+# (expansion t, output channels c, repeats n, first stride s) of the 17 inverted residual blocks
+INVERTED_RESIDUAL_SETTING = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
+                             (6, 160, 3, 2), (6, 320, 1, 1))
+_MI = 2 ** 20
+# The ECA paper's Table 2 (units of 2^20, like its other counts): MobileNetV2 3.34 M / 319.4 M FLOPs,
+# ECA-MobileNetV2 3.34 M / 320.0 M
+PAPER_NUMBERS = {"mobilenet_v2": (3.34 * _MI, 319.4 * _MI), "mobilenet_v2_eca": (3.34 * _MI, 320.0 * _MI)}
+
+
+def make_divisible(value: float, divisor: int = 8) -> int:
+    """The nearest multiple of ``divisor`` to ``value``, never below 90% of it (MobileNet's channel rounding)."""
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * value else rounded
+
+
+def _conv_bn_relu6(cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False),
+                         nn.BatchNorm2d(cout), nn.ReLU6(inplace=True))
+
+
+class InvertedResidual(nn.Module):
+    """Expand (1×1) → depth-wise 3×3 → project (linear 1×1) → attention, plus the input when shapes match."""
+
+    def __init__(self, cin: int, cout: int, stride: int, expand_ratio: int, attn=None, attn_kwargs=None):
+        super().__init__()
+        hidden = int(round(cin * expand_ratio))
+        layers = [_conv_bn_relu6(cin, hidden, 1)] if expand_ratio != 1 else []
+        layers += [_conv_bn_relu6(hidden, hidden, 3, stride, groups=hidden),
+                   nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout)]
+        if attn is not None:
+            layers.append(create_attn(attn, cout, **(attn_kwargs or {})))
+        self.conv = nn.Sequential(*layers)
+        self.use_residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv(x) if self.use_residual else self.conv(x)
+
+
+class MobileNetV2(Backbone):
+    classifier_path = "classifier"
+
+    def __init__(self, num_classes: int = 1000, in_chans: int = 3, *, width_mult: float = 1.0,
+                 attn: str | None = None, attn_kwargs: dict | None = None, drop_rate: float = 0.2, paper: str = "",
+                 **cfg_extra):
+        super().__init__()
+        if attn is not None and attn not in ATTN_KINDS:
+            raise ValueError(f"MobileNetV2: attn must be None or one of {ATTN_KINDS}, got {attn!r}")
+        if not isinstance(width_mult, (int, float)) or not width_mult > 0:
+            raise ValueError(f"MobileNetV2: width_mult must be positive, got {width_mult!r}")
+        self.in_chans, self.num_classes, self.drop_rate = in_chans, num_classes, drop_rate
+        block_attn = None if attn in STAGE_ATTN else attn
+        cin = make_divisible(32 * width_mult)
+        features, stage_ends, info, reduction = [_conv_bn_relu6(in_chans, cin, 3, 2)], [], [], 2
+        for t, c, n, s in INVERTED_RESIDUAL_SETTING:
+            if s == 2:  # a stride stage ends where the next downsampling starts
+                stage_ends.append(len(features) - 1)
+                info.append(dict(num_chs=cin, reduction=reduction, module=f"features.{len(features) - 1}"))
+                reduction *= 2
+            cout = make_divisible(c * width_mult)
+            kwargs = dict(attn_kwargs or {})
+            if block_attn == "eca" and not {"k_size", "gamma", "b"} & set(kwargs):
+                kwargs["k_size"] = 1 if c <= 96 else 3  # the authors' per-stage kernel
+            for i in range(n):
+                features.append(InvertedResidual(cin, cout, s if i == 0 else 1, t, block_attn, kwargs))
+                cin = cout
+        stage_ends.append(len(features) - 1)
+        info.append(dict(num_chs=cin, reduction=reduction, module=f"features.{len(features) - 1}"))
+        self.num_features = make_divisible(1280 * max(1.0, width_mult))
+        features.append(_conv_bn_relu6(cin, self.num_features, 1))
+        self.features = nn.Sequential(*features)
+        self._stage_bounds = list(zip([0] + [e + 1 for e in stage_ends[:-1]], [e + 1 for e in stage_ends]))
+        self.stage_attn = nn.ModuleList(
+            create_attn(attn, f["num_chs"], **(attn_kwargs or {})) if attn in STAGE_ATTN and i < len(info) - 1
+            else nn.Identity() for i, f in enumerate(info))
+        self.feature_info = info
+        self.classifier = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.pretrained_cfg = make_cfg(paper=paper, **cfg_extra)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0.0, 0.01)
+                nn.init.zeros_(m.bias)
+
+    def _stages(self) -> list[nn.Module]:
+        return [self.features[a:b] for a, b in self._stage_bounds]
+
+    def forward_intermediates(self, x, indices=None):
+        check_image("MobileNetV2", x, self.in_chans)
+        return run_stages(x, self._stages(), indices, after=self.stage_attn)
+
+    def forward_features(self, x):
+        x = self.forward_intermediates(x, [len(self._stage_bounds) - 1])[0]
+        return self.features[-1](x)
+
+    @staticmethod
+    def checkpoint_filter_fn(state_dict: dict, model: "MobileNetV2") -> dict:
+        """torchvision's and the ECA authors' layout: the classifier is ``classifier.1`` (after a dropout)."""
+        return {k.replace("classifier.1.", "classifier.", 1) if k.startswith("classifier.1.") else k: v
+                for k, v in state_dict.items()}
+
+
+_MOBILENET_V2_PAPER = "Sandler et al., MobileNetV2: Inverted Residuals and Linear Bottlenecks, CVPR 2018"
+
+for _attn in (None, *ATTN_KINDS):
+    _name = "mobilenet_v2" + (f"_{_attn}" if _attn else "")
+    _params, _macs = PAPER_NUMBERS.get(_name, (None, None))
+    register_variant(
+        _name,
+        partial(MobileNetV2, attn=_attn, paper=_MOBILENET_V2_PAPER + (f"; {_PAPERS[_attn]}" if _attn else ""),
+                paper_params=_params, paper_macs=_macs),
+        "MobileNetV2 " + (f"with {_attn.upper()} attention." if _attn else "without attention."))
