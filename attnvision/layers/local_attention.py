@@ -10,7 +10,9 @@ per head, heads concatenated. The relative embedding r_{a−i,b−j} is the conc
 row-offset embedding r_{a−i} (the first half of each head's channels) and a column-offset
 embedding r_{b−j} (the second half), so q_ijᵀ r_{a−i,b−j} = q_rowᵀ r_{a−i} + q_colᵀ r_{b−j}.
 ``pos="absolute"`` instead adds a 2-D sinusoidal encoding to the input of W_Q and W_K;
-``pos="none"`` keeps the content term only (the paper's Table 5 ablation). The logits are not
+``pos="none"`` keeps the content term only (the paper's Table 5 ablation). With relative positions,
+``logits`` ablates the two interactions: "both" (q·k + q·r), "content" (q·k alone, the same model as
+``pos="none"``) or "position" (q·r alone: W_K is dropped). The logits are not
 scaled, as in eq. 2. Positions outside the image are not pixels: they take no part in the
 softmax. ``stride > 1`` is the attention followed by stride×stride average pooling (Sec. 3.1).
 
@@ -38,6 +40,7 @@ from ._base import AttentionLayer
 from ._checks import check_choice, check_feature_map, check_positive_int
 
 POS_MODES = ("relative", "absolute", "none")
+LOGIT_MODES = ("both", "content", "position")
 _TILE = 4                           # query tile side: small tiles keep the halo waste (tile+k−1)²/k² low
 _CHUNK_CPU, _CHUNK_CUDA = 1 << 18, 1 << 24   # least score elements per chunk
 _MAX_CHUNKS = 8                     # few large ops: per-op overhead dominates small chunks
@@ -353,6 +356,8 @@ class LocalSelfAttention2d(AttentionLayer):
             ceil mode, so odd sizes keep their last row).
         pos: "relative" (the paper's), "absolute" (2-D sinusoidal encoding added to the input of
             W_Q and W_K) or "none".
+        logits: with ``pos="relative"``, which interactions form the logits: "both" (q·k + q·r,
+            the paper's), "content" (q·k) or "position" (q·r; no W_K, ``qkv`` holds W_Q and W_V).
 
     ``keep_attention = True`` stores, in ``last_attention``, the attention of one query pixel,
     ``attention_query = (row, col)`` (default: the centre), over the input map: (B, heads, H, W),
@@ -362,13 +367,16 @@ class LocalSelfAttention2d(AttentionLayer):
     attention_query: tuple[int, int] | None = None
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 7, heads: int = 8, stride: int = 1,
-                 pos: str = "relative"):
+                 pos: str = "relative", logits: str = "both"):
         super().__init__()
         name = type(self).__name__
         for arg, value in (("in_channels", in_channels), ("out_channels", out_channels),
                            ("kernel_size", kernel_size), ("heads", heads), ("stride", stride)):
             check_positive_int(name, arg, value)
         check_choice(name, "pos", pos, POS_MODES)
+        check_choice(name, "logits", logits, LOGIT_MODES)
+        if logits != "both" and pos != "relative":
+            raise ValueError(f"{name}: logits={logits!r} ablates the relative term; it needs pos='relative', got {pos!r}")
         if out_channels % heads:
             raise ValueError(f"{name}: out_channels={out_channels} must be divisible by heads={heads}")
         head_dim = out_channels // heads
@@ -376,9 +384,10 @@ class LocalSelfAttention2d(AttentionLayer):
             raise ValueError(f"{name}: relative embeddings split each head's channels between rows and columns; "
                              f"need out_channels/heads >= 2, got {head_dim}")
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size
-        self.heads, self.head_dim, self.stride, self.pos = heads, head_dim, stride, pos
-        self.qkv = nn.Conv2d(in_channels, 3 * out_channels, 1, bias=False)
-        self.rel = _RelativeLogits(heads, head_dim, kernel_size) if pos == "relative" else None
+        self.heads, self.head_dim, self.stride, self.pos, self.logits = heads, head_dim, stride, pos, logits
+        self.qkv = nn.Conv2d(in_channels, (2 if logits == "position" else 3) * out_channels, 1, bias=False)
+        relative = pos == "relative" and logits != "content"
+        self.rel = _RelativeLogits(heads, head_dim, kernel_size) if relative else None
         self.pool = nn.AvgPool2d(stride, stride, ceil_mode=True) if stride > 1 else nn.Identity()
 
     def _project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -390,7 +399,10 @@ class LocalSelfAttention2d(AttentionLayer):
             qkv = torch.cat([F.conv2d(x + pe, w_qk), F.conv2d(x, w_v)], 1)
         else:
             qkv = self.qkv(x)
-        qkv = qkv.reshape(B, 3, self.heads, self.head_dim, H, W).permute(1, 0, 2, 4, 5, 3)  # (3, B, heads, H, W, d)
+        n = qkv.shape[1] // self.out_channels
+        qkv = qkv.reshape(B, n, self.heads, self.head_dim, H, W).permute(1, 0, 2, 4, 5, 3)  # (n, B, heads, H, W, d)
+        if self.logits == "position":  # no keys: q·k is zero and the logits are q·r alone
+            return qkv[0], torch.zeros_like(qkv[0]), qkv[1]
         return qkv[0], qkv[1], qkv[2]
 
     def forward(self, x: Tensor) -> Tensor:
@@ -423,7 +435,7 @@ class LocalSelfAttention2d(AttentionLayer):
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, heads={self.heads}, "
-                f"stride={self.stride}, pos={self.pos!r}")
+                f"stride={self.stride}, pos={self.pos!r}" + (f", logits={self.logits!r}" if self.logits != "both" else ""))
 
 
 class SpatiallyAwareStem(AttentionLayer):

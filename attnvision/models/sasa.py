@@ -7,7 +7,10 @@ relative positions); spatial downsampling is the attention followed by 2×2 aver
 ``stem="attention"`` is the paper's full-attention model (the spatially-aware attention stem:
 attention within each 4×4 block, BN, 4×4 max pool); ``stem="conv"`` keeps ResNet's 7×7/2 conv
 and 3×3/2 max pool ("conv-stem + attention"). ``kernel_size``, ``heads`` and ``pos`` are the
-paper's ablation switches (Tables 4-5).
+paper's ablation switches (Tables 4-5); ``logits`` ablates the content-content (q·k) and
+content-relative (q·r) interactions, and ``attention_stages`` picks the layer groups (stages
+1-4) whose spatial layers are attention, the others keeping ResNet's 3×3 convolution (strided
+itself), the paper's study of where attention pays (Sec. 4.3).
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from functools import partial
 from torch import nn
 
 from ..layers import DropPath, drop_path_rates
-from ..layers.local_attention import POS_MODES, LocalSelfAttention2d, SpatiallyAwareStem
+from ..layers.local_attention import LOGIT_MODES, POS_MODES, LocalSelfAttention2d, SpatiallyAwareStem
 from ._base import Backbone, check_image, make_cfg, register_variant, run_stages
 
 STEMS = ("attention", "conv")
@@ -26,17 +29,22 @@ PAPER = "Ramachandran et al., Stand-Alone Self-Attention in Vision Models, NeurI
 
 class SASABottleneck(nn.Module):
     """1×1 conv → BN → ReLU → local self-attention (stride: then average pooling) → BN → ReLU → 1×1 conv → BN,
-    + shortcut, ReLU."""
+    + shortcut, ReLU. ``attention=False`` is ResNet's bottleneck: a 3×3 conv (with the stride) in place."""
 
     expansion = 4
 
     def __init__(self, cin: int, planes: int, stride: int = 1, downsample: nn.Module | None = None, *,
-                 kernel_size: int = 7, heads: int = 8, pos: str = "relative", drop_path: float = 0.0):
+                 kernel_size: int = 7, heads: int = 8, pos: str = "relative", logits: str = "both",
+                 attention: bool = True, drop_path: float = 0.0):
         super().__init__()
         out = planes * self.expansion
         self.conv1 = nn.Conv2d(cin, planes, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
-        self.attn = LocalSelfAttention2d(planes, planes, kernel_size, heads, stride, pos)
+        self.attention = attention
+        if attention:
+            self.attn = LocalSelfAttention2d(planes, planes, kernel_size, heads, stride, pos, logits)
+        else:
+            self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv3 = nn.Conv2d(planes, out, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out)
@@ -47,7 +55,7 @@ class SASABottleneck(nn.Module):
     def forward(self, x):
         shortcut = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.attn(out)))
+        out = self.relu(self.bn2(self.attn(out) if self.attention else self.conv2(out)))
         out = self.bn3(self.conv3(out))
         return self.relu(self.drop_path(out) + shortcut)
 
@@ -70,7 +78,9 @@ class SASAResNet(Backbone):
         num_classes, in_chans: head outputs and input channels.
         stem: "attention" (spatially-aware attention stem, the paper's full-attention model) or
             "conv" (ResNet's 7×7/2 conv + 3×3/2 max pool).
-        kernel_size, heads, pos: of every attention layer (7, 8, "relative").
+        kernel_size, heads, pos, logits: of every attention layer (7, 8, "relative", "both").
+        attention_stages: the stages (1-based layer groups) whose spatial layers are attention (all);
+            the others use a 3×3 convolution.
         stem_kernel, stem_mixtures: block side and value mixtures of the attention stem (4, 4).
         drop_rate: dropout before the classifier; drop_path_rate: stochastic depth, linear in depth.
     """
@@ -78,14 +88,22 @@ class SASAResNet(Backbone):
     classifier_path = "fc"
 
     def __init__(self, cfg: SASACfg, num_classes: int = 1000, in_chans: int = 3, *, stem: str = "attention",
-                 kernel_size: int = 7, heads: int = 8, pos: str = "relative", stem_kernel: int = 4,
-                 stem_mixtures: int = 4, drop_rate: float = 0.0, drop_path_rate: float = 0.0):
+                 kernel_size: int = 7, heads: int = 8, pos: str = "relative", logits: str = "both",
+                 attention_stages=None, stem_kernel: int = 4, stem_mixtures: int = 4, drop_rate: float = 0.0,
+                 drop_path_rate: float = 0.0):
         super().__init__()
         name = type(self).__name__
         if stem not in STEMS:
             raise ValueError(f"{name}: stem must be one of {STEMS}, got {stem!r}")
         if pos not in POS_MODES:
             raise ValueError(f"{name}: pos must be one of {POS_MODES}, got {pos!r}")
+        if logits not in LOGIT_MODES:
+            raise ValueError(f"{name}: logits must be one of {LOGIT_MODES}, got {logits!r}")
+        stages = tuple(range(1, len(cfg.layers) + 1))
+        attention_stages = stages if attention_stages is None else tuple(attention_stages)
+        if not set(attention_stages) <= set(stages) or len(set(attention_stages)) != len(attention_stages):
+            raise ValueError(f"{name}: attention_stages must be distinct stages among {stages}, got {attention_stages}")
+        self.attention_stages = tuple(sorted(attention_stages))
         self.cfg, self.in_chans, self.num_classes, self.drop_rate = cfg, in_chans, num_classes, drop_rate
         self.stem_kind = stem
         if stem == "attention":
@@ -109,7 +127,8 @@ class SASAResNet(Backbone):
                 if s != 1 or cin != cout:
                     downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=s, bias=False), nn.BatchNorm2d(cout))
                 blocks.append(SASABottleneck(cin, planes, s, downsample, kernel_size=kernel_size, heads=heads,
-                                             pos=pos, drop_path=dpr[idx]))
+                                             pos=pos, logits=logits, attention=i + 1 in self.attention_stages,
+                                             drop_path=dpr[idx]))
                 cin, idx = cout, idx + 1
             self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
             info.append(dict(num_chs=cout, reduction=reduction, module=f"layer{i + 1}"))

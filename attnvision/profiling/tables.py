@@ -171,6 +171,17 @@ def sasa_table() -> str:
             f"{100 * (p_att / p_conv - 1):+.1f}%, MACs {100 * (m_att / m_conv - 1):+.1f}% (the paper: −29% and −12%).")
 
 
+@register_table("sasa_stages")
+def sasa_stages_table() -> str:
+    body = []
+    for stages in ((1, 2, 3, 4), (2, 3, 4), (3, 4), (4,), (), (1,), (1, 2), (1, 2, 3)):
+        conv = [g for g in (1, 2, 3, 4) if g not in stages]
+        (_, params, macs, _, _), = model_rows(["sasa_resnet50"], stem="conv", attention_stages=stages)
+        body.append([", ".join(map(str, conv)) or "–", ", ".join(map(str, stages)) or "–", f"`{stages}`",
+                     f"{params:,}", _fmt_g(macs)])
+    return format_table(["conv groups", "attention groups", "attention_stages", "params", "MACs"], body, markdown=True)
+
+
 @register_table("van")
 def van_table() -> str:
     names = [f"van_b{i}" for i in range(7)]

@@ -98,3 +98,57 @@ def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="SASAResNet.*input of shape"):
         av.create_model("sasa_resnet26", num_classes=2)(torch.randn(1, 1, 32, 32))
     assert isinstance(av.create_model("sasa_resnet38", num_classes=2, stem="conv"), SASAResNet)
+
+
+@pytest.mark.parametrize("stages", [(2, 3, 4), (3, 4), (4,), (1, 2), ()])
+def test_attention_stages_keep_convolutions_elsewhere_and_change_params_by_exactly_those_layers(stages):
+    full, mixed = _meta("sasa_resnet50", stem="conv"), _meta("sasa_resnet50", stem="conv", attention_stages=stages)
+    for i, stage in enumerate(mixed.stages, start=1):
+        blocks = list(stage)
+        assert all(b.attention == (i in stages) for b in blocks)
+        assert all(isinstance(b.attn if b.attention else b.conv2, LocalSelfAttention2d if b.attention else torch.nn.Conv2d)
+                   for b in blocks)
+    # per block: a 3×3 conv (9p²) instead of W_Q, W_K, W_V (3p²) and the relative embeddings (p·k, k = 7)
+    delta = sum(len(list(s)) * (6 * w * w - 7 * w) for i, (s, w) in enumerate(zip(full.stages, full.cfg.widths), 1)
+                if i not in stages)
+    n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert n(mixed) - n(full) == delta
+
+
+def test_all_convolution_stages_are_resnet50():
+    ours = _meta("sasa_resnet50", stem="conv", attention_stages=())
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in _meta("resnet50").parameters())
+    assert av.profile(ours).macs == av.profile("resnet50").macs
+
+
+def test_position_only_logits_equal_the_full_layer_with_zero_keys():
+    both = LocalSelfAttention2d(8, 16, kernel_size=3, heads=2).double()
+    position = LocalSelfAttention2d(8, 16, kernel_size=3, heads=2, logits="position").double()
+    assert position.qkv.weight.shape[0] == 2 * 16  # no W_K
+    w_q, w_k, w_v = both.qkv.weight.detach().split(16)
+    with torch.no_grad():
+        position.qkv.weight.copy_(torch.cat([w_q, w_v]))
+        both.qkv.weight.copy_(torch.cat([w_q, torch.zeros_like(w_k), w_v]))
+        position.rel.load_state_dict(both.rel.state_dict())
+    x = torch.randn(2, 8, 6, 5, dtype=torch.float64)
+    torch.testing.assert_close(position(x), both(x))
+
+
+def test_content_only_logits_are_the_layer_without_positions():
+    content = LocalSelfAttention2d(8, 16, kernel_size=3, heads=2, logits="content")
+    none = LocalSelfAttention2d(8, 16, kernel_size=3, heads=2, pos="none")
+    assert content.rel is None and content.state_dict().keys() == none.state_dict().keys()
+    none.load_state_dict(content.state_dict())
+    x = torch.randn(1, 8, 5, 5)
+    torch.testing.assert_close(content(x), none(x))
+
+
+def test_logit_and_stage_switches_reach_every_layer_and_bad_values_are_named():
+    model = _meta("sasa_resnet26", stem="conv", logits="position")
+    assert all(m.logits == "position" for m in model.modules() if isinstance(m, LocalSelfAttention2d))
+    with pytest.raises(ValueError, match="attention_stages"):
+        _meta("sasa_resnet26", attention_stages=(0, 5))
+    with pytest.raises(ValueError, match="SASAResNet: logits"):
+        _meta("sasa_resnet26", logits="keys")
+    with pytest.raises(ValueError, match="needs pos='relative'"):
+        LocalSelfAttention2d(8, 16, pos="none", logits="position")
