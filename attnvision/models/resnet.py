@@ -348,8 +348,17 @@ RESNET_CFGS: dict[str, ResNetCfg] = {
     "resnet101": ResNetCfg("bottleneck", (3, 4, 23, 3), eca_kernels=(3, 3, 5, 7)),
     "resnet152": ResNetCfg("bottleneck", (3, 8, 36, 3), eca_kernels=(3, 3, 5, 7)),
     "resnext50_32x4d": ResNetCfg("bottleneck", (3, 4, 6, 3), groups=32, base_width=4),
+    "resnext101_32x4d": ResNetCfg("bottleneck", (3, 4, 23, 3), groups=32, base_width=4),
+    # the CBAM paper's "WideResNet18 (widen=1.5 / 2.0)": ResNet-18 with every stage widened, the stem kept
+    "wide_resnet18_1_5": ResNetCfg("basic", (2, 2, 2, 2), widths=(96, 192, 384, 768)),
+    "wide_resnet18_2": ResNetCfg("basic", (2, 2, 2, 2), widths=(128, 256, 512, 1024)),
+    "wide_resnet16_8": ResNetCfg("preact_basic", (2, 2, 2), widths=(128, 256, 512), stem="cifar", stem_width=16),
+    "wide_resnet28_8": ResNetCfg("preact_basic", (4, 4, 4), widths=(128, 256, 512), stem="cifar", stem_width=16),
     "wide_resnet28_10": ResNetCfg("preact_basic", (4, 4, 4), widths=(160, 320, 640), stem="cifar",
                                   stem_width=16),
+    # Xie et al.'s CIFAR ResNeXt-29 (8×64d): 3×3 stem of 64, three stages of three bottlenecks
+    "resnext29_8x64d": ResNetCfg("bottleneck", (3, 3, 3), widths=(64, 128, 256), stem="cifar", stem_width=64,
+                                 groups=8, base_width=64),
     "preresnet110": ResNetCfg("preact_basic", (18, 18, 18), widths=(16, 32, 64), stem="cifar", stem_width=16),
     **{f"resnet{d}": ResNetCfg("basic", ((d - 2) // 6,) * 3, widths=(16, 32, 64), stem="cifar", stem_width=16,
                                shortcut="pad")
@@ -358,9 +367,11 @@ RESNET_CFGS: dict[str, ResNetCfg] = {
 
 
 # The papers' reported (parameters, multiply-adds) at 1000 classes, 224×224 (CIFAR: 10 classes, 32×32).
-# CBAM paper Table 4 (the 1×1-stride layout, 3.858 G for ResNet-50); BAM paper Table 3; SE paper
+# CBAM paper Table 4 (the 1×1-stride layout, 3.858 G for ResNet-50; its ResNeXt-101 and WideResNet-18
+# rows too); BAM paper Table 3; SE paper
 # Table 2; ECA paper Table 2 (reported in units of 2^20 parameters and 2^30 MACs of the torchvision
-# layout); He et al. Table 6; Zagoruyko and Komodakis Table 4. None when the paper gives no number.
+# layout); He et al. Table 6; Zagoruyko and Komodakis Table 4; Xie et al. Table 7 (CIFAR). None when the
+# paper gives no number.
 _M, _G, _MI, _GI = 1e6, 1e9, 2 ** 20, 2 ** 30
 PAPER_NUMBERS: dict[str, tuple[float | None, float | None]] = {
     "resnet18": (11.69 * _M, 1.814 * _G), "resnet18_se": (11.78 * _M, 1.814 * _G),
@@ -377,9 +388,15 @@ PAPER_NUMBERS: dict[str, tuple[float | None, float | None]] = {
     "resnet152_eca": (57.40 * _MI, 10.83 * _GI),
     "resnext50_32x4d": (25.03 * _M, 3.768 * _G), "resnext50_32x4d_se": (27.56 * _M, 3.771 * _G),
     "resnext50_32x4d_cbam": (27.56 * _M, 3.774 * _G),
+    "resnext101_32x4d": (44.18 * _M, 7.508 * _G), "resnext101_32x4d_se": (48.96 * _M, 7.512 * _G),
+    "resnext101_32x4d_cbam": (48.96 * _M, 7.519 * _G),
+    "wide_resnet18_1_5": (25.88 * _M, 3.866 * _G), "wide_resnet18_1_5_se": (26.07 * _M, 3.867 * _G),
+    "wide_resnet18_1_5_cbam": (26.08 * _M, 3.868 * _G),
+    "wide_resnet18_2": (45.62 * _M, 6.696 * _G), "wide_resnet18_2_se": (45.97 * _M, 6.696 * _G),
+    "wide_resnet18_2_cbam": (45.97 * _M, 6.697 * _G),
     "resnet20": (0.27 * _M, None), "resnet32": (0.46 * _M, None), "resnet44": (0.66 * _M, None),
     "resnet56": (0.85 * _M, None), "resnet110": (1.7 * _M, None), "preresnet110": (1.7 * _M, None),
-    "wide_resnet28_10": (36.5 * _M, None),
+    "wide_resnet28_10": (36.5 * _M, None), "wide_resnet16_8": (11.0 * _M, None), "resnext29_8x64d": (34.4 * _M, None),
 }
 
 

@@ -53,7 +53,8 @@ def resnet_table() -> str:
     from ..models.resnet import ATTN_KINDS
 
     names = [f"{b}{'_' + a if a else ''}" for b in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-                                                   "resnext50_32x4d") for a in (None, *ATTN_KINDS)]
+                                                   "resnext50_32x4d", "resnext101_32x4d", "wide_resnet18_1_5",
+                                                   "wide_resnet18_2") for a in (None, *ATTN_KINDS)]
     body = []
     for name, params, macs, macs_orig, cfg in model_rows(names, macs_kwargs=dict(stride_in_1x1=True)):
         body.append([f"`{name}`", f"{params:,}", _fmt_m(cfg.get("paper_params")), _fmt_g(macs), _fmt_g(macs_orig),
@@ -67,7 +68,8 @@ def resnet_cifar_table() -> str:
     from ..models.resnet import ATTN_KINDS
 
     names = [f"{b}{'_' + a if a else ''}" for b in ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
-                                                   "preresnet110", "wide_resnet28_10") for a in (None, *ATTN_KINDS)]
+                                                   "preresnet110", "wide_resnet16_8", "wide_resnet28_8",
+                                                   "wide_resnet28_10", "resnext29_8x64d") for a in (None, *ATTN_KINDS)]
     body = [[f"`{n}`", f"{p:,}", _fmt_m(cfg.get("paper_params")), _fmt_g(m)]
             for n, p, m, _, cfg in model_rows(names, num_classes=10)]
     return format_table(["model (10 classes, 32×32)", "params (ours)", "params (paper)", "MACs (ours)"], body,

@@ -216,3 +216,27 @@ def test_model_errors_are_clear():
     with pytest.raises(ValueError, match=r"out_indices must index its 4 stages, got \(4,\)"):
         av.create_model("resnet18", features_only=True, out_indices=(4,))
     assert isinstance(av.create_model("resnet18"), ResNet)
+
+
+@pytest.mark.parametrize("name", [f"{b}{s}" for b in ("resnext101_32x4d", "wide_resnet18_1_5", "wide_resnet18_2")
+                                  for s in ("", "_se", "_cbam")])
+def test_cbam_papers_imagenet_table_rows_are_reproduced(name):
+    # CBAM paper Table 4, its 1×1-stride layout
+    with torch.device("meta"):
+        cfg = av.create_model(name).pretrained_cfg
+    assert abs(_params(name) / cfg["paper_params"] - 1) < 5e-4
+    assert abs(av.profile(name, stride_in_1x1=True).macs / cfg["paper_macs"] - 1) < 3e-3
+
+
+@pytest.mark.parametrize("name,millions", [("wide_resnet16_8", 11.0), ("resnext29_8x64d", 34.4)])
+def test_cifar_backbones_of_the_bam_paper_match_their_own_papers(name, millions):
+    assert round(_params(name, num_classes=10) / 1e6, 1) == millions
+    model = av.create_model(name, num_classes=10)
+    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+    assert model.pretrained_cfg["input_size"] == (3, 32, 32)
+
+
+def test_wide_resnet28_8_is_wide_resnet28_10_at_width_8():
+    wrn8, wrn10 = av.create_model("wide_resnet28_8_bam", num_classes=10), av.create_model("wide_resnet28_10", num_classes=10)
+    assert [f["num_chs"] for f in wrn8.feature_info] == [w * 8 // 10 for w in (f["num_chs"] for f in wrn10.feature_info)]
+    assert sum(isinstance(m, BAM) for m in wrn8.modules()) == 2
