@@ -82,22 +82,21 @@ def _torchvision_cfg(tvm, arch: str) -> dict:
                     std=transform.std, crop_pct=crop / resize)
 
 
-def _fit_cfg_to_channels(model: nn.Module, in_chans: int) -> None:
-    """Make ``pretrained_cfg`` describe the model's input: ``in_chans`` channels, one mean/std per channel.
+def fit_cfg_to_channels(cfg: dict, in_chans: int) -> dict:
+    """``pretrained_cfg`` for ``in_chans`` input channels: its input size, one mean/std per channel.
 
     For one channel the mean and std are the average of the RGB values; for other counts the
     values are cycled (the way timm spreads RGB input-conv weights over more channels).
     """
-    cfg = getattr(model, "pretrained_cfg", None)
-    if not isinstance(cfg, dict) or "input_size" not in cfg:
-        return
-    cfg = dict(cfg, input_size=(in_chans, *tuple(cfg["input_size"])[1:]))
+    cfg = dict(cfg)
+    if "input_size" in cfg:
+        cfg["input_size"] = (in_chans, *tuple(cfg["input_size"])[1:])
     for key in ("mean", "std"):
         values = tuple(cfg.get(key) or ())
         if values and len(values) != in_chans:
             cfg[key] = ((sum(values) / len(values),) if in_chans == 1
                         else tuple(values[i % len(values)] for i in range(in_chans)))
-    model.pretrained_cfg = cfg
+    return cfg
 
 
 def create_model(name: str, *, num_classes: int = 1000, in_chans: int = 3, pretrained=False,
@@ -127,7 +126,8 @@ def create_model(name: str, *, num_classes: int = 1000, in_chans: int = 3, pretr
         if name not in _MODELS:
             raise unknown_name_error("create_model", name, _MODELS)
         model = _MODELS[name](num_classes=num_classes, in_chans=in_chans, **model_kwargs)
-    _fit_cfg_to_channels(model, in_chans)
+    if isinstance(getattr(model, "pretrained_cfg", None), dict):
+        model.pretrained_cfg = fit_cfg_to_channels(model.pretrained_cfg, in_chans)
     if pretrained:
         if not isinstance(pretrained, (str, os.PathLike)):
             raise TypeError(f"create_model: pretrained must be False or a local path, got {pretrained!r}")
