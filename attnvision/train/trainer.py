@@ -166,10 +166,10 @@ def model_pretrained_cfg(cfg: TrainConfig) -> dict:
 
 class _StopFlag:
     """SIGINT sets the flag (the loop stops after the current step) and says so at once on stderr;
-    a second SIGINT raises ``KeyboardInterrupt(abort)`` (files are written atomically, so the
+    a second SIGINT raises ``KeyboardInterrupt(abort())`` (files are written atomically, so the
     last complete checkpoint stays)."""
 
-    def __init__(self, notice: str | None, abort: str):
+    def __init__(self, notice: str | None, abort: Callable[[], str]):
         self.requested = False
         self._previous = None
         self.notice, self.abort = notice, abort
@@ -183,7 +183,7 @@ class _StopFlag:
 
     def _handle(self, signum, frame):
         if self.requested:
-            raise KeyboardInterrupt(self.abort)
+            raise KeyboardInterrupt(self.abort())
         self.requested = True
         if self.notice:
             print(f"\n{self.notice}", file=sys.stderr, flush=True)
@@ -349,8 +349,11 @@ def _train(cfg: TrainConfig, d: Dist, model, train_set, val_set, on_step) -> dic
     resume_hint = f"continue with `attnvision train --resume {out}`" if out else "no out directory: nothing is saved"
     notice = (f"train: Ctrl-C: stopping at the end of the current step{' and saving ' + out if out else ''}; "
               f"press Ctrl-C again to quit at once" if d.is_main else None)
-    abort = (f"train: stopped at once by a second Ctrl-C; "
-             + (f"{out} keeps its last complete checkpoint; {resume_hint}" if out else resume_hint))
+
+    def abort() -> str:
+        if out and os.path.isfile(os.path.join(out, ckpt.LAST_STATE)):
+            return f"train: stopped at once by a second Ctrl-C; {out} keeps its last complete checkpoint; {resume_hint}"
+        return "train: stopped at once by a second Ctrl-C, before anything was saved; start the run again"
     with _StopFlag(notice, abort) as stop:
         for epoch in range(start_epoch, cfg.epochs):
             if hasattr(train_set, "set_epoch"):

@@ -203,3 +203,22 @@ def test_a_run_without_a_record_resumes_from_the_options_given(one_epoch, tmp_pa
     assert "--model and --epochs are required" in err
     assert main(["train", *RUN, "--epochs", "2", "--resume", str(out)]) == 0
     assert json.loads((out / "summary.json").read_text())["epochs_done"] == 2
+
+
+def test_resume_from_a_damaged_state_is_a_one_line_error_that_writes_nothing(one_epoch, tmp_path, capsys):
+    out = _copy(one_epoch, tmp_path)
+    state = out / "last.state.pt"
+    state.write_bytes(state.read_bytes()[:5000])
+    before = _snapshot(out)
+    err = _one_error_line(capsys, 2, main(["train", "--resume", str(out)]))
+    assert "cannot resume: " in err and "is not a valid training state: it is truncated or damaged" in err
+    assert "--overwrite" in err and "weights_only" not in err
+    assert _snapshot(out) == before
+
+
+def test_second_ctrl_c_before_any_save_says_nothing_was_saved(tmp_path, capsys, monkeypatch):
+    _signals_at({2: 2}, monkeypatch)
+    assert main(["train", *RUN, "--epochs", "1", "--out", str(tmp_path / "r")]) == 130
+    err = capsys.readouterr().err
+    assert "stopped at once by a second Ctrl-C, before anything was saved; start the run again" in err
+    assert "Traceback" not in err
