@@ -56,7 +56,8 @@ def test_pretrained_cfg_follows_in_chans(name):
         gray = av.create_model(name, in_chans=1).pretrained_cfg
         four = av.create_model(name, in_chans=4).pretrained_cfg
     assert gray["input_size"] == (1, *rgb["input_size"][1:]) and four["input_size"] == (4, *rgb["input_size"][1:])
-    assert gray["mean"] == pytest.approx((sum(rgb["mean"]) / 3,)) and gray["std"] == pytest.approx((sum(rgb["std"]) / 3,))
+    assert gray["mean"] == pytest.approx((sum(rgb["mean"]) / 3,))
+    assert gray["std"] == pytest.approx((sum(rgb["std"]) / 3,))
     assert four["mean"] == (*rgb["mean"], rgb["mean"][0]) and len(four["std"]) == 4
 
 

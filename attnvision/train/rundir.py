@@ -76,9 +76,9 @@ def write_record(out: str, config: dict, dataset, pretrained_cfg: dict, custom_m
     num_classes = dataset.num_classes
     classes = list(getattr(dataset, "classes", None) or [str(i) for i in range(num_classes)])
     keep = ("input_size", "mean", "std", "crop_pct")
-    record = dict(model=None if custom_model else config["model"], model_kwargs=config["model_kwargs"], attach=config["attach"],
-                  attach_init=config["attach_init"], data=config["data"], num_classes=num_classes,
-                  in_chans=pretrained_cfg["input_size"][0], classes=classes,
+    record = dict(model=None if custom_model else config["model"], model_kwargs=config["model_kwargs"],
+                  attach=config["attach"], attach_init=config["attach_init"], data=config["data"],
+                  num_classes=num_classes, in_chans=pretrained_cfg["input_size"][0], classes=classes,
                   pretrained_cfg={k: pretrained_cfg[k] for k in keep}, config=config)
     atomic_write_text(os.path.join(out, RUN_RECORD), json.dumps(record, indent=1) + "\n")
     return record

@@ -187,7 +187,8 @@ def test_cuda_device_without_a_gpu_is_a_one_line_error(tmp_path, capsys, monkeyp
     (["--epochs", "1"], "--model is required (or --resume DIR to continue a run)"),
     (["--resume", "nowhere"], "no run directory at 'nowhere'"),
     (["--resume", "a", "--out", "b"], "--resume a and --out b name two directories"),
-    (["--model", "resnet20", "--epochs", "1", "--resume", "--overwrite"], "--resume and --overwrite exclude each other"),
+    (["--model", "resnet20", "--epochs", "1", "--resume", "--overwrite"],
+     "--resume and --overwrite exclude each other"),
 ])
 def test_missing_or_contradictory_options_are_one_line_errors(tmp_path, capsys, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)
