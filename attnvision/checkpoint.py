@@ -9,7 +9,10 @@ the layout and reports what did not fit.
 from __future__ import annotations
 
 import os
+import pickle
 import re
+import struct
+import warnings
 from typing import Iterable, Mapping, NamedTuple
 
 import torch
@@ -25,6 +28,30 @@ class LoadReport(NamedTuple):
     source: str  # the layout that was read: "attnvision" or "official"
 
 
+def torch_load(path: str, who: str, what: str = "checkpoint", hint: str = ""):
+    """``torch.load(path, weights_only=True)`` whose failures are one clear ``ValueError``.
+
+    ``weights_only`` unpickles tensors and plain containers only; a file that needs more (or is
+    not a torch file at all) is refused, and the message never suggests the unsafe
+    ``weights_only=False``: a pickle from an untrusted source can run any code.
+    """
+    try:
+        with warnings.catch_warnings():  # a damaged file may claim any pickle protocol
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        reason = "it is not a torch file of tensors (refused: unpickling anything else could run code)"
+    except (RuntimeError, EOFError, ValueError, OSError, IndexError, KeyError, TypeError, struct.error) as e:
+        # the restricted unpickler meets garbage as whatever error its opcode handler hits first
+        detail = str(e).split(". ")[0].strip() or type(e).__name__
+        reason = f"it is truncated or damaged ({type(e).__name__}: {detail})"
+    raise ValueError(f"{who}: {path!r} is not a valid {what}: {reason}" + (f"; {hint}" if hint else ""))
+
+
+def _is_training_state(sd) -> bool:
+    return isinstance(sd, Mapping) and {"recipe", "optimizer", "model"} <= set(sd)
+
+
 def read_state_dict(path_or_state_dict) -> dict[str, torch.Tensor]:
     """A flat ``{key: tensor}`` dict from a path (safetensors or torch) or a mapping.
 
@@ -36,10 +63,18 @@ def read_state_dict(path_or_state_dict) -> dict[str, torch.Tensor]:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"load_checkpoint: no checkpoint file at {path!r}")
         if path.endswith(".safetensors"):
+            from safetensors import SafetensorError
             from safetensors.torch import load_file
-            sd = load_file(path)
+            try:
+                sd = load_file(path)
+            except (SafetensorError, OSError) as e:
+                raise ValueError(f"load_checkpoint: {path!r} is not a valid safetensors file ({e})") from None
         else:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
+            sd = torch_load(path, "load_checkpoint")
+        if _is_training_state(sd):
+            weights = os.path.join(os.path.dirname(path), "last.safetensors")
+            raise ValueError(f"load_checkpoint: {path!r} is a training state (for `train --resume`), not weights; "
+                             f"load {weights!r} instead")
     elif isinstance(path_or_state_dict, Mapping):
         sd = path_or_state_dict
     else:

@@ -1,4 +1,8 @@
-"""Atomic file writing: a crash never leaves a half-written file behind."""
+"""Atomic file writing: a crash never leaves a half-written file behind.
+
+The temporary file is created private (``mkstemp`` makes it 0600); once complete it gets the
+permissions an ordinary ``open(path, "w")`` would give, ``0o666 & ~umask``, before the rename.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -16,6 +20,7 @@ def atomic_write(path, write: Callable[[str], None]) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -29,6 +34,12 @@ def atomic_write(path, write: Callable[[str], None]) -> None:
             os.fsync(dfd)
         finally:
             os.close(dfd)
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path, text: str) -> None:

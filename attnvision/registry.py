@@ -58,7 +58,9 @@ def _create_external(name: str, num_classes: int, in_chans: int, **kwargs) -> nn
             raise ValueError(f"create_model: torchvision models take in_chans=3, got {in_chans}")
         if arch not in tvm.list_models():
             raise unknown_name_error("create_model (torchvision)", arch, tvm.list_models())
-        return tvm.get_model(arch, weights=None, num_classes=num_classes, **kwargs)
+        model = tvm.get_model(arch, weights=None, num_classes=num_classes, **kwargs)
+        model.pretrained_cfg = _torchvision_cfg(tvm, arch)
+        return model
     try:
         import timm
     except ImportError as e:
@@ -66,6 +68,35 @@ def _create_external(name: str, num_classes: int, in_chans: int, **kwargs) -> nn
     if arch not in timm.list_models():
         raise unknown_name_error("create_model (timm)", arch, timm.list_models())
     return timm.create_model(arch, pretrained=False, num_classes=num_classes, in_chans=in_chans, **kwargs)
+
+
+def _torchvision_cfg(tvm, arch: str) -> dict:
+    """Preprocessing of torchvision's default weights for ``arch`` (read from its metadata, nothing downloaded)."""
+    from .models._base import make_cfg
+
+    transform = tvm.get_model_weights(arch).DEFAULT.transforms()
+    if not hasattr(transform, "crop_size"):  # not a classifier's preprocessing
+        return make_cfg(paper=f"torchvision.models.{arch}")
+    crop, resize = transform.crop_size[0], transform.resize_size[0]
+    return make_cfg(paper=f"torchvision.models.{arch}", input_size=(3, crop, crop), mean=transform.mean,
+                    std=transform.std, crop_pct=crop / resize)
+
+
+def fit_cfg_to_channels(cfg: dict, in_chans: int) -> dict:
+    """``pretrained_cfg`` for ``in_chans`` input channels: its input size, one mean/std per channel.
+
+    For one channel the mean and std are the average of the RGB values; for other counts the
+    values are cycled (the way timm spreads RGB input-conv weights over more channels).
+    """
+    cfg = dict(cfg)
+    if "input_size" in cfg:
+        cfg["input_size"] = (in_chans, *tuple(cfg["input_size"])[1:])
+    for key in ("mean", "std"):
+        values = tuple(cfg.get(key) or ())
+        if values and len(values) != in_chans:
+            cfg[key] = ((sum(values) / len(values),) if in_chans == 1
+                        else tuple(values[i % len(values)] for i in range(in_chans)))
+    return cfg
 
 
 def create_model(name: str, *, num_classes: int = 1000, in_chans: int = 3, pretrained=False,
@@ -81,6 +112,10 @@ def create_model(name: str, *, num_classes: int = 1000, in_chans: int = 3, pretr
         features_only: return a feature extractor whose forward gives one map per stage.
         out_indices: which stages ``features_only`` returns (default: all).
         **model_kwargs: passed to the family's builder (see API.md).
+
+    Every model gets a ``pretrained_cfg`` (input size, mean, std, crop_pct; torchvision models
+    get their default weights' preprocessing) whose ``input_size`` and mean/std have
+    ``in_chans`` channels.
     """
     if not isinstance(name, str):
         raise TypeError(f"create_model: name must be a string, got {type(name).__name__}")
@@ -91,6 +126,8 @@ def create_model(name: str, *, num_classes: int = 1000, in_chans: int = 3, pretr
         if name not in _MODELS:
             raise unknown_name_error("create_model", name, _MODELS)
         model = _MODELS[name](num_classes=num_classes, in_chans=in_chans, **model_kwargs)
+    if isinstance(getattr(model, "pretrained_cfg", None), dict):
+        model.pretrained_cfg = fit_cfg_to_channels(model.pretrained_cfg, in_chans)
     if pretrained:
         if not isinstance(pretrained, (str, os.PathLike)):
             raise TypeError(f"create_model: pretrained must be False or a local path, got {pretrained!r}")

@@ -17,7 +17,6 @@ import importlib
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,9 +36,8 @@ from attnvision.models.van import VAN_VARIANTS  # noqa: E402
 def _transformers():
     try:
         return importlib.import_module("transformers")
-    except ImportError:
-        subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", "transformers>=4.40,<5"])
-        return importlib.import_module("transformers")
+    except ImportError as e:
+        raise SystemExit("bench_van: the peer needs transformers: pip install -e '.[bench]'") from e
 
 
 def build_pair(name: str):

@@ -47,3 +47,33 @@ def test_every_registered_model_builds_on_meta_and_honours_the_interface(name):
     assert model.num_classes == 10 and model.num_features > 0
     assert model.feature_info and all({"num_chs", "reduction", "module"} <= set(i) for i in model.feature_info)
     assert model.feature_info[-1]["num_chs"] <= model.num_features or model.num_features > 0
+
+
+@pytest.mark.parametrize("name", ["resnet20", "van_b0", "coatnet_0", "timm:resnet18"])
+def test_pretrained_cfg_follows_in_chans(name):
+    with torch.device("meta"):
+        rgb = av.create_model(name).pretrained_cfg
+        gray = av.create_model(name, in_chans=1).pretrained_cfg
+        four = av.create_model(name, in_chans=4).pretrained_cfg
+    assert gray["input_size"] == (1, *rgb["input_size"][1:]) and four["input_size"] == (4, *rgb["input_size"][1:])
+    assert gray["mean"] == pytest.approx((sum(rgb["mean"]) / 3,))
+    assert gray["std"] == pytest.approx((sum(rgb["std"]) / 3,))
+    assert four["mean"] == (*rgb["mean"], rgb["mean"][0]) and len(four["std"]) == 4
+
+
+def test_torchvision_models_carry_their_weights_preprocessing():
+    import torchvision.models as tvm
+
+    cfg = av.create_model("torchvision:resnet18", num_classes=10).pretrained_cfg
+    transform = tvm.ResNet18_Weights.DEFAULT.transforms()
+    assert cfg["input_size"] == (3, *transform.crop_size * 2)
+    assert cfg["mean"] == tuple(transform.mean) and cfg["crop_pct"] == transform.crop_size[0] / transform.resize_size[0]
+
+
+@pytest.mark.parametrize("name", ["resnet18", "timm:resnet18"])
+def test_features_only_returns_a_list_of_maps_for_native_and_timm_models(name):
+    model = av.create_model(name, features_only=True, out_indices=(-2, -1))
+    maps = model(torch.randn(1, 3, 64, 64))
+    assert isinstance(maps, list) and len(maps) == 2
+    assert [m.shape[1] for m in maps] == [info["num_chs"] for info in model.feature_info]
+    assert all(m.dim() == 4 for m in maps)

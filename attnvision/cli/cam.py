@@ -6,13 +6,16 @@ import json
 
 def add_parser(sub):
     p = sub.add_parser("cam", help="draw where a model looks: Grad-CAM, top classes and attention maps")
-    p.add_argument("--model", required=True, help="registered model name (see `attnvision models`)")
-    p.add_argument("--checkpoint", help="local checkpoint to load (ours or the authors' key layout)")
+    p.add_argument("--run", metavar="DIR", help="a run directory of `attnvision train`: its model, preprocessing, "
+                   "class names and last.safetensors")
+    p.add_argument("--model", help="registered model name (see `attnvision models`), without --run")
+    p.add_argument("--checkpoint", help="local checkpoint to load (ours or the authors' key layout; "
+                   "default with --run: DIR/last.safetensors)")
     p.add_argument("--image", required=True, help="image file (anything Pillow reads)")
     p.add_argument("--class", dest="target", type=int, help="class to explain (default: the top prediction)")
     p.add_argument("--out", default="cam.png", help="output figure (default cam.png; format from the suffix)")
-    p.add_argument("--num-classes", type=int, default=1000)
-    p.add_argument("--model-kwargs", type=json.loads, default={}, help="JSON dict passed to create_model")
+    p.add_argument("--num-classes", type=int, help="classifier outputs, without --run (default 1000)")
+    p.add_argument("--model-kwargs", type=json.loads, help="JSON dict passed to create_model, without --run")
     p.add_argument("--input-size", nargs=2, type=int, metavar=("H", "W"),
                    help="model input size (default: the model's pretrained_cfg)")
     p.add_argument("--method", choices=("gradcam", "gradcam++"), default="gradcam")
@@ -72,26 +75,50 @@ def class_names(labels_path, num_classes: int):
     return None
 
 
+def _model(args):
+    """(model with its weights, class names or None, figure title) from --run or --model."""
+    import os
+
+    from ..checkpoint import load_checkpoint
+    from ..registry import create_model
+    from ..train.rundir import model_from_record, read_record
+
+    if args.run:
+        clashes = [f"--{k.replace('_', '-')}" for k in ("model", "model_kwargs", "num_classes") if getattr(args, k)]
+        if clashes:
+            raise ValueError(f"cam: --run {args.run} gives the model already; drop {', '.join(clashes)}")
+        record = read_record(args.run, "cam")
+        model = model_from_record(record, "cam")
+        checkpoint = args.checkpoint or os.path.join(args.run, "last.safetensors")
+        load_checkpoint(model, checkpoint)
+        names = class_names(args.labels, record["num_classes"]) if args.labels else list(record["classes"])
+        return model, names, f"{record['model']} ({os.path.basename(os.path.normpath(args.run))})"
+    if not args.model:
+        raise ValueError("cam: give --run DIR (a training run) or --model NAME")
+    num_classes = args.num_classes or 1000
+    model = create_model(args.model, num_classes=num_classes, pretrained=args.checkpoint or False,
+                         **(args.model_kwargs or {}))
+    title = args.model + (" (random weights)" if not args.checkpoint else "")
+    return model, class_names(args.labels, num_classes), title
+
+
 def run(args) -> int:
     import torch
 
     from ..explain.figure import explain_image, save_figure
-    from ..registry import create_model
 
     for option, value, low in (("--topk", args.topk, 1), ("--max-maps", args.max_maps, 0), ("--dpi", args.dpi, 1)):
         if value < low:
             raise ValueError(f"cam: {option} must be at least {low}, got {value}")
-    model = create_model(args.model, num_classes=args.num_classes, pretrained=args.checkpoint or False,
-                         **args.model_kwargs)
+    model, names, title = _model(args)
     cfg = getattr(model, "pretrained_cfg", {}) or {}
     in_chans, *size = cfg.get("input_size", (3, 224, 224))
     size = args.input_size or size
     image, display = load_image(args.image, size, cfg.get("crop_pct", 1.0), cfg.get("mean"), cfg.get("std"),
                                 in_chans)
-    names = class_names(args.labels, args.num_classes)
     fig = explain_image(model, image, target=args.target, layer=args.layer, method=args.method,
                         class_names=names, topk=args.topk, box=args.box, max_maps=args.max_maps,
-                        display=display, title=f"{args.model}" + (" (random weights)" if not args.checkpoint else ""))
+                        display=display, title=title)
     save_figure(fig, args.out, dpi=args.dpi)
     with torch.no_grad():
         probs = model.eval()(image[None]).softmax(1)[0]

@@ -1,4 +1,4 @@
-"""``attnvision eval --model NAME --checkpoint PATH --data SPEC``: top-1/top-5 and loss of a checkpoint."""
+"""``attnvision eval --run DIR`` or ``--model NAME --checkpoint PATH --data SPEC``: top-1/top-5 and loss."""
 from __future__ import annotations
 
 import json
@@ -6,14 +6,18 @@ import os
 
 
 def add_parser(sub):
-    p = sub.add_parser("eval", help="evaluate a checkpoint (ours or the authors') on a dataset")
-    p.add_argument("--model", required=True, help="registered model name")
-    p.add_argument("--checkpoint", required=True, help="weights file (safetensors or torch)")
-    p.add_argument("--data", default="digits", help="dataset spec, as for `attnvision train`")
+    p = sub.add_parser("eval", help="evaluate a run, or a checkpoint (ours or the authors') on a dataset")
+    p.add_argument("--run", metavar="DIR", help="a run directory of `attnvision train`: its model, data and "
+                   "preprocessing, and its last.safetensors (other options may change the data or checkpoint)")
+    p.add_argument("--model", help="registered model name (without --run)")
+    p.add_argument("--checkpoint", help="weights file (safetensors or torch; default with --run: DIR/last.safetensors)")
+    p.add_argument("--data", help="dataset spec, as for `attnvision train` (default: the run's, else digits)")
     p.add_argument("--split", choices=("train", "val"), default="val")
     p.add_argument("--source", choices=("auto", "attnvision", "official"), default="auto",
                    help="key layout of the checkpoint (official: the authors')")
-    p.add_argument("--model-kwargs", type=json.loads, default={}, help="JSON dict passed to create_model")
+    p.add_argument("--model-kwargs", type=json.loads, help="JSON dict passed to create_model (without --run)")
+    p.add_argument("--attach", metavar="KIND", help="attention retrofitted at training (`train --attach KIND`)")
+    p.add_argument("--attach-init", choices=("identity", "default"), default="identity")
     p.add_argument("--input-size", nargs=3, type=int, metavar=("C", "H", "W"))
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--workers", type=int, default=0)
@@ -23,29 +27,63 @@ def add_parser(sub):
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
+def _model_and_data(args):
+    """(model with random weights, its pretrained_cfg, the run record or None) from --run or --model."""
     import torch
 
+    from ..registry import create_model
+    from ..train.rundir import read_record
+
+    if args.run:
+        clashes = [f"--{k.replace('_', '-')}" for k in ("model", "model_kwargs", "attach") if getattr(args, k)]
+        if clashes:
+            raise ValueError(f"eval: --run {args.run} gives the model already; drop {', '.join(clashes)}")
+        record = read_record(args.run, "eval")
+        return record, record["pretrained_cfg"]
+    if not args.model:
+        raise ValueError("eval: give --run DIR (a training run) or --model NAME with --checkpoint PATH")
+    if not args.checkpoint:
+        raise ValueError("eval: --model needs --checkpoint PATH (or give --run DIR)")
+    with torch.device("meta"):
+        pc = create_model(args.model, **(args.model_kwargs or {})).pretrained_cfg
+    return None, pc
+
+
+def run(args) -> int:
     from .. import load_checkpoint
     from ..data import create_dataset
     from ..io import atomic_write_text
-    from ..registry import create_model
     from ..train import evaluate
+    from ..train.distributed import resolve_device
+    from ..train.rundir import create_run_model, model_from_record
     from ._table import format_table
 
-    if not os.path.isfile(args.checkpoint):
-        raise FileNotFoundError(f"no checkpoint file at {args.checkpoint!r}")
-    with torch.device("meta"):
-        pc = create_model(args.model, **args.model_kwargs).pretrained_cfg
-    data = create_dataset(args.data, args.split, input_size=tuple(args.input_size or pc["input_size"]),
-                          mean=pc["mean"], std=pc["std"], crop_pct=pc.get("crop_pct", 0.875), augment=False)
-    model = create_model(args.model, num_classes=data.num_classes, in_chans=data.in_chans, **args.model_kwargs)
-    report = load_checkpoint(model, args.checkpoint, source=args.source)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(args.device, "eval")
+    record, pc = _model_and_data(args)
+    checkpoint = args.checkpoint or os.path.join(args.run, "last.safetensors")
+    if not os.path.isfile(checkpoint):
+        raise FileNotFoundError(f"eval: no checkpoint file at {checkpoint!r}")
+    data_spec = args.data or (record["data"] if record else "digits")
+    size = tuple(args.input_size or pc["input_size"])
+    data = create_dataset(data_spec, args.split, input_size=size, mean=pc["mean"], std=pc["std"],
+                          crop_pct=pc.get("crop_pct", 0.875), augment=False)
+    if args.input_size and tuple(data[0][0].shape) != size:
+        raise ValueError(f"eval: --input-size {' '.join(map(str, size))} does not fit {data_spec!r}, whose images "
+                         f"are {'x'.join(map(str, data[0][0].shape))}")
+    if record:
+        model = model_from_record(record, "eval")
+        if (data.num_classes, data.in_chans) != (record["num_classes"], record["in_chans"]):
+            raise ValueError(f"eval: the run's model takes {record['in_chans']}-channel images and has "
+                             f"{record['num_classes']} classes; {data_spec!r} has {data.in_chans} and "
+                             f"{data.num_classes}")
+    else:
+        model = create_run_model(args.model, args.model_kwargs or {}, num_classes=data.num_classes,
+                                 in_chans=data.in_chans, attach=args.attach, attach_init=args.attach_init, who="eval")
+    report = load_checkpoint(model, checkpoint, source=args.source)
     result = evaluate(model.to(device), data, batch_size=args.batch_size, workers=args.workers, device=device,
                       progress=True)
-    print(f"{args.model} ({report.source} checkpoint {args.checkpoint}) on {args.data} {args.split}, "
-          f"{result.count} images:")
+    name = record["model"] if record else args.model
+    print(f"{name} ({report.source} checkpoint {checkpoint}) on {data_spec} {args.split}, {result.count} images:")
     print(f"top-1 {result.acc1:.2f}  top-5 {result.acc5:.2f}  loss {result.loss:.4f}")
     if args.per_class:
         names = getattr(data, "classes", None) or [str(i) for i in range(data.num_classes)]
@@ -54,9 +92,9 @@ def run(args) -> int:
                             zip(names, result.per_class_acc, result.confusion.sum(1).tolist())]))
         print("confusion matrix (rows: true class, columns: predicted):")
         print(format_table(["", *names], [[n, *row] for n, row in zip(names, result.confusion.tolist())]))
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "eval.json")
-    record = dict(model=args.model, checkpoint=args.checkpoint, source=report.source, data=args.data,
-                  split=args.split, **result.as_dict(per_class=args.per_class))
-    atomic_write_text(out, json.dumps(record, indent=1) + "\n")
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "eval.json")
+    record_out = dict(model=name, checkpoint=checkpoint, source=report.source, data=data_spec,
+                      split=args.split, **result.as_dict(per_class=args.per_class))
+    atomic_write_text(out, json.dumps(record_out, indent=1) + "\n")
     print(f"wrote {out}")
     return 0

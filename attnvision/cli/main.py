@@ -31,8 +31,17 @@ def main(argv=None) -> int:
     try:
         return args.func(args) or 0
     except (ValueError, TypeError, FileNotFoundError) as e:
-        print(f"attnvision {args.command}: error: {e}", file=sys.stderr)
+        print(f"attnvision {args.command}: error: {_message(e, args.command)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:  # a second Ctrl-C: a short word, no traceback
+        print(f"\nattnvision {args.command}: {_message(e, args.command) or 'interrupted'}", file=sys.stderr)
+        return 130
+
+
+def _message(error: BaseException, command: str) -> str:
+    message = str(error)
+    prefix = f"{command}: "  # the library names the command already
+    return message[len(prefix):] if message.startswith(prefix) else message
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ from ._table import format_table
 def add_parser(sub):
     p = sub.add_parser("models", help="list registered models (fnmatch PATTERN)")
     p.add_argument("pattern", nargs="?", default="*")
-    p.add_argument("--count", action="store_true", help="also count parameters and MACs at each model's input size")
+    p.add_argument("--count", action="store_true", help="also count parameters (with a 1000-class "
+                   "head) and MACs at each model's input size")
     p.set_defaults(func=run)
 
 
@@ -31,5 +32,5 @@ def run(args) -> int:
         size = (1, *model.pretrained_cfg["input_size"])
         p = profile(model, size)
         rows.append([name, f"{p.params:,}", f"{p.gmacs:.2f}", "x".join(map(str, size[2:]))])
-    print(format_table(["model", "params", "GMACs", "input"], rows))
+    print(format_table(["model", "params (1000 classes)", "GMACs", "input"], rows))
     return 0

@@ -9,9 +9,9 @@ from ._table import format_table
 def add_parser(sub):
     p = sub.add_parser("profile", help="count parameters and multiply-adds of a model")
     p.add_argument("name", help="registered model name (see `attnvision models`)")
-    p.add_argument("--input-size", nargs=3, type=int, metavar=("C", "H", "W"),
-                   help="input size (default: the model's pretrained_cfg input_size)")
-    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--input-size", nargs="+", type=int, metavar="N",
+                   help="C H W, or B C H W (default: the model's pretrained_cfg input_size, batch 1)")
+    p.add_argument("--batch-size", type=int, help="batch B (default 1, or the B of a 4-number --input-size)")
     p.add_argument("--num-classes", type=int, default=1000)
     p.add_argument("--model-kwargs", type=json.loads, default={}, help="JSON dict passed to create_model")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -26,7 +26,14 @@ def run(args) -> int:
 
     with torch.device("meta"):
         model = create_model(args.name, num_classes=args.num_classes, **args.model_kwargs)
-    size = (args.batch_size, *(args.input_size or model.pretrained_cfg["input_size"]))
+    size = tuple(args.input_size or model.pretrained_cfg["input_size"])
+    if len(size) not in (3, 4):
+        raise ValueError(f"profile: --input-size takes C H W or B C H W, got {len(size)} numbers {list(size)}")
+    if len(size) == 4 and args.batch_size is not None and args.batch_size != size[0]:
+        raise ValueError(f"profile: --batch-size {args.batch_size} contradicts the batch {size[0]} of --input-size "
+                         f"{' '.join(map(str, size))}; give one of them")
+    if len(size) == 3:
+        size = (args.batch_size or 1, *size)
     p = profile(model, size)
     p.name = args.name
     if args.json:

@@ -1,27 +1,33 @@
 """``attnvision train --model NAME --data SPEC --epochs N ...``: train one model (torchrun for many processes)."""
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 
+DEFAULT_OUT = "runs/train"
+
 
 def add_parser(sub):
-    p = sub.add_parser("train", help="train a model on a dataset (torchrun --nproc_per_node=N -m attnvision train ...)")
-    p.add_argument("--model", required=True, help="registered model name (see `attnvision models`)")
-    p.add_argument("--data", default="digits", help="digits | cluttered-digits | imagefolder:PATH | cifar10:PATH | "
+    # No defaults here: the options given are exactly the attributes set, so that `--resume DIR`
+    # can tell them from the stored recipe; the defaults are TrainConfig's.
+    p = sub.add_parser("train", argument_default=argparse.SUPPRESS,
+                       help="train a model on a dataset (torchrun --nproc_per_node=N -m attnvision train ...)")
+    p.add_argument("--model", help="registered model name (see `attnvision models`)")
+    p.add_argument("--data", help="digits | cluttered-digits | imagefolder:PATH | cifar10:PATH | "
                    "cifar100:PATH | synthetic[:CxHxW] (default: digits)")
-    p.add_argument("--epochs", type=int, required=True)
-    p.add_argument("--batch-size", type=int, default=128, help="global batch, split over processes (default 128)")
+    p.add_argument("--epochs", type=int, help="number of epochs (with --resume DIR: may grow)")
+    p.add_argument("--batch-size", type=int, help="global batch, split over processes (default 128)")
     p.add_argument("--lr", type=float, help="peak learning rate (default: 0.1 for sgd, 1e-3 for adamw)")
-    p.add_argument("--opt", choices=("sgd", "adamw"), default="sgd")
-    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--opt", choices=("sgd", "adamw"), help="optimiser (default sgd)")
+    p.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
     p.add_argument("--nesterov", action="store_true")
     p.add_argument("--weight-decay", type=float, help="on conv/linear weights (default: 5e-4 sgd, 0.05 adamw)")
-    p.add_argument("--sched", choices=("cosine", "step", "constant"), default="cosine")
-    p.add_argument("--warmup-epochs", type=float, default=0.0)
-    p.add_argument("--step-epochs", type=float, default=30.0, help="step schedule: decay every N epochs")
-    p.add_argument("--step-gamma", type=float, default=0.1)
-    p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--sched", choices=("cosine", "step", "constant"), help="schedule (default cosine)")
+    p.add_argument("--warmup-epochs", type=float, help="linear warm-up (default 0)")
+    p.add_argument("--step-epochs", type=float, help="step schedule: decay every N epochs (default 30)")
+    p.add_argument("--step-gamma", type=float, help="step schedule: decay factor (default 0.1)")
+    p.add_argument("--label-smoothing", type=float, help="(default 0)")
     p.add_argument("--clip-grad", type=float, help="clip the gradients' global norm to this value")
     p.add_argument("--amp", choices=("bf16", "fp16"), help="mixed precision (fp16 on GPUs only)")
     p.add_argument("--ema", type=float, metavar="DECAY", help="keep an EMA of the weights (evaluated and saved)")
@@ -30,17 +36,20 @@ def add_parser(sub):
     p.add_argument("--sync-bn", action="store_true",
                    help="under torchrun, normalise over the global batch (SyncBatchNorm on GPUs, its CPU equivalent "
                         "otherwise): the weights then equal one process's")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--model-kwargs", type=json.loads, default={}, help="JSON dict passed to create_model")
+    p.add_argument("--seed", type=int, help="(default 0)")
+    p.add_argument("--model-kwargs", type=json.loads, help="JSON dict passed to create_model (num_classes and "
+                   "in_chans follow the data)")
     p.add_argument("--attach", metavar="KIND", help="retrofit attention KIND into the model (attnvision.attach)")
-    p.add_argument("--attach-init", choices=("identity", "default"), default="identity")
+    p.add_argument("--attach-init", choices=("identity", "default"), help="(default identity)")
     p.add_argument("--input-size", nargs=3, type=int, metavar=("C", "H", "W"),
                    help="crop size for image files (default: the model's pretrained_cfg)")
-    p.add_argument("--workers", type=int, default=0, help="data-loading processes")
+    p.add_argument("--workers", type=int, help="data-loading processes (default 0)")
     p.add_argument("--threads", type=int, help="torch threads per process")
     p.add_argument("--device", help="cpu | cuda (default: cuda when available)")
-    p.add_argument("--out", default="runs/train", help="run directory (default runs/train)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last.state.pt")
+    p.add_argument("--out", help=f"run directory (default {DEFAULT_OUT}); train refuses one holding another run")
+    p.add_argument("--resume", nargs="?", const=True, metavar="DIR",
+                   help="continue the run in DIR (or OUT) from its last.state.pt, with its stored recipe")
+    p.add_argument("--overwrite", action="store_true", help="replace the run already in OUT")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -48,9 +57,24 @@ def add_parser(sub):
 def run(args) -> int:
     from ..train import NonFiniteLossError, TrainConfig, train
     from ..train.distributed import shutdown
+    from ..train.rundir import resumed_config
 
     fields = TrainConfig.__dataclass_fields__
-    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    given = {k: v for k, v in vars(args).items() if k in fields}
+    resume = given.pop("resume", False)
+    if resume and given.get("overwrite"):
+        raise ValueError("train: --resume and --overwrite exclude each other: continue the run, or replace it")
+    if isinstance(resume, str):
+        if given.get("out", resume) != resume:
+            raise ValueError(f"train: --resume {resume} and --out {given['out']} name two directories; give one")
+        given["out"] = resume
+    given.setdefault("out", DEFAULT_OUT)
+    settings = resumed_config(given["out"], given) if resume else given
+    missing = [f"--{k}" for k in ("model", "epochs") if k not in settings]
+    if missing:
+        raise ValueError(f"train: {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required "
+                         f"(or --resume DIR to continue a run)")
+    cfg = TrainConfig(**{k: v for k, v in settings.items() if k in fields}, resume=bool(resume))
     if cfg.input_size is not None:
         cfg.input_size = tuple(cfg.input_size)
     try:

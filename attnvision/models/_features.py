@@ -1,6 +1,7 @@
 """``features_only=True``: a backbone's stage outputs as a list of NCHW maps."""
 from __future__ import annotations
 
+import inspect
 from typing import Sequence
 
 import torch
@@ -32,10 +33,13 @@ class FeatureListNet(nn.Module):
         if not hasattr(model, "forward_intermediates") or not hasattr(model, "feature_info"):
             raise ValueError(f"features_only: {name} does not expose stage outputs")
         self.out_indices = resolve_out_indices(name, len(model.feature_info), out_indices)
+        # timm's forward_intermediates returns (final, maps) unless asked for the maps only
+        takes = inspect.signature(model.forward_intermediates).parameters
+        self._kwargs = {"intermediates_only": True} if "intermediates_only" in takes else {}
         self.feature_info = [dict(model.feature_info[i]) for i in self.out_indices]
         model.reset_classifier(0)
         self.model = model
         self.pretrained_cfg = getattr(model, "pretrained_cfg", {})
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return self.model.forward_intermediates(x, self.out_indices)
+        return self.model.forward_intermediates(x, list(self.out_indices), **self._kwargs)

@@ -87,12 +87,15 @@ def profile(model_or_name, input_size=(1, 3, 224, 224), **model_kwargs) -> Profi
 
     Args:
         model_or_name: an ``nn.Module`` or a name for :func:`attnvision.create_model`.
-        input_size: (B, C, H, W) of the input; MACs scale with B.
+        input_size: (B, C, H, W) of the input, or (C, H, W) for an image model (one with a
+            ``pretrained_cfg``: every registered, ``torchvision:`` and ``timm:`` model), which
+            then gets batch 1; MACs scale with B. Other modules take their input's full shape.
         **model_kwargs: passed to ``create_model`` when a name is given.
     """
     input_size = tuple(input_size)
-    if len(input_size) < 2 or not all(isinstance(s, int) and s > 0 for s in input_size):
-        raise ValueError(f"profile: input_size must be positive integers like (1, 3, 224, 224), got {input_size}")
+    if len(input_size) < 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in input_size):
+        raise ValueError(f"profile: input_size must be positive integers like (3, 224, 224) or (1, 3, 224, 224), "
+                         f"got {input_size}")
     if isinstance(model_or_name, str):
         from ..registry import create_model
         name = model_or_name
@@ -104,6 +107,8 @@ def profile(model_or_name, input_size=(1, 3, 224, 224), **model_kwargs) -> Profi
         model, name = model_or_name, type(model_or_name).__name__
     else:
         raise TypeError(f"profile: expected an nn.Module or a model name, got {type(model_or_name).__name__}")
+    if len(input_size) == 3 and isinstance(getattr(model, "pretrained_cfg", None), dict):
+        input_size = (1, *input_size)  # (C, H, W) of an image model
     params = sum(p.numel() for p in model.parameters())
     was_training = model.training
     model.eval()

@@ -207,10 +207,18 @@ def lka_cost_table() -> str:
                          "standard conv"], body, markdown=True)
 
 
-def render(text: str) -> str:
+def render(text: str, progress: bool = False) -> str:
+    """``text`` with every table it marks regenerated; ``progress`` draws a bar on stderr (minutes in all)."""
+    from tqdm import tqdm
+
+    found = []
     for name, fn in DOC_TABLES.items():
         pattern = re.compile(rf"(<!-- BEGIN table:{name} -->\n)(?:.*?\n)?(<!-- END table:{name} -->)", re.S)
         if pattern.search(text):
+            found.append((name, fn, pattern))
+    with tqdm(found, desc="README tables", unit="table", file=sys.stderr, disable=not progress) as bar:
+        for name, fn, pattern in bar:
+            bar.set_postfix_str(name)
             table = fn()
             text = pattern.sub(lambda m: m[1] + table + "\n" + m[2], text)
     return text
@@ -225,7 +233,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     with open(args.readme, encoding="utf-8") as f:
         text = f.read()
-    new = render(text)
+    new = render(text, progress=True)
     if args.check:
         if new != text:
             print(f"{args.readme}: tables are stale; run python -m attnvision.profiling.tables --write {args.readme}")

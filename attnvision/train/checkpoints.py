@@ -19,6 +19,7 @@ import random
 
 import torch
 
+from ..checkpoint import torch_load
 from ..io import atomic_write
 
 LAST_WEIGHTS, BEST_WEIGHTS, LAST_STATE = "last.safetensors", "best.safetensors", "last.state.pt"
@@ -41,7 +42,11 @@ def load_state(path) -> dict:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"train: cannot resume, no training state at {path!r}")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    state = torch_load(path, "train: cannot resume", "training state",
+                       hint="start the run again with --overwrite, or train into another --out")
+    if not isinstance(state, dict) or "recipe" not in state:
+        raise ValueError(f"train: cannot resume: {path!r} is not a training state written by attnvision train")
+    return state
 
 
 def rng_state() -> dict:

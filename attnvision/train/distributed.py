@@ -30,15 +30,34 @@ class Dist:
         return self.rank == 0
 
 
+def resolve_device(device: str | None, who: str) -> torch.device:
+    """``device`` as a ``torch.device`` (default: cuda when available, else cpu); a clear error
+    for a malformed name or a GPU this machine does not have."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{who}: device must be like 'cpu', 'cuda' or 'cuda:1', got {device!r}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{who}: device {device!r} asked for, but torch finds no CUDA GPU here (torch "
+                             f"{torch.__version__}); use --device cpu, or leave --device out")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"{who}: device {device!r} asked for, but there are {torch.cuda.device_count()} "
+                             f"CUDA GPUs (cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+    elif dev.type not in ("cpu", "mps"):
+        raise ValueError(f"{who}: device must be cpu or cuda, got {device!r}")
+    return dev
+
+
 def init(device: str | None = None) -> Dist:
     """Join the process group described by torchrun's environment variables, if any."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = resolve_device(device, "train")
     if world <= 1:
-        return Dist(device=torch.device(device))
+        return Dist(device=dev)
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    dev = torch.device(device)
     if dev.type == "cuda":
         dev = torch.device("cuda", local)
         torch.cuda.set_device(dev)

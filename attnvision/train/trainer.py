@@ -7,7 +7,11 @@ trains, evaluates after every epoch and writes into ``out``:
   val_loss, val_acc1, val_acc5, lr, seconds, train_images_per_s``), and TensorBoard events
   when ``tensorboard`` is installed;
 - ``last.safetensors``, ``best.safetensors``, ``last.state.pt`` (see :mod:`.checkpoints`);
-- ``summary.json``: final and best ``val_acc1``, parameters, MACs, train and inference throughput.
+- ``summary.json``: final and best ``val_acc1``, parameters, MACs, train and inference throughput;
+- ``run.json``: the record of the run, written before the first step (see :mod:`.rundir`).
+
+A directory that holds another run is refused unless ``resume`` (continue it: the recipe must
+be the same, but for more ``epochs``) or ``overwrite`` (replace it) is set.
 
 Recipe: SGD (momentum, optional Nesterov) or AdamW; per-iteration cosine or step schedule
 after a linear warm-up; label smoothing; weight decay on conv/linear weights only; gradient
@@ -34,6 +38,7 @@ import dataclasses
 import json
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -46,6 +51,7 @@ from torch.utils.data import DataLoader
 from ..data.transforms import _mix
 from ..io import atomic_write_text
 from . import checkpoints as ckpt
+from . import rundir
 from .distributed import Dist, all_sum, barrier, broadcast_buffers, convert_sync_batchnorm, init
 from .evaluate import evaluate
 from .optim import OPTIMIZERS, create_ema, create_optimizer, create_scheduler
@@ -53,8 +59,8 @@ from .optim import OPTIMIZERS, create_ema, create_optimizer, create_scheduler
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 METRIC_COLUMNS = ("epoch", "train_loss", "train_acc1", "val_loss", "val_acc1", "val_acc5", "lr", "seconds",
                   "train_images_per_s")
-# Changing these between a run and its resumption would silently train something else.
-RESUME_KEYS = ("model", "data", "model_kwargs", "epochs", "batch_size", "opt", "lr", "sched", "seed", "attach")
+# Settings that change how a run is executed, not what it trains: free to differ when resuming.
+RUNTIME_KEYS = ("workers", "threads", "eval_batch_size", "device", "out", "resume", "overwrite", "progress")
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -96,11 +102,13 @@ class TrainConfig:
     eval_batch_size: int = 256
     device: str | None = None
     out: str | None = None
-    resume: bool = False
+    resume: bool = False               # continue the run in out from its last.state.pt
+    overwrite: bool = False            # replace the run in out (by default train refuses to)
     progress: bool = True
 
     def recipe(self) -> dict:
-        return {k: getattr(self, k) for k in RESUME_KEYS}
+        """What the run trains: every setting but the :data:`RUNTIME_KEYS`."""
+        return {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in RUNTIME_KEYS}
 
 
 def _check(cfg: TrainConfig, d: Dist) -> None:
@@ -121,6 +129,7 @@ def _check(cfg: TrainConfig, d: Dist) -> None:
         raise ValueError("train: resume needs the run's out directory")
     if not isinstance(cfg.model_kwargs, dict):
         raise TypeError(f"train: model_kwargs must be a dict, got {type(cfg.model_kwargs).__name__}")
+    rundir.check_out(cfg.out, cfg.resume, cfg.overwrite)
 
 
 def _set_deterministic(on: bool) -> None:
@@ -141,14 +150,9 @@ def build_datasets(cfg: TrainConfig, pretrained_cfg: dict | None = None):
 
 
 def build_model(cfg: TrainConfig, num_classes: int, in_chans: int) -> nn.Module:
-    from ..registry import create_model
-
     torch.manual_seed(cfg.seed)
-    model = create_model(cfg.model, num_classes=num_classes, in_chans=in_chans, **cfg.model_kwargs)
-    if cfg.attach:
-        from ..attach import attach
-        attach(model, cfg.attach, init=cfg.attach_init)
-    return model
+    return rundir.create_run_model(cfg.model, cfg.model_kwargs, num_classes=num_classes, in_chans=in_chans,
+                                   attach=cfg.attach, attach_init=cfg.attach_init)
 
 
 def model_pretrained_cfg(cfg: TrainConfig) -> dict:
@@ -159,11 +163,14 @@ def model_pretrained_cfg(cfg: TrainConfig) -> dict:
 
 
 class _StopFlag:
-    """SIGINT sets the flag (the loop stops after the current step); a second SIGINT aborts."""
+    """SIGINT sets the flag (the loop stops after the current step) and says so at once on stderr;
+    a second SIGINT raises ``KeyboardInterrupt(abort())`` (files are written atomically, so the
+    last complete checkpoint stays)."""
 
-    def __init__(self):
+    def __init__(self, notice: str | None, abort: Callable[[], str]):
         self.requested = False
         self._previous = None
+        self.notice, self.abort = notice, abort
 
     def __enter__(self):
         try:
@@ -174,8 +181,10 @@ class _StopFlag:
 
     def _handle(self, signum, frame):
         if self.requested:
-            raise KeyboardInterrupt
+            raise KeyboardInterrupt(self.abort())
         self.requested = True
+        if self.notice:
+            print(f"\n{self.notice}", file=sys.stderr, flush=True)
 
     def __exit__(self, *exc):
         if self._previous is not None:
@@ -209,6 +218,23 @@ class MetricsLog:
             self.tb.close()
 
 
+def check_resumable(stored: dict, recipe: dict, epochs_done: int) -> None:
+    """Raise unless ``recipe`` continues the run whose recipe was ``stored``: the same in every
+    setting it stored, except ``epochs``, which may grow (the schedule then runs to the new end)."""
+    changed = {k: (stored[k], recipe[k]) for k in stored if k != "epochs" and k in recipe and stored[k] != recipe[k]}
+    if changed:
+        raise ValueError("train: cannot resume with a different recipe: "
+                         + ", ".join(f"{k} was {a!r}, now {b!r}" for k, (a, b) in changed.items())
+                         + " (only epochs may change, to at least the epochs done)")
+    if recipe["epochs"] < epochs_done:
+        raise ValueError(f"train: cannot resume with epochs={recipe['epochs']}: the run has done {epochs_done} "
+                         f"epochs already")
+
+
+def _config(cfg: TrainConfig) -> dict:
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("resume", "overwrite", "progress")}
+
+
 def _fmt(v) -> str:
     return f"{v:.6g}" if isinstance(v, float) else str(v)
 
@@ -234,6 +260,7 @@ def train(cfg: TrainConfig, *, model: nn.Module | None = None, train_set=None, v
 
 
 def _train(cfg: TrainConfig, d: Dist, model, train_set, val_set, on_step) -> dict:
+    custom_model = model is not None
     if model is not None:
         pretrained_cfg = dict(getattr(model, "pretrained_cfg", {}) or {})
     else:
@@ -245,6 +272,10 @@ def _train(cfg: TrainConfig, d: Dist, model, train_set, val_set, on_step) -> dic
         model = build_model(cfg, train_set.num_classes, train_set.in_chans)
     device = d.device
     sample_shape = tuple(val_set[0][0].shape)
+    if cfg.input_size is not None and tuple(cfg.input_size) != sample_shape:
+        raise ValueError(f"train: input_size {'x'.join(map(str, cfg.input_size))} does not fit the data {cfg.data!r}, "
+                         f"whose images are {'x'.join(map(str, sample_shape))} (only image folders are resized, "
+                         f"to square sizes); leave input_size out or match it")
 
     from ..profiling import profile
     prof = profile(model, (1, *sample_shape))
@@ -277,10 +308,7 @@ def _train(cfg: TrainConfig, d: Dist, model, train_set, val_set, on_step) -> dic
     running = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, count of the epoch so far
     if cfg.resume:
         state = ckpt.load_state(os.path.join(out, ckpt.LAST_STATE))
-        changed = {k: (state["recipe"].get(k), v) for k, v in cfg.recipe().items() if state["recipe"].get(k) != v}
-        if changed:
-            raise ValueError("train: cannot resume with a different recipe: "
-                             + ", ".join(f"{k} was {a!r}, now {b!r}" for k, (a, b) in changed.items()))
+        check_resumable(state["recipe"], cfg.recipe(), state["epoch"])
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -290,6 +318,11 @@ def _train(cfg: TrainConfig, d: Dist, model, train_set, val_set, on_step) -> dic
         ckpt.set_rng_state(state["rng"])
         start_epoch, start_batch, global_step = state["epoch"], state["batch"], state["global_step"]
         best, rows, running = state["best"], state["rows"], state["running"]
+    if out and d.is_main:  # the first write into out
+        if cfg.overwrite:
+            rundir.clear_run(out)
+        run_cfg = rundir.data_pretrained_cfg(cfg.data, train_set, sample_shape, pretrained_cfg)
+        rundir.write_record(out, _config(cfg), train_set, run_cfg, custom_model)
     log = MetricsLog(out, rows) if out and d.is_main else None
 
     def save(epoch: int, batch: int, row: dict | None) -> None:
@@ -311,7 +344,15 @@ def _train(cfg: TrainConfig, d: Dist, model, train_set, val_set, on_step) -> dic
 
     started = time.perf_counter()
     interrupted, result, train_ips = False, None, 0.0
-    with _StopFlag() as stop:
+    resume_hint = f"continue with `attnvision train --resume {out}`" if out else "no out directory: nothing is saved"
+    notice = (f"train: Ctrl-C: stopping at the end of the current step{' and saving ' + out if out else ''}; "
+              f"press Ctrl-C again to quit at once" if d.is_main else None)
+
+    def abort() -> str:
+        if out and os.path.isfile(os.path.join(out, ckpt.LAST_STATE)):
+            return f"train: stopped at once by a second Ctrl-C; {out} keeps its last complete checkpoint; {resume_hint}"
+        return "train: stopped at once by a second Ctrl-C, before anything was saved; start the run again"
+    with _StopFlag(notice, abort) as stop:
         for epoch in range(start_epoch, cfg.epochs):
             if hasattr(train_set, "set_epoch"):
                 train_set.set_epoch(epoch)
@@ -406,11 +447,11 @@ def _train(cfg: TrainConfig, d: Dist, model, train_set, val_set, on_step) -> dic
         train_images_per_s=train_ips or (all_rows[-1]["train_images_per_s"] if all_rows else None),
         infer_images_per_s=result.images_per_s if result else None,
         seconds=time.perf_counter() - started, world_size=d.world_size,
-        config={k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("resume", "progress")},
+        config=_config(cfg),
     )
     if out and d.is_main and not interrupted:
         atomic_write_text(os.path.join(out, "summary.json"), json.dumps(summary, indent=1) + "\n")
-    if interrupted and d.is_main and cfg.progress:
-        print(f"interrupted: saved {os.path.join(out, ckpt.LAST_STATE) if out else 'nothing (no out directory)'}; "
-              f"continue with --resume", flush=True)
+    if interrupted and d.is_main:
+        print(f"train: interrupted: saved {os.path.join(out, ckpt.LAST_STATE)}; {resume_hint}" if out else
+              f"train: interrupted: {resume_hint}", file=sys.stderr, flush=True)
     return summary

@@ -5,6 +5,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from attnvision.cli.main import main
 
 
@@ -36,3 +38,28 @@ def test_python_dash_m_runs_the_same_cli():
     out = subprocess.run([sys.executable, "-m", "attnvision", "models", "resnet18_s*"], capture_output=True,
                          text=True, check=True)
     assert out.stdout.split() == ["resnet18_se"]
+
+
+def test_models_count_names_the_head_it_counts(capsys):
+    assert main(["models", "resnet18", "--count"]) == 0
+    header, _, row = capsys.readouterr().out.splitlines()
+    assert "params (1000 classes)" in header and "11,689,512" in row
+
+
+def test_profile_takes_c_h_w_or_b_c_h_w(capsys):
+    assert main(["profile", "resnet20", "--num-classes", "10", "--input-size", "2", "3", "32", "32", "--json"]) == 0
+    two = json.loads(capsys.readouterr().out)
+    assert main(["profile", "resnet20", "--num-classes", "10", "--input-size", "3", "32", "32", "--json"]) == 0
+    one = json.loads(capsys.readouterr().out)
+    assert two["input_size"] == [2, 3, 32, 32] and one["input_size"] == [1, 3, 32, 32]
+    assert two["macs"] == 2 * one["macs"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--input-size", "3", "32"], "--input-size takes C H W or B C H W, got 2 numbers"),
+    (["--input-size", "2", "3", "32", "32", "--batch-size", "3"], "--batch-size 3 contradicts the batch 2"),
+])
+def test_profile_rejects_bad_sizes_in_one_line(capsys, args, message):
+    assert main(["profile", "resnet20", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1

@@ -1,6 +1,7 @@
 """``attnvision cam``: a labelled PNG of the expected size, from a photograph and from a dataset-like sample."""
 from __future__ import annotations
 
+import json
 import re
 import struct
 
@@ -77,3 +78,41 @@ def test_cam_reports_bad_input(tmp_path, capsys, args, message):
                "--out", str(tmp_path / "x.png"), *args])
     assert rc == 2
     assert re.search(message, capsys.readouterr().err)
+
+
+def _digit_png(path):
+    from attnvision.data.digits import digits_8x8, split_indices
+
+    images, labels, _ = digits_8x8()
+    i = int(split_indices("val")[0])
+    Image.fromarray((images[i] * 255).round().to(torch.uint8).numpy()).resize((32, 32)).save(path)
+    return str(path)
+
+
+def test_cam_run_needs_nothing_else_one_channel_and_class_names(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--model", "resnet20", "--model-kwargs", '{"stem": "imagenet"}', "--epochs", "1",
+                 "--batch-size", "64", "--threads", "1", "--no-progress", "--out", str(run)]) == 0
+    record = json.loads((run / "run.json").read_text())
+    record["classes"] = [f"digit {c}" for c in record["classes"]]  # names other than the indices
+    (run / "run.json").write_text(json.dumps(record))
+    capsys.readouterr()
+    out = tmp_path / "cam.png"
+    assert main(["cam", "--run", str(run), "--image", _digit_png(tmp_path / "d.png"), "--out", str(out),
+                 "--dpi", "30", "--topk", "3"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 4 and all(re.fullmatch(r" *\d+\.\d\d%  digit \d", line) for line in printed[:3])
+    assert out.stat().st_size > 5_000
+
+
+def test_cam_model_with_one_channel_reads_the_image_in_gray(tmp_path, capsys):
+    out = tmp_path / "cam.png"
+    assert main(["cam", "--model", "resnet20", "--model-kwargs", '{"in_chans": 1}', "--num-classes", "10",
+                 "--image", _digit_png(tmp_path / "d.png"), "--out", str(out), "--dpi", "30"]) == 0
+    assert out.exists()
+
+
+def test_cam_run_refuses_options_that_describe_the_model_again(tmp_path, capsys):
+    rc = main(["cam", "--run", str(tmp_path), "--model", "resnet20", "--num-classes", "10", "--image", "x.png"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "gives the model already; drop --model, --num-classes" in err

@@ -29,3 +29,13 @@ def test_train_with_attach_trains_the_retrofitted_model_and_its_weights_reload(t
     saved = load_file(out / "last.safetensors")
     key = inserted[0] + ".channel.fc1.weight"
     assert key in saved and torch.equal(dict(rebuilt.named_parameters())[key], saved[key])
+
+
+def test_eval_run_rebuilds_the_attached_model_from_the_run_record(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--model", "torchvision:resnet18", "--attach", "eca", "--data", "synthetic:3x32x32",
+                 "--epochs", "1", "--batch-size", "128", "--threads", "1", "--no-progress", "--out", str(out)]) == 0
+    assert json.loads((out / "run.json").read_text())["attach"] == "eca"
+    assert main(["eval", "--run", str(out)]) == 0
+    record, summary = (json.loads((out / name).read_text()) for name in ("eval.json", "summary.json"))
+    assert record["acc1"] == summary["val_acc1"] and record["count"] == 128

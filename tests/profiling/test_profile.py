@@ -79,3 +79,12 @@ def test_profile_restores_training_mode():
     model.train()
     av.profile(model, (1, 3, 32, 32))
     assert model.training
+
+
+def test_image_models_take_c_h_w_as_batch_one():
+    model = av.create_model("resnet20", num_classes=10)
+    three, four = av.profile(model, (3, 32, 32)), av.profile(model, (1, 3, 32, 32))
+    assert three.input_size == four.input_size == (1, 3, 32, 32)
+    assert three.macs == four.macs > 0
+    assert av.profile("resnet20", (3, 32, 32), num_classes=10).macs == four.macs
+    assert av.profile(model, (2, 3, 32, 32)).macs == 2 * four.macs

@@ -1,0 +1,182 @@
+"""A run directory is a record of one run: what trained there, and all that ``eval`` and ``cam`` need.
+
+``run.json`` (written before the first step) holds the model (name, kwargs, attached attention),
+the data (spec, number of classes, class names) and the preprocessing the model was trained
+with, as a ``pretrained_cfg`` (input size ``(C, H, W)``, one mean/std per channel, crop_pct),
+and the full training configuration. ``attnvision eval --run DIR`` and ``attnvision cam --run DIR``
+rebuild the model from it.
+
+``train`` refuses to write into a directory that holds another run unless it is asked to
+continue it (``resume``) or to replace it (``overwrite``); a replaced run's files are removed
+before the new run writes its first one, never earlier.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+from torch import nn
+
+from ..io import atomic_write_text
+from . import checkpoints as ckpt
+
+RUN_RECORD = "run.json"
+# Files a run writes; a directory holding any of them holds a run.
+RUN_FILES = (RUN_RECORD, "summary.json", "metrics.csv", "metrics.jsonl", ckpt.LAST_WEIGHTS, ckpt.BEST_WEIGHTS,
+             ckpt.LAST_STATE, "eval.json", "tensorboard")
+
+
+def create_run_model(name: str, model_kwargs: dict, *, num_classes: int, in_chans: int, attach: str | None = None,
+                     attach_init: str = "identity", who: str = "train") -> nn.Module:
+    """``create_model`` for a dataset's classes and channels (then ``attach``), refusing model
+    kwargs that contradict the data instead of failing with "multiple values for keyword"."""
+    from ..registry import create_model
+
+    if not isinstance(model_kwargs, dict):
+        raise TypeError(f"{who}: model_kwargs must be a dict, got {type(model_kwargs).__name__}")
+    for key, value in (("in_chans", in_chans), ("num_classes", num_classes)):
+        if key in model_kwargs and model_kwargs[key] != value:
+            raise ValueError(f"{who}: --model-kwargs sets {key}={model_kwargs[key]!r} but the data has {value} "
+                             f"{'channels' if key == 'in_chans' else 'classes'}; leave {key} out of "
+                             f"--model-kwargs (it follows the data)")
+    kwargs = {k: v for k, v in model_kwargs.items() if k not in ("in_chans", "num_classes")}
+    model = create_model(name, num_classes=num_classes, in_chans=in_chans, **kwargs)
+    if attach:
+        from ..attach import attach as attach_attention
+        attach_attention(model, attach, init=attach_init)
+    return model
+
+
+def data_pretrained_cfg(spec: str, dataset, sample_shape, model_cfg: dict) -> dict:
+    """The preprocessing a model trained on ``dataset`` expects: the dataset's own statistics for
+    the built-in data, else the model's (the ones ``create_dataset`` normalised image files with);
+    image folders are resized and centre-cropped by ``crop_pct``, other data is used whole."""
+    from ..data import parse_spec
+    from ..registry import fit_cfg_to_channels
+
+    model_cfg = fit_cfg_to_channels(model_cfg, sample_shape[0])
+    mean, std = getattr(dataset, "mean", None), getattr(dataset, "std", None)
+    if mean is None or std is None:
+        mean, std = model_cfg.get("mean"), model_cfg.get("std")
+    if mean is None or std is None:  # a custom model and data: unknown, recorded as such
+        mean = std = None
+    cfg = dict(model_cfg, input_size=tuple(sample_shape), mean=_tuple(mean), std=_tuple(std))
+    cfg["crop_pct"] = model_cfg.get("crop_pct", 0.875) if parse_spec(spec)[0] == "imagefolder" else 1.0
+    return cfg
+
+
+def _tuple(values):
+    return None if values is None else tuple(values)
+
+
+def write_record(out: str, config: dict, dataset, pretrained_cfg: dict, custom_model: bool = False) -> dict:
+    """Write ``out/run.json``; ``custom_model``: the model was passed to ``train`` in Python, so
+    the record cannot name a registered model to rebuild (``model`` is null)."""
+    num_classes = dataset.num_classes
+    classes = list(getattr(dataset, "classes", None) or [str(i) for i in range(num_classes)])
+    keep = ("input_size", "mean", "std", "crop_pct")
+    record = dict(model=None if custom_model else config["model"], model_kwargs=config["model_kwargs"],
+                  attach=config["attach"], attach_init=config["attach_init"], data=config["data"],
+                  num_classes=num_classes, in_chans=pretrained_cfg["input_size"][0], classes=classes,
+                  pretrained_cfg={k: pretrained_cfg[k] for k in keep}, config=config)
+    atomic_write_text(os.path.join(out, RUN_RECORD), json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def read_record(run_dir: str, who: str) -> dict:
+    """The ``run.json`` of ``run_dir``; a clear error when the directory is not a run."""
+    path = os.path.join(run_dir, RUN_RECORD)
+    if not os.path.isdir(run_dir):
+        raise FileNotFoundError(f"{who}: no run directory at {run_dir!r}")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{who}: {run_dir!r} holds no {RUN_RECORD}: it is not a run directory written by "
+                                f"`attnvision train` (or was written by a version before run records)")
+    try:
+        with open(path, encoding="utf-8") as f:
+            record = json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{who}: {path!r} is damaged ({e})") from None
+    if not isinstance(record, dict) or not {"model", "num_classes", "pretrained_cfg", "config"} <= set(record):
+        raise ValueError(f"{who}: {path!r} is not a run record (missing model, num_classes, pretrained_cfg or config)")
+    return record
+
+
+def model_from_record(record: dict, who: str) -> nn.Module:
+    """The run's model (random weights), with the run's preprocessing as its ``pretrained_cfg``."""
+    if record["model"] is None:
+        raise ValueError(f"{who}: the run trained a model passed to train() in Python, which its record cannot "
+                         f"rebuild; build it yourself and load the weights with attnvision.load_checkpoint")
+    model = create_run_model(record["model"], record.get("model_kwargs") or {}, num_classes=record["num_classes"],
+                             in_chans=record["in_chans"], attach=record.get("attach"),
+                             attach_init=record.get("attach_init") or "identity", who=who)
+    cfg = dict(record["pretrained_cfg"])
+    cfg["input_size"], cfg["mean"], cfg["std"] = (_tuple(cfg[k]) for k in ("input_size", "mean", "std"))
+    model.pretrained_cfg = dict(getattr(model, "pretrained_cfg", {}) or {}, **cfg)
+    return model
+
+
+def resumed_config(out: str, given: dict) -> dict:
+    """The configuration to continue the run in ``out``: its stored one, updated by ``given``
+    (settings named on the command line), which must agree with it but for ``epochs`` and
+    the settings that do not change what is trained (``trainer.RUNTIME_KEYS``)."""
+    from .trainer import RUNTIME_KEYS
+
+    if not os.path.isfile(os.path.join(out, RUN_RECORD)) and os.path.isfile(os.path.join(out, ckpt.LAST_STATE)):
+        return dict(given)  # a run from before run records: the options given are the recipe (checked on load)
+    stored = read_record(out, "train --resume")["config"]
+    changed = [f"{k} was {stored[k]!r}, now {v!r}" for k, v in given.items()
+               if k in stored and k not in RUNTIME_KEYS and k != "epochs" and _same(v) != _same(stored[k])]
+    if changed:
+        raise ValueError(f"train: cannot resume {out!r} with other settings: {', '.join(changed)}; drop those "
+                         f"options to continue the run (only --epochs may change, and how it runs: --workers, "
+                         f"--threads, --device, --no-progress), or start a new run (another --out, or --overwrite)")
+    return {**stored, **given}
+
+
+def _same(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def held_run(out: str) -> list[str]:
+    """The run files present in ``out`` (empty when it holds no run)."""
+    return [f for f in RUN_FILES if os.path.exists(os.path.join(out, f))] if os.path.isdir(out) else []
+
+
+def describe(out: str) -> str:
+    """A few words on the run in ``out``: model, data, progress."""
+    words = []
+    for name in (RUN_RECORD, "summary.json"):
+        try:
+            with open(os.path.join(out, name), encoding="utf-8") as f:
+                info = json.load(f)
+            words.append(f"{info['model'] or 'a custom model'} on {info['data']}")
+            break
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    words.append("finished" if os.path.isfile(os.path.join(out, "summary.json")) else "unfinished")
+    return ", ".join(words)
+
+
+def check_out(out: str | None, resume: bool, overwrite: bool) -> None:
+    """Refuse to start a new run over the run already in ``out`` unless told to resume or overwrite it."""
+    if resume and overwrite:
+        raise ValueError("train: resume and overwrite exclude each other: continue the run in out, or replace it")
+    if not out or resume or overwrite:
+        return
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"train: out {out!r} is a file, not a directory")
+    found = held_run(out)
+    if [f for f in found if f != RUN_RECORD]:  # a record alone: the run stopped before its first step
+        raise ValueError(f"train: {out!r} already holds a run ({describe(out)}: {', '.join(found)}); "
+                         f"continue it with --resume, replace it with --overwrite, or choose another --out")
+
+
+def clear_run(out: str) -> None:
+    """Remove the files of the run in ``out`` (nothing else of the directory)."""
+    for name in held_run(out):
+        path = os.path.join(out, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
