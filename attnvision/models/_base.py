@@ -68,9 +68,9 @@ INIT_SCHEMES = ("authors", "torchvision")
 _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 
 
-def check_init(model_name: str, init: str) -> str:
-    if init not in INIT_SCHEMES:
-        raise ValueError(f"{model_name}: init must be one of {INIT_SCHEMES}, got {init!r}")
+def check_init(model_name: str, init: str, schemes=INIT_SCHEMES) -> str:
+    if init not in schemes:
+        raise ValueError(f"{model_name}: init must be one of {tuple(schemes)}, got {init!r}")
     return init
 
 
@@ -122,10 +122,42 @@ def init_attention_module_cnn(model: nn.Module, classifier: nn.Module) -> None:
         nn.init.kaiming_normal_(classifier.weight, mode="fan_in", nonlinearity="relu")
 
 
+def init_tf_resnet(model: nn.Module, classifier: nn.Module) -> None:
+    """The initialisation of the TensorFlow ResNet the evolving-attention authors augment
+    (pkuyym/EvolvingAttention ``EAResnet50/official/resnet/resnet_model.py``): every convolution by
+    ``tf.variance_scaling_initializer()`` (fan-in, scale 1, truncated normal), every bias 0,
+    BatchNorm 1 and 0, and the classifier by ``tf.layers.dense``'s default, Glorot-uniform."""
+    from ..layers._base import tf_variance_scaling_
+
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            tf_variance_scaling_(m.weight)
+        elif isinstance(m, _BATCH_NORMS):
+            nn.init.ones_(m.weight)
+        bias = getattr(m, "bias", None)
+        if isinstance(bias, nn.Parameter):
+            nn.init.zeros_(bias)
+    if isinstance(classifier, nn.Linear):
+        nn.init.xavier_uniform_(classifier.weight)
+
+
+def init_normal_002(model: nn.Module) -> None:
+    """Every kernel N(0, 0.02) — convolutions, linear layers and relative-position bias tables — and
+    every bias 0: the CoAtNet reference code (google-research/maxvit ``maxvit/models/maxvit.py``,
+    ``kernel_initializer=tf.random_normal_initializer(stddev=0.02)``, ``bias_initializer=tf.zeros_initializer``,
+    ``relative_bias`` made with the same kernel initializer, ``cls_bias_init=0``). Norms keep 1 and 0."""
+    for name, p in model.named_parameters():
+        leaf = name.rpartition(".")[2]
+        if leaf == "bias":
+            nn.init.zeros_(p)
+        elif (leaf == "weight" and p.dim() > 1) or leaf == "relative_bias_table":
+            nn.init.normal_(p, 0.0, 0.02)
+
+
 def init_fan_out_trunc_normal(m: nn.Module) -> None:
     """He-normal on fan-out for convolutions, truncated normal (std 0.02) for linear layers, zero
     biases: the initialisation of the authors' VAN (Visual-Attention-Network/VAN-Classification
-    ``models/van.py``, ``VAN._init_weights``). Use with ``model.apply``."""
+    ``models/van.py``, ``VAN._init_weights``); CoAtNet's ``init="fan_out"``. Use with ``model.apply``."""
     if isinstance(m, nn.Conv2d):
         fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
         nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))

@@ -34,7 +34,7 @@ import torch
 
 from ..layers import AAConv2d
 from ..layers.evolving_attention import check_weight
-from ._base import make_cfg, register_variant
+from ._base import init_tf_resnet, init_torchvision_cnn, make_cfg, register_variant
 from .resnet import RESNET_CFGS, BasicBlock, Bottleneck, ResNet
 
 _PAPER_AA = "Bello et al., Attention Augmented Convolutional Networks, ICCV 2019"
@@ -104,6 +104,10 @@ class AAResNet(ResNet):
         aa_stages: 0-based stages whose 3×3 convs are augmented.
         attn_downsample_stages: stages whose attention input is pooled by 2.
         evolve, alpha, beta, attn_kernel_size, activation: the evolving chain (``ea_*`` models).
+        init: "authors" (default): the TensorFlow ResNet the evolving-attention authors augment
+            (:func:`~attnvision.models._base.init_tf_resnet`: variance scaling on fan-in for every
+            convolution, zero biases, a Glorot-uniform classifier); "torchvision": He-normal fan-out
+            for every convolution, the AA layers' included.
     """
 
     def __init__(self, cfg, num_classes: int = 1000, in_chans: int = 3, *, kappa: float = 0.2,
@@ -154,6 +158,13 @@ class AAResNet(ResNet):
 
         super().__init__(cfg, num_classes, in_chans, make_block=make_block, **kwargs)
         self.evolve = evolve
+
+    def init_weights(self, init: str = "authors") -> None:
+        """(Re)initialise every parameter by ``init`` (see the class docstring)."""
+        if init == "authors":
+            init_tf_resnet(self, self.fc)
+        else:
+            init_torchvision_cnn(self)
 
     def _run_stage(self, stage, x, logits):
         for block in stage:

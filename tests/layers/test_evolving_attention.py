@@ -291,3 +291,12 @@ def test_encoder_chains_logits_and_collects_every_layer_map_in_order():
     assert list(maps) == ["blocks.0.attn", "blocks.1.attn", "blocks.2.attn"]
     torch.testing.assert_close(maps["blocks.2.attn"], logits.softmax(-1))
     assert not enc.blocks[0].attn.keep_attention
+
+
+def test_aaconv_starts_as_the_authors_tensorflow_code():
+    m = AAConv2d(256, 256, dk=64, dv=32, heads=8, input_size=4, evolve=True)
+    for conv in (m.conv, m.qkv, m.proj, m.attn_conv):
+        std = (1.0 / conv.weight[0].numel()) ** 0.5  # variance scaling: fan-in, scale 1
+        assert conv.weight.std().item() == pytest.approx(std, rel=0.02 if conv.weight.numel() > 10_000 else 0.1)
+        assert conv.weight.abs().max().item() <= 2 * std / 0.87962566103423978  # truncated at 2σ
+        assert conv.bias is None or torch.all(conv.bias == 0)

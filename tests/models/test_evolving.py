@@ -131,3 +131,18 @@ def test_vit_rejects_other_input_sizes():
     model = VisionTransformer(ViTCfg(24, 1, 3), img_size=32)
     with pytest.raises(ValueError, match="VisionTransformer: built for 32×32"):
         model(torch.randn(1, 3, 48, 48))
+
+
+def test_aa_resnet_starts_as_the_authors_tensorflow_resnet():
+    model = av.create_model("aa_resnet50", num_classes=100)
+    plain = model.layer4[0].conv1  # 1024 → 512, 1×1
+    assert plain.weight.std().item() == pytest.approx(1024 ** -0.5, rel=0.02)
+    qkv = model.layer4[0].conv2.qkv
+    assert qkv.weight.std().item() == pytest.approx(512 ** -0.5, rel=0.02)
+    assert all(torch.all(p == 0) for n, p in model.named_parameters() if n.endswith("bias"))
+    bound = (6.0 / (2048 + 100)) ** 0.5  # Glorot-uniform classifier
+    assert model.fc.weight.abs().max().item() <= bound
+    assert model.fc.weight.std().item() == pytest.approx(bound / 3 ** 0.5, rel=0.02)
+    tv = av.create_model("aa_resnet50", num_classes=100, init="torchvision")
+    he = (2.0 / (tv.layer4[0].conv2.qkv.out_channels)) ** 0.5
+    assert tv.layer4[0].conv2.qkv.weight.std().item() == pytest.approx(he, rel=0.02)
