@@ -68,6 +68,12 @@ INIT_SCHEMES = ("authors", "torchvision")
 _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 
 
+def _zero_biases(model: nn.Module) -> None:
+    for name, p in model.named_parameters():
+        if name.rpartition(".")[2] == "bias":
+            nn.init.zeros_(p)
+
+
 def check_init(model_name: str, init: str, schemes=INIT_SCHEMES) -> str:
     if init not in schemes:
         raise ValueError(f"{model_name}: init must be one of {tuple(schemes)}, got {init!r}")
@@ -115,9 +121,7 @@ def init_attention_module_cnn(model: nn.Module, classifier: nn.Module) -> None:
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         elif isinstance(m, _BATCH_NORMS):
             nn.init.constant_(m.weight, 0.0 if id(m) in spatial_bns else 1.0)
-        bias = getattr(m, "bias", None)
-        if isinstance(bias, nn.Parameter):
-            nn.init.zeros_(bias)
+    _zero_biases(model)
     if isinstance(classifier, nn.Linear):
         nn.init.kaiming_normal_(classifier.weight, mode="fan_in", nonlinearity="relu")
 
@@ -134,9 +138,7 @@ def init_tf_resnet(model: nn.Module, classifier: nn.Module) -> None:
             tf_variance_scaling_(m.weight)
         elif isinstance(m, _BATCH_NORMS):
             nn.init.ones_(m.weight)
-        bias = getattr(m, "bias", None)
-        if isinstance(bias, nn.Parameter):
-            nn.init.zeros_(bias)
+    _zero_biases(model)
     if isinstance(classifier, nn.Linear):
         nn.init.xavier_uniform_(classifier.weight)
 
@@ -148,10 +150,9 @@ def init_normal_002(model: nn.Module) -> None:
     ``relative_bias`` made with the same kernel initializer, ``cls_bias_init=0``). Norms keep 1 and 0."""
     for name, p in model.named_parameters():
         leaf = name.rpartition(".")[2]
-        if leaf == "bias":
-            nn.init.zeros_(p)
-        elif (leaf == "weight" and p.dim() > 1) or leaf == "relative_bias_table":
+        if (leaf == "weight" and p.dim() > 1) or leaf == "relative_bias_table":
             nn.init.normal_(p, 0.0, 0.02)
+    _zero_biases(model)
 
 
 def init_fan_out_trunc_normal(m: nn.Module) -> None:

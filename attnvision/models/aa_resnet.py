@@ -17,9 +17,10 @@ stages 2–4, and 25,115,374 parameters against the paper's 25.8 M (1000 classes
 ``ea_aa_resnet34/50/101``: the same, with the attention logits chained across consecutive AA
 layers whose attention maps have the same size (α = 0.5, β = 1.0, ReLU, 3×3 conv on the heads'
 logit image) and the evolving-attention authors' depths κ = 0.25, υ = 0.125
-(pkuyym/EvolvingAttention ``EAResnet50/official/resnet/resnet_model.py``, ``_bottleneck_asblock_v1``). A layer that starts a chain (the first one, or one after a change of map size)
-has no convolution, as in the authors' code; every other one adds heads·heads·9 + heads
-parameters (584 for 8 heads). With the pooled first stage the chain runs unbroken through
+(pkuyym/EvolvingAttention ``EAResnet50/official/resnet/resnet_model.py``,
+``_bottleneck_asblock_v1``). A layer that starts a chain (the first one, or one after a change
+of map size) has no convolution, as in the authors' code; every other one adds
+heads·heads·9 + heads parameters (584 for 8 heads). With the pooled first stage the chain runs unbroken through
 stages 2 and 3 (both 14×14 at 224×224) and restarts at stage 4.
 
 ``collect_attention(model, x)`` (``attnvision.layers``) returns every AA layer's map in order.
