@@ -13,7 +13,8 @@ _TRUNC2_STD = 0.87962566103423978
 
 def tf_variance_scaling_(weight: torch.Tensor) -> torch.Tensor:
     """TensorFlow 1's ``tf.variance_scaling_initializer()`` with its defaults (scale 1, fan-in,
-    truncated normal): N(0, σ²) truncated to ±2σ, σ = √(1/fan_in) / 0.8796 so the draws have std √(1/fan_in)."""
+    truncated normal): N(0, σ²) truncated to ±2σ, σ = √(1/fan_in) / 0.8796, so that the draws have
+    std √(1/fan_in)."""
     std = math.sqrt(1.0 / weight[0].numel()) / _TRUNC2_STD
     return nn.init.trunc_normal_(weight, 0.0, std, -2.0 * std, 2.0 * std)
 

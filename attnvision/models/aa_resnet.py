@@ -43,7 +43,8 @@ _PAPER_EA = "Wang et al., Evolving Attention with Residual Convolutions, ICML 20
 
 
 def depth_for_heads(depth: float, heads: int) -> int:
-    """κ·F_out or υ·F_out as a key/value depth: the nearest multiple of ``heads`` (halves up), at least ``heads``."""
+    """κ·F_out or υ·F_out as a key/value depth: the nearest multiple of ``heads`` (halves up), at least
+    ``heads``."""
     return max(heads, math.floor(depth / heads + 0.5) * heads)
 
 

@@ -291,7 +291,8 @@ def test_bam_resnet_starts_as_the_authors_resnet():
     assert len(bams) == 3
     finals = torch.cat([b.spatial.body[-1].weight.flatten() for b in bams])  # 1×1 to one channel: fan-out 1
     assert finals.std().item() == pytest.approx(_he_std(1), rel=0.3)
-    assert all(torch.all(m.weight == 1) for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))
+    norms = [m for m in model.modules() if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d))]
+    assert all(torch.all(m.weight == 1) for m in norms)
     assert all(torch.all(p == 0) for n, p in model.named_parameters() if n.endswith("bias"))
     reduce = bams[-1].spatial.body[0]  # 1024 → 64, 1×1
     assert reduce.weight.std().item() == pytest.approx(_he_std(64), rel=0.02)
