@@ -1,9 +1,22 @@
-"""Behaviour every attention layer shares: optionally keeping its last attention map."""
+"""Behaviour every attention layer shares: optionally keeping its last attention map; an initialiser."""
 from __future__ import annotations
 
+import math
 import re
 
+import torch
 from torch import nn
+
+# std of a unit normal truncated to ±2: TensorFlow divides by it so that the truncated draws keep the asked std
+_TRUNC2_STD = 0.87962566103423978
+
+
+def tf_variance_scaling_(weight: torch.Tensor) -> torch.Tensor:
+    """TensorFlow 1's ``tf.variance_scaling_initializer()`` with its defaults (scale 1, fan-in,
+    truncated normal): N(0, σ²) truncated to ±2σ, σ = √(1/fan_in) / 0.8796, so that the draws have
+    std √(1/fan_in)."""
+    std = math.sqrt(1.0 / weight[0].numel()) / _TRUNC2_STD
+    return nn.init.trunc_normal_(weight, 0.0, std, -2.0 * std, 2.0 * std)
 
 
 class AttentionLayer(nn.Module):

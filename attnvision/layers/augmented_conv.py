@@ -19,6 +19,13 @@ A_logit = β·CNN(α·prev_logits + (1 − α)·logits) + (1 − β)·(…) (see
 :mod:`attnvision.layers.evolving_attention` for the equations and the mapping to the authors'
 α/β names); ``forward(x, prev_logits=None)`` then returns ``(out, logits)``. Without it,
 ``forward(x, return_logits=False)`` returns ``out`` or ``(out, logits)``.
+
+Initialisation as the authors' TensorFlow code (pkuyym/EvolvingAttention
+``EAResnet50/official/resnet/resnet_model.py``, ``asconv2d_fixed_padding``): every kernel (the
+convolution, q/k/v, W^O and the evolving 3×3 conv) by ``tf.variance_scaling_initializer()``
+(:func:`~attnvision.layers._base.tf_variance_scaling_`: fan-in, scale 1, truncated normal), every
+bias 0. The relative tables are N(0, 1/d_kh); that code passes d_kh^-0.5 to
+``tf.random_normal_initializer`` as its first argument, the mean, with std 1.
 """
 from __future__ import annotations
 
@@ -26,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._base import AttentionLayer
+from ._base import AttentionLayer, tf_variance_scaling_
 from ._checks import check_feature_map, check_positive_int
 from .evolving_attention import evolve_logits, evolving_settings, usable_prev
 from .multihead_attention import RelativeLogits2d
@@ -80,6 +87,15 @@ class AAConv2d(AttentionLayer):
         if evolve:
             self.alpha, self.beta, self.activation, self.attn_conv = evolving_settings(
                 name, heads, alpha, beta, attn_kernel_size, activation, kernel_arg="attn_kernel_size")
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The authors' initialisation of the kernels and biases (see the module docstring)."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                tf_variance_scaling_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor, prev_logits: torch.Tensor | None = None, return_logits: bool = False):
         check_feature_map("AAConv2d", x, self.in_channels)

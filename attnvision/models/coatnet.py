@@ -38,9 +38,11 @@ from torch import nn
 from ..layers import DropPath, Mlp, drop_path_rates
 from ..layers.mbconv import BN_EPS, MBConv, pool2x2
 from ..layers.relative_attention import REL_MODES, RelativeAttention2d, resize_relative_tables
-from ._base import Backbone, check_image, init_fan_out_trunc_normal, make_cfg, register_variant, run_stages
+from ._base import (Backbone, check_image, check_init, init_fan_out_trunc_normal, init_normal_002, make_cfg,
+                    register_variant, run_stages)
 
 LAYOUTS = ("C-C-C-C", "C-C-C-T", "C-C-T-T", "C-T-T-T", "ViT_REL")
+COATNET_INITS = ("authors", "fan_out")
 
 
 def _pool_nhwc(x: torch.Tensor) -> torch.Tensor:
@@ -149,6 +151,9 @@ class CoAtNet(Backbone):
         drop_rate: dropout before the classifier; drop_path_rate: stochastic depth, linear in depth.
         channels_last: run on channels-last memory (the same maps, computed faster: the
             convolutions use their NHWC kernels and the transformer stages need no transposes).
+        init: "authors" (default): the reference code's, every kernel N(0, 0.02) and every bias 0
+            (:func:`~attnvision.models._base.init_normal_002`); "fan_out": He-normal fan-out convolutions
+            and truncated-normal (0.02) linear layers (:func:`~attnvision.models._base.init_fan_out_trunc_normal`).
     """
 
     classifier_path = "head.fc"
@@ -157,8 +162,9 @@ class CoAtNet(Backbone):
                  rel_attn: str = "pre", img_size=224, head_dim: int = 32, mlp_ratio: float = 4.0,
                  expand_ratio: float = 4.0, se_ratio: float = 0.25, stride_in_1x1: bool = False,
                  head_hidden_size: int | None = None, drop_rate: float = 0.0, drop_path_rate: float = 0.0,
-                 attn_drop: float = 0.0, channels_last: bool = True):
+                 attn_drop: float = 0.0, channels_last: bool = True, init: str = "authors"):
         super().__init__()
+        check_init("CoAtNet", init, COATNET_INITS)
         if layout not in LAYOUTS:
             raise ValueError(f"CoAtNet: layout must be one of {LAYOUTS}, got {layout!r}")
         if rel_attn not in REL_MODES:
@@ -207,7 +213,10 @@ class CoAtNet(Backbone):
         self.num_features = hidden or cin
         self.head = ClassifierHead(cin, hidden, num_classes, drop_rate)
         self.pretrained_cfg = dict(cfg.cfg, input_size=(in_chans, *img_size))
-        self.apply(init_fan_out_trunc_normal)
+        if init == "authors":
+            init_normal_002(self)
+        else:
+            self.apply(init_fan_out_trunc_normal)
 
     def forward_stem(self, x):
         check_image(type(self).__name__, x, self.in_chans)
@@ -239,6 +248,8 @@ _M, _G = 1e6, 1e9
 
 # Paper Table 3 (L, D) and Table 4 (parameters; FLOPs at 224 and at 384, ImageNet-1K rows;
 # CoAtNet-4 appears only at 384 and 512, pre-trained on ImageNet-21K).
+# CoAtNet-2's D4 is 1024 where Table 3 prints 1026: 1026 does not split into 32-wide heads, and
+# 1024 = 2·D3 follows the other sizes and timm's coatnet_2 (74,684,744 parameters at 1000 classes).
 COATNET_CFGS: dict[str, CoAtNetCfg] = {
     "coatnet_0": CoAtNetCfg((2, 3, 5, 2), (64, 96, 192, 384, 768),
                             dict(paper_params=25 * _M, paper_macs=4.2 * _G, paper_macs_384=13.4 * _G)),

@@ -155,3 +155,30 @@ def test_bad_arguments_and_inputs_raise_with_the_model_name():
         tiny(img_size=(32, 0))
     with pytest.raises(ValueError, match=r"CoAtNet: expected input of shape \(B, 3, H, W\)"):
         tiny(img_size=32)(torch.randn(1, 1, 32, 32))
+
+
+def _kernels(model):
+    return [(n, p) for n, p in model.named_parameters() if (n.endswith(".weight") and p.dim() > 1)
+            or n.endswith("relative_bias_table")]
+
+
+def test_default_init_is_the_reference_codes_normal_002_for_every_kernel_and_zero_biases():
+    model = CoAtNet(TINY, 5, head_dim=8, img_size=64)
+    kernels = _kernels(model)
+    assert any(n.endswith("relative_bias_table") for n, _ in kernels)
+    assert any(".conv2.weight" in n for n, _ in kernels)  # depth-wise convs too
+    draws = torch.cat([p.detach().flatten() for _, p in kernels])
+    assert draws.numel() > 40_000
+    assert draws.std().item() == pytest.approx(0.02, rel=0.02)
+    assert draws.abs().max().item() > 3 * 0.02  # a plain normal, not truncated at 2σ
+    assert all(torch.all(p == 0) for n, p in model.named_parameters() if n.endswith("bias"))
+    norms = [m for m in model.modules() if isinstance(m, (torch.nn.LayerNorm, torch.nn.BatchNorm2d))]
+    assert all(torch.all(m.weight == 1) and torch.all(m.bias == 0) for m in norms)
+
+
+def test_fan_out_init_keeps_he_normal_convolutions():
+    model = CoAtNet(TINY, 5, head_dim=8, img_size=64, init="fan_out")
+    conv = model.stages[0].blocks[0].conv1  # 1×1 expansion conv: fan-out = its output channels
+    assert conv.weight.std().item() == pytest.approx((2.0 / conv.out_channels) ** 0.5, rel=0.15)
+    with pytest.raises(ValueError, match=r"CoAtNet: init must be one of \('authors', 'fan_out'\)"):
+        tiny(init="torchvision")
