@@ -14,7 +14,9 @@ BAM backbones. Module names follow torchvision's ``mobilenet_v2`` (``features.N`
 as the last layer of a block's ``conv``), so torchvision's and the ECA authors' checkpoints load
 with ``source="official"``. Initialisation is theirs (``ECA_MobileNetV2.__init__``, the same as
 torchvision's): He-normal fan-out convolutions, BN weight 1 and bias 0, the classifier N(0, 0.01)
-with a zero bias. Channel counts are rounded to multiples of 8 (the reference
+with a zero bias; with ``init="authors"`` (default) BAM and CBAM modules then start as in the BAM/CBAM
+authors' ResNets (:func:`~attnvision.models._base.init_attention_module_cnn`: CBAM's spatial-gate BN at 0,
+zero biases), ``init="torchvision"`` leaves them at the network's rule. Channel counts are rounded to multiples of 8 (the reference
 ``_make_divisible``), which leaves ``width_mult=1.0`` unchanged. The authors' ECA code drops 25%
 before the classifier; ``drop_rate`` defaults to the paper's (and torchvision's) 20%.
 """
@@ -25,8 +27,8 @@ from functools import partial
 import torch
 from torch import nn
 
-from ..layers import create_attn
-from ._base import Backbone, check_image, make_cfg, register_variant, run_stages
+from ..layers import BAM, CBAM, create_attn
+from ._base import Backbone, check_image, check_init, init_attention_module_cnn, make_cfg, register_variant, run_stages
 from .resnet import _PAPERS, ATTN_KINDS, STAGE_ATTN
 
 # (expansion t, output channels c, repeats n, first stride s) of the 17 inverted residual blocks
@@ -72,8 +74,9 @@ class MobileNetV2(Backbone):
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, *, width_mult: float = 1.0,
                  attn: str | None = None, attn_kwargs: dict | None = None, drop_rate: float = 0.2, paper: str = "",
-                 **cfg_extra):
+                 init: str = "authors", **cfg_extra):
         super().__init__()
+        check_init("MobileNetV2", init)
         if attn is not None and attn not in ATTN_KINDS:
             raise ValueError(f"MobileNetV2: attn must be None or one of {ATTN_KINDS}, got {attn!r}")
         if not isinstance(width_mult, (int, float)) or not width_mult > 0:
@@ -107,6 +110,10 @@ class MobileNetV2(Backbone):
         self.classifier = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         self.pretrained_cfg = make_cfg(paper=paper, **cfg_extra)
         self._init_weights()
+        if init == "authors":
+            for m in self.modules():
+                if isinstance(m, (BAM, CBAM)):
+                    init_attention_module_cnn(m, None)
 
     def _init_weights(self) -> None:
         for m in self.modules():

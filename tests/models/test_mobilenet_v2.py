@@ -90,7 +90,7 @@ def test_stage_maps_have_their_stated_widths_and_strides_at_any_size():
 
 def test_initialisation_is_the_authors():
     torch.manual_seed(0)
-    model = av.create_model("mobilenet_v2_cbam")
+    model = av.create_model("mobilenet_v2_se")
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             assert torch.all(m.weight == 1) and torch.all(m.bias == 0)
@@ -99,6 +99,14 @@ def test_initialisation_is_the_authors():
     conv = model.features[-1][0]  # 320 -> 1280, fan_out = 1280
     assert conv.weight.std().item() == pytest.approx((2 / 1280) ** 0.5, rel=0.02)
     assert model.classifier.weight.std().item() == pytest.approx(0.01, rel=0.02)
+
+
+def test_bam_and_cbam_modules_start_as_the_bam_cbam_authors_unless_asked_otherwise():
+    spatial_bns = lambda m: [g.bn for g in m.modules() if type(g).__name__ == "CBAMSpatialGate"]  # noqa: E731
+    assert all(torch.all(bn.weight == 0) for bn in spatial_bns(av.create_model("mobilenet_v2_cbam")))
+    assert all(torch.all(bn.weight == 1) for bn in spatial_bns(av.create_model("mobilenet_v2_cbam", init="torchvision")))
+    bam = next(m for m in av.create_model("mobilenet_v2_bam").modules() if isinstance(m, BAM))
+    assert all(torch.all(p == 0) for n, p in bam.named_parameters() if n.endswith("bias") and "bn" not in n)
 
 
 def test_bad_arguments_are_named():
