@@ -118,8 +118,26 @@ def test_cbam_orders_and_gate_switches_change_the_result():
     torch.testing.assert_close(outs["parallel"], x * mc * ms)
     only_channel = _randomize(CBAM(16, reduction=4, spatial=False))
     torch.testing.assert_close(only_channel(x), x * torch.sigmoid(only_channel.channel(x))[:, :, None, None])
-    avg_only = CBAM(16, reduction=4, pool_types=("avg",))
-    assert avg_only.spatial.conv.in_channels == 1 and avg_only.channel.pool_types == ("avg",)
+
+
+@pytest.mark.parametrize("pool_types", [("avg",), ("max",), ("avg", "max")])
+def test_cbam_pool_types_change_only_the_channel_gate_spatial_input_stays_max_mean(pool_types):
+    layer = _randomize(CBAM(16, reduction=4, pool_types=pool_types))
+    assert layer.channel.pool_types == pool_types and layer.spatial.conv.in_channels == 2
+    x = torch.randn(2, 16, 5, 6)
+    pooled = torch.cat([x.amax(1, keepdim=True), x.mean(1, keepdim=True)], 1)  # the authors' ChannelPool
+    expected = layer.spatial.bn(F.conv2d(pooled, layer.spatial.conv.weight, padding=3))
+    torch.testing.assert_close(layer.spatial(x), expected)
+
+
+def test_cbam_spatial_pool_types_ablate_the_spatial_pooling():
+    layer = _randomize(CBAM(16, reduction=4, spatial_pool_types=("avg",)))
+    assert layer.spatial.conv.in_channels == 1 and layer.channel.pool_types == ("avg", "max")
+    x = torch.randn(2, 16, 5, 6)
+    expected = layer.spatial.bn(F.conv2d(x.mean(1, keepdim=True), layer.spatial.conv.weight, padding=3))
+    torch.testing.assert_close(layer.spatial(x), expected)
+    with pytest.raises(ValueError, match="CBAM: spatial_pool_types must be a non-empty subset"):
+        CBAM(16, spatial_pool_types=("lse",))
 
 
 @pytest.mark.parametrize("kind", sorted(LAYERS))
