@@ -5,11 +5,19 @@
     M_c(F) = BN(MLP(AvgPool(F))) ∈ R^{C×1×1}                  (eq. 2; MLP C → C/r → C)
     M_s(F) = BN(f3^{1×1}(f2^{3×3}(f1^{3×3}(f0^{1×1}(F))))) ∈ R^{1×H×W}   (eq. 3; 3×3 dilated by d)
 
-Defaults r = 16, d = 4, two dilated convolutions. ``combine="sum"`` is the paper's
-σ(M_c + M_s); ``combine="product"`` is the authors' released code, σ(M_c · M_s), which
-their checkpoints need. The layout follows the released code: BatchNorm1d after the
-first Linear of the channel MLP; each spatial conv (with bias) is followed by BN + ReLU
-except the final 1×1 to one channel. Pooling is a plain spatial mean, so non-square maps work.
+Defaults r = 16, d = 4, two dilated convolutions. Both forms share the layers of the authors'
+released code (Jongchan/attention-module ``MODELS/bam.py``): BatchNorm1d + ReLU after the first
+Linear of the channel MLP; each spatial conv (with bias) followed by BN + ReLU except the final
+1×1 to one channel.
+
+- ``combine="sum"`` (default) is the paper: σ(M_c + M_s), with the BN at the end of each branch
+  that eqs. 2–3 write, which adjusts the scale of each map before the two are added (Sec. 3): a
+  BatchNorm1d(C) after the MLP and a BatchNorm2d(1) after the final 1×1 conv, 2C + 2 parameters
+  more than the released code (ResNet-50 + BAM: 25,918,689).
+- ``combine="product"`` is the authors' released code exactly: x · (1 + σ(M_c · M_s)), without
+  those two BNs (ResNet-50 + BAM: 25,915,099); their checkpoints need it.
+
+Pooling is a plain spatial mean, so non-square maps work.
 """
 from __future__ import annotations
 
@@ -27,23 +35,26 @@ OFFICIAL_BAM_NEEDS_PRODUCT = (
 
 
 class BAMChannelGate(nn.Module):
-    """M_c: global average pool → Linear(C, C/r) → BN → ReLU → Linear(C/r, C); returns (B, C)."""
+    """M_c: global average pool → Linear(C, C/r) → BN → ReLU → Linear(C/r, C) (→ BN, the paper's
+    eq. 2, when ``out_norm``); returns (B, C)."""
 
-    def __init__(self, channels: int, hidden: int):
+    def __init__(self, channels: int, hidden: int, out_norm: bool = True):
         super().__init__()
         self.fc1 = nn.Linear(channels, hidden)
         self.bn = nn.BatchNorm1d(hidden)
         self.act = nn.ReLU(inplace=True)
         self.fc2 = nn.Linear(hidden, channels)
+        self.out_bn = nn.BatchNorm1d(channels) if out_norm else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.bn(self.fc1(x.mean((2, 3))))))
+        return self.out_bn(self.fc2(self.act(self.bn(self.fc1(x.mean((2, 3)))))))
 
 
 class BAMSpatialGate(nn.Module):
-    """M_s: 1×1 reduce → ``num_dilated`` 3×3 convs of dilation d → 1×1 to one channel; returns (B, 1, H, W)."""
+    """M_s: 1×1 reduce → ``num_dilated`` 3×3 convs of dilation d → 1×1 to one channel (→ BN, the
+    paper's eq. 3, when ``out_norm``); returns (B, 1, H, W)."""
 
-    def __init__(self, channels: int, hidden: int, dilation: int, num_dilated: int):
+    def __init__(self, channels: int, hidden: int, dilation: int, num_dilated: int, out_norm: bool = True):
         super().__init__()
         layers = [nn.Conv2d(channels, hidden, 1), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True)]
         for _ in range(num_dilated):
@@ -51,9 +62,10 @@ class BAMSpatialGate(nn.Module):
                        nn.BatchNorm2d(hidden), nn.ReLU(inplace=True)]
         layers.append(nn.Conv2d(hidden, 1, 1))
         self.body = nn.Sequential(*layers)
+        self.out_bn = nn.BatchNorm2d(1) if out_norm else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
+        return self.out_bn(self.body(x))
 
 
 class BAM(AttentionLayer):
@@ -67,8 +79,9 @@ class BAM(AttentionLayer):
         check_choice("BAM", "combine", combine, ("sum", "product"))
         self.channels = channels
         self.combine = combine
-        self.channel = BAMChannelGate(channels, hidden)
-        self.spatial = BAMSpatialGate(channels, hidden, dilation, num_dilated)
+        paper = combine == "sum"
+        self.channel = BAMChannelGate(channels, hidden, out_norm=paper)
+        self.spatial = BAMSpatialGate(channels, hidden, dilation, num_dilated, out_norm=paper)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_feature_map("BAM", x, self.channels)

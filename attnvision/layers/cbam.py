@@ -7,8 +7,11 @@
 Defaults r = 16, 7×7 kernel, both poolings. As in the authors' code, the spatial
 input is ordered [max, mean], the 7×7 conv has no bias and is followed by
 BatchNorm2d(1) (momentum 0.01). The paper's ablations are switches:
-``pool_types`` (avg, max or both, for both gates), ``order`` ("channel_first",
-"spatial_first", or "parallel" = F ⊗ M_c(F) ⊗ M_s(F)), and ``channel`` / ``spatial``
+``pool_types`` (avg, max or both) for the channel gate, as the authors' ``pool_types``
+(Jongchan/attention-module ``MODELS/cbam.py``, ``ChannelGate``: their ``SpatialGate`` always
+pools [max, mean] whatever ``pool_types`` says); ``spatial_pool_types`` for the spatial
+gate's poolings (default both, kept in the order [max, mean]); ``order`` ("channel_first",
+"spatial_first", or "parallel" = F ⊗ M_c(F) ⊗ M_s(F)); and ``channel`` / ``spatial``
 to drop a gate.
 """
 from __future__ import annotations
@@ -23,10 +26,10 @@ _POOLS = ("avg", "max")
 _ORDERS = ("channel_first", "spatial_first", "parallel")
 
 
-def _check_pool_types(pool_types) -> tuple[str, ...]:
+def _check_pool_types(pool_types, name: str = "pool_types") -> tuple[str, ...]:
     pool_types = tuple(pool_types)
     if not pool_types or any(p not in _POOLS for p in pool_types) or len(set(pool_types)) != len(pool_types):
-        raise ValueError(f"CBAM: pool_types must be a non-empty subset of {_POOLS}, got {pool_types!r}")
+        raise ValueError(f"CBAM: {name} must be a non-empty subset of {_POOLS}, got {pool_types!r}")
     return pool_types
 
 
@@ -63,20 +66,21 @@ class CBAMSpatialGate(nn.Module):
 class CBAM(AttentionLayer):
     def __init__(self, channels: int, reduction: int = 16, spatial_kernel: int = 7,
                  pool_types=("avg", "max"), order: str = "channel_first", *,
-                 channel: bool = True, spatial: bool = True):
+                 channel: bool = True, spatial: bool = True, spatial_pool_types=("max", "avg")):
         super().__init__()
         hidden = check_reduction("CBAM", channels, reduction)
         check_positive_int("CBAM", "spatial_kernel", spatial_kernel)
         if spatial_kernel % 2 == 0:
             raise ValueError(f"CBAM: spatial_kernel must be odd to keep H×W, got {spatial_kernel}")
         pool_types = _check_pool_types(pool_types)
+        spatial_pool_types = _check_pool_types(spatial_pool_types, "spatial_pool_types")
         check_choice("CBAM", "order", order, _ORDERS)
         if not (channel or spatial):
             raise ValueError("CBAM: at least one of channel=True or spatial=True is needed")
         self.channels = channels
         self.order = order
         self.channel = CBAMChannelGate(channels, hidden, pool_types) if channel else None
-        self.spatial = CBAMSpatialGate(spatial_kernel, pool_types) if spatial else None
+        self.spatial = CBAMSpatialGate(spatial_kernel, spatial_pool_types) if spatial else None
 
     def _channel_map(self, x, maps):
         if self.channel is None:

@@ -18,11 +18,12 @@ the previous layer's logits (our α) and their ``alpha`` the convolved map (our 
 ImageNet default "beta=0.5, alpha=1" is our α = 0.5, β = 1.0; their time-series fixture
 "alpha=0.5, beta=0.3" is our α = 0.3, β = 0.5.
 
-With ``prev_logits=None`` the layer behaves as if α = 0. When the previous logits come from a
-map of a different size N (a resolution change) the chain restarts, as in the authors' code:
-they are not used and the layer again behaves as if α = 0. The first layer of a chain in the
-authors' networks has no convolution at all: the models here use plain multi-head attention
-there (:class:`EvolvingBlock` with ``chain="start"``).
+With no usable previous logits (``prev_logits=None``, or logits of a map of another size N: a
+resolution change restarts the chain) the layer is plain attention, A_logit = Attention(X)_logit:
+the authors' code applies the convolution only when a previous map of the same shape exists
+(EAResnet50/official/resnet/resnet_model.py, ``asconv2d_fixed_padding``: ``if len(prev_atts) > 0``
+and the shapes match). The models here also build no convolution for the first layer of a chain
+(:class:`EvolvingBlock` with ``chain="start"``), so it holds no unused parameters.
 
 :func:`evolve_logits` is the functional core (the two equations above), shared by
 :class:`EvolvingAttention`, :class:`~attnvision.layers.AAConv2d` and the tests that reproduce
@@ -82,10 +83,14 @@ def evolve_logits(logits: torch.Tensor, prev_logits: torch.Tensor | None, weight
                   negative_slope: float = 0.01) -> torch.Tensor:
     """The evolving step: (B, K, N, N) logits of this layer and of the previous one → A_logit.
 
-    A_input = α·prev + (1 − α)·logits (logits alone when ``prev_logits`` is None);
+    A_input = α·prev + (1 − α)·logits;
     A_logit = β·act(conv(A_input; weight, bias)) + (1 − β)·A_input.
+    Without ``prev_logits`` there is nothing to evolve: the logits come back unchanged, with no
+    convolution (the authors' ``asconv2d_fixed_padding``).
     """
-    a_input = logits if prev_logits is None or alpha == 0.0 else torch.lerp(logits, prev_logits, alpha)
+    if prev_logits is None:
+        return logits
+    a_input = logits if alpha == 0.0 else torch.lerp(logits, prev_logits, alpha)
     del logits  # N×N maps are the memory here: each is dropped as soon as it is no longer needed
     if beta == 0.0:
         return a_input

@@ -64,9 +64,68 @@ class Backbone(nn.Module):
         self.num_classes = num_classes
 
 
+INIT_SCHEMES = ("authors", "torchvision")
+_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
+
+
+def check_init(model_name: str, init: str) -> str:
+    if init not in INIT_SCHEMES:
+        raise ValueError(f"{model_name}: init must be one of {INIT_SCHEMES}, got {init!r}")
+    return init
+
+
+def init_torchvision_cnn(model: nn.Module) -> None:
+    """torchvision's ResNet initialisation (``torchvision/models/resnet.py``, ``ResNet.__init__``):
+    He-normal on fan-out for every 2-D convolution, BatchNorm weight 1 and bias 0; linear layers,
+    1-D convolutions and convolution biases keep PyTorch's defaults.
+
+    The authors of ECA-Net do the same (BangguWu/ECANet ``models/eca_resnet.py``, ``ResNet.__init__``:
+    N(0, √(2/(k·k·C_out))) for every ``nn.Conv2d``, BN 1 and 0; the ECA ``Conv1d`` and the classifier
+    untouched); the SE authors' released networks are Caffe models without an initialiser, and
+    SE-ResNets are trained from this one (torchvision, timm)."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, _BATCH_NORMS):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def init_attention_module_cnn(model: nn.Module, classifier: nn.Module) -> None:
+    """The initialisation of the BAM and CBAM authors' ResNets (Jongchan/attention-module
+    ``MODELS/model_resnet.py``, ``ResNet.__init__``), which sets the entries of the state_dict by
+    their key names:
+
+    - a weight whose key holds "conv": He-normal on fan-out. That is every convolution, the
+      one-output-channel CBAM 7×7 and BAM final 1×1 included (fan-out 49 and 1), except the
+      shortcut projections: their key is ``downsample.0.weight``, so they keep PyTorch's default;
+    - a weight whose key holds "bn": 1, except CBAM's spatial-gate BN (key ``SpatialGate...bn``): 0,
+      so that M_s starts as the constant σ(0) = 0.5;
+    - every bias: 0 (convolutions, linear layers and BNs);
+    - the classifier's weight: He-normal on fan-in (``init.kaiming_normal(self.fc.weight)``). The
+      linear layers of the attention MLPs keep PyTorch's default weights.
+    """
+    from ..layers.cbam import CBAMSpatialGate
+
+    shortcut = {id(m) for name, sub in model.named_modules() if name.rpartition(".")[2] == "downsample"
+                for m in sub.modules()}
+    spatial_bns = {id(m.bn) for m in model.modules() if isinstance(m, CBAMSpatialGate)}
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d) and id(m) not in shortcut:
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, _BATCH_NORMS):
+            nn.init.constant_(m.weight, 0.0 if id(m) in spatial_bns else 1.0)
+        bias = getattr(m, "bias", None)
+        if isinstance(bias, nn.Parameter):
+            nn.init.zeros_(bias)
+    if isinstance(classifier, nn.Linear):
+        nn.init.kaiming_normal_(classifier.weight, mode="fan_in", nonlinearity="relu")
+
+
 def init_fan_out_trunc_normal(m: nn.Module) -> None:
     """He-normal on fan-out for convolutions, truncated normal (std 0.02) for linear layers, zero
-    biases: the initialisation of the VAN and CoAtNet reference code. Use with ``model.apply``."""
+    biases: the initialisation of the authors' VAN (Visual-Attention-Network/VAN-Classification
+    ``models/van.py``, ``VAN._init_weights``). Use with ``model.apply``."""
     if isinstance(m, nn.Conv2d):
         fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
         nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))

@@ -3,14 +3,21 @@
 
 ``aa_resnet34/50/101``: the ResNet of :mod:`attnvision.models.resnet` whose 3×3 convolutions in
 the last three stages (28×28, 14×14 and 7×7 at 224×224) are :class:`~attnvision.layers.AAConv2d`
-(the bottleneck's 3×3 conv; both 3×3 convs of a basic block). Defaults as the authors'
-evolving-attention code: κ = dk/F_out = 0.25, υ = dv/F_out = 0.125, 8 heads, 2-D relative
+(the bottleneck's 3×3 conv; both 3×3 convs of a basic block). Defaults as the paper (Bello et al.
+Sec. 4.1, Table 2): κ = dk/F_out = 0.2, υ = dv/F_out = 0.1 (κ = 2υ = 0.2), 8 heads, 2-D relative
 logits; in the first augmented stage the attention input is pooled by 2 and its output resized
 back (the authors' memory saving, ``attn_downsample_stages``).
 
+κ·F_out and υ·F_out need not split into the heads (0.2 · 128 = 25.6, where the authors' code
+takes ``int(filters * k)`` = 25 and fails to split 25 channels into 8 heads): dk and dv are
+rounded to the nearest multiple of ``heads`` (halves up), and are at least ``heads``
+(:func:`depth_for_heads`). ResNet-50 at κ = 2υ = 0.2 then has dk/dv = 24/16, 48/24 and 104/48 in
+stages 2–4, and 25,115,374 parameters against the paper's 25.8 M (1000 classes).
+
 ``ea_aa_resnet34/50/101``: the same, with the attention logits chained across consecutive AA
 layers whose attention maps have the same size (α = 0.5, β = 1.0, ReLU, 3×3 conv on the heads'
-logit image). A layer that starts a chain (the first one, or one after a change of map size)
+logit image) and the evolving-attention authors' depths κ = 0.25, υ = 0.125
+(pkuyym/EvolvingAttention ``EAResnet50/official/resnet/resnet_model.py``, ``_bottleneck_asblock_v1``). A layer that starts a chain (the first one, or one after a change of map size)
 has no convolution, as in the authors' code; every other one adds heads·heads·9 + heads
 parameters (584 for 8 heads). With the pooled first stage the chain runs unbroken through
 stages 2 and 3 (both 14×14 at 224×224) and restarts at stage 4.
@@ -19,6 +26,7 @@ stages 2 and 3 (both 14×14 at 224×224) and restarts at stage 4.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from functools import partial
 
@@ -31,6 +39,11 @@ from .resnet import RESNET_CFGS, BasicBlock, Bottleneck, ResNet
 
 _PAPER_AA = "Bello et al., Attention Augmented Convolutional Networks, ICCV 2019"
 _PAPER_EA = "Wang et al., Evolving Attention with Residual Convolutions, ICML 2021"
+
+
+def depth_for_heads(depth: float, heads: int) -> int:
+    """κ·F_out or υ·F_out as a key/value depth: the nearest multiple of ``heads`` (halves up), at least ``heads``."""
+    return max(heads, math.floor(depth / heads + 0.5) * heads)
 
 
 def _half(n: int) -> int:
@@ -84,7 +97,8 @@ class AAResNet(ResNet):
 
     Args:
         cfg, num_classes, in_chans, **kwargs: as :class:`~attnvision.models.resnet.ResNet`.
-        kappa, upsilon: dk and dv as fractions of each conv's output channels. heads: attention heads.
+        kappa, upsilon: dk and dv as fractions of each conv's output channels, rounded to multiples of
+            ``heads`` (:func:`depth_for_heads`). heads: attention heads.
         relative: 2-D relative logits. img_size: the input size the relative tables are made for
             (smaller inputs work; larger ones need a model built for them).
         aa_stages: 0-based stages whose 3×3 convs are augmented.
@@ -92,12 +106,13 @@ class AAResNet(ResNet):
         evolve, alpha, beta, attn_kernel_size, activation: the evolving chain (``ea_*`` models).
     """
 
-    def __init__(self, cfg, num_classes: int = 1000, in_chans: int = 3, *, kappa: float = 0.25,
-                 upsilon: float = 0.125, heads: int = 8, relative: bool = True, img_size=224,
+    def __init__(self, cfg, num_classes: int = 1000, in_chans: int = 3, *, kappa: float = 0.2,
+                 upsilon: float = 0.1, heads: int = 8, relative: bool = True, img_size=224,
                  aa_stages=(1, 2, 3), attn_downsample_stages=(1,), evolve: bool = False, alpha: float = 0.5,
                  beta: float = 1.0, attn_kernel_size: int = 3, activation: str = "relu", **kwargs):
-        check_weight("AAResNet", "kappa", kappa)
-        check_weight("AAResNet", "upsilon", upsilon)
+        for arg, value in (("kappa", kappa), ("upsilon", upsilon)):
+            if check_weight("AAResNet", arg, value) == 0.0:
+                raise ValueError(f"AAResNet: {arg} must be in (0, 1], got {value!r}")
         if kwargs.get("stride_in_1x1"):
             raise ValueError("AAResNet: the attention takes the stride (by pooling); stride_in_1x1 is not supported")
         stages = range(len(cfg.layers))
@@ -126,7 +141,8 @@ class AAResNet(ResNet):
                 if evolve:
                     role = "evolve" if state["last_attn"] == attn_size else "start"
                 state["last_attn"] = attn_size
-                convs.append(AAConv2d(c_in, c_out, 3, dk=int(kappa * c_out), dv=int(upsilon * c_out), heads=heads,
+                convs.append(AAConv2d(c_in, c_out, 3, dk=depth_for_heads(kappa * c_out, heads),
+                                      dv=depth_for_heads(upsilon * c_out, heads), heads=heads,
                                       relative=relative, stride=s, input_size=state["size"], downsample=down,
                                       evolve=role == "evolve", alpha=alpha, beta=beta,
                                       attn_kernel_size=attn_kernel_size, activation=activation))
@@ -177,6 +193,8 @@ PAPER_PARAMS = {"aa_resnet50": 25.8e6}
 
 
 def _build(num_classes, in_chans, *, base, evolve, **kwargs):
+    if evolve:  # the evolving-attention authors' depths
+        kwargs = dict(dict(kappa=0.25, upsilon=0.125), **kwargs)
     paper = _PAPER_AA + (f"; {_PAPER_EA}" if evolve else "")
     name = f"{'ea_' if evolve else ''}aa_{base}"
     cfg = replace(RESNET_CFGS[base], cfg=make_cfg(paper=paper, paper_params=PAPER_PARAMS.get(name), paper_macs=None))

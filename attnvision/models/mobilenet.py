@@ -4,6 +4,11 @@ A 3×3/2 stem, then 13 depth-wise separable blocks (3×3 DW conv → BN → ReLU
 BN → ReLU), grouped into five stages at strides 2, 4, 8, 16, 32. SE, ECA and CBAM refine
 the output of every block; BAM sits after every stage but the last (before each
 downsampling). ``width_mult`` is the paper's width multiplier α.
+
+``init="authors"`` (default) initialises with BAM or CBAM as the authors' ResNets
+(:func:`~attnvision.models._base.init_attention_module_cnn`; they released no MobileNet code),
+otherwise as torchvision's CNNs; ``init="torchvision"`` uses torchvision's for every variant
+(:func:`~attnvision.models._base.init_torchvision_cnn`).
 """
 from __future__ import annotations
 
@@ -12,7 +17,8 @@ from functools import partial
 from torch import nn
 
 from ..layers import create_attn
-from ._base import Backbone, check_image, make_cfg, register_variant, run_stages
+from ._base import (Backbone, check_image, check_init, init_attention_module_cnn, init_torchvision_cnn, make_cfg,
+                    register_variant, run_stages)
 from .resnet import _PAPERS, ATTN_KINDS, STAGE_ATTN
 
 # (output channels, stride) of the 13 depth-wise separable blocks, split into stages.
@@ -40,8 +46,10 @@ class MobileNetV1(Backbone):
     classifier_path = "fc"
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, *, width_mult: float = 1.0,
-                 attn: str | None = None, attn_kwargs: dict | None = None, drop_rate: float = 0.0, paper: str = ""):
+                 attn: str | None = None, attn_kwargs: dict | None = None, drop_rate: float = 0.0, paper: str = "",
+                 init: str = "authors"):
         super().__init__()
+        check_init("MobileNetV1", init)
         if attn is not None and attn not in ATTN_KINDS:
             raise ValueError(f"MobileNetV1: attn must be None or one of {ATTN_KINDS}, got {attn!r}")
         if not width_mult > 0:
@@ -70,9 +78,10 @@ class MobileNetV1(Backbone):
         self.num_features = cin
         self.fc = nn.Linear(cin, num_classes) if num_classes > 0 else nn.Identity()
         self.pretrained_cfg = make_cfg(paper=paper)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d) and m.out_channels > 1:
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        if init == "authors" and attn in ("bam", "cbam"):
+            init_attention_module_cnn(self, self.fc)
+        else:
+            init_torchvision_cnn(self)
 
     def forward_intermediates(self, x, indices=None):
         check_image("MobileNetV1", x, self.in_chans)

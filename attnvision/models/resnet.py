@@ -25,7 +25,8 @@ from torch import nn
 
 from ..layers import BAM, DropPath, create_attn, drop_path_rates
 from ..layers.bam import OFFICIAL_BAM_NEEDS_PRODUCT
-from ._base import Backbone, CIFAR_MEAN, CIFAR_STD, check_image, make_cfg, register_variant, run_stages
+from ._base import (Backbone, CIFAR_MEAN, CIFAR_STD, check_image, check_init, init_attention_module_cnn,
+                    init_torchvision_cnn, make_cfg, register_variant, run_stages)
 
 ATTN_KINDS = ("se", "eca", "bam", "cbam")
 STAGE_ATTN = ("bam",)  # placed between stages rather than inside blocks
@@ -172,6 +173,12 @@ class ResNet(Backbone):
         stride_in_1x1: stride in the bottleneck's first 1×1 conv (original ResNet layout).
         drop_rate: dropout before the classifier; drop_path_rate: stochastic depth, linear in depth.
         block_dropout: dropout inside pre-activation blocks (Wide ResNet).
+        init: "authors" (default): the initialisation of the code each variant comes from —
+            with BAM or CBAM the authors' ResNets' (:func:`~attnvision.models._base.init_attention_module_cnn`:
+            CBAM's spatial-gate BN starts at 0, every bias at 0, the classifier He-normal on fan-in),
+            otherwise torchvision's, which the ECA authors' code equals; "torchvision": torchvision's
+            for every variant (:func:`~attnvision.models._base.init_torchvision_cnn`).
+        zero_init_last: then set the last BN weight of every residual branch to 0.
         channels_last: run on channels-last memory (the same maps, computed faster by the CPU
             convolution kernels: about 1.2x for inference and 1.1x for training of ResNet-50).
         make_block: for derived families, ``make_block(stage, index, block_cls, *args, **kwargs)`` builds
@@ -183,8 +190,9 @@ class ResNet(Backbone):
     def __init__(self, cfg: ResNetCfg, num_classes: int = 1000, in_chans: int = 3, *, attn: str | None = None,
                  attn_kwargs: dict | None = None, stem: str | None = None, stride_in_1x1: bool = False,
                  drop_rate: float = 0.0, drop_path_rate: float = 0.0, block_dropout: float = 0.0,
-                 zero_init_last: bool = False, make_block=None, channels_last: bool = True):
+                 zero_init_last: bool = False, make_block=None, channels_last: bool = True, init: str = "authors"):
         super().__init__()
+        check_init(type(self).__name__, init)
         if attn is not None and attn not in ATTN_KINDS:
             raise ValueError(f"ResNet: attn must be None or one of {ATTN_KINDS}, got {attn!r}")
         stem = stem or cfg.stem
@@ -244,7 +252,13 @@ class ResNet(Backbone):
         self.num_features = cin
         self.fc = nn.Linear(cin, num_classes) if num_classes > 0 else nn.Identity()
         self.pretrained_cfg = dict(cfg.cfg)
-        self._init_weights(zero_init_last)
+        self.init_weights(init)
+        if zero_init_last:
+            for m in self.modules():
+                if isinstance(m, Bottleneck):
+                    nn.init.zeros_(m.bn3.weight)
+                elif isinstance(m, BasicBlock):
+                    nn.init.zeros_(m.bn2.weight)
 
     @staticmethod
     def _shortcut(cfg, cin, cout, stride, preact):
@@ -254,19 +268,12 @@ class ResNet(Backbone):
             return nn.Sequential(_conv1x1(cin, cout, stride))
         return nn.Sequential(_conv1x1(cin, cout, stride), nn.BatchNorm2d(cout))
 
-    def _init_weights(self, zero_init_last: bool):
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d) and m.out_channels > 1:
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-        if zero_init_last:
-            for m in self.modules():
-                if isinstance(m, Bottleneck):
-                    nn.init.zeros_(m.bn3.weight)
-                elif isinstance(m, BasicBlock):
-                    nn.init.zeros_(m.bn2.weight)
+    def init_weights(self, init: str = "authors") -> None:
+        """(Re)initialise every parameter by ``init`` (see the class docstring)."""
+        if init == "authors" and self.attn in ("bam", "cbam"):
+            init_attention_module_cnn(self, self.fc)
+        else:
+            init_torchvision_cnn(self)
 
     @property
     def stages(self) -> list[nn.Module]:

@@ -137,7 +137,9 @@ class VAN(Backbone):
             (21, 3), (28, 4)).
         lka_kwargs: the LKA ablation switches for every block (``dw_conv``, ``dilated_conv``,
             ``pointwise``, ``multiply``, ``sigmoid``; see :class:`~attnvision.layers.LKA`).
-        drop_rate: dropout in the CFF and before the classifier; drop_path_rate: stochastic depth,
+        drop_rate: dropout inside the CFF only; the classifier reads the pooled features undropped, as
+            in the authors' ``VAN`` (Visual-Attention-Network/VAN-Classification ``models/van.py``:
+            ``drop_rate`` reaches only ``Mlp(drop=...)``). drop_path_rate: stochastic depth,
             rising linearly over all blocks; layer_scale_init: λ at initialisation.
     """
 
@@ -152,7 +154,7 @@ class VAN(Backbone):
             raise TypeError(f"VAN: lka_kwargs must be a dict, got {type(lka_kwargs).__name__}")
         if not 0.0 <= drop_rate < 1.0:
             raise ValueError(f"VAN: drop_rate must be in [0, 1), got {drop_rate!r}")
-        self.cfg, self.in_chans, self.num_classes, self.drop_rate = cfg, in_chans, num_classes, drop_rate
+        self.cfg, self.in_chans, self.num_classes = cfg, in_chans, num_classes
         dpr = drop_path_rates(drop_path_rate, sum(cfg.depths))
         stages, info, cin, start = [], [], in_chans, 0
         for i, (dim, depth, ratio) in enumerate(zip(cfg.dims, cfg.depths, cfg.mlp_ratios)):

@@ -73,14 +73,40 @@ def test_eca_matches_a_conv_across_channels_without_bias():
     torch.testing.assert_close(layer(x), x * torch.sigmoid(conv)[:, :, None, None])
 
 
-def test_bam_sum_is_the_paper_and_product_the_authors_code():
-    x = torch.randn(2, 32, 6, 10)
-    layer = _randomize(BAM(32, reduction=4))
-    mc = layer.channel(x)[:, :, None, None]
-    ms = layer.spatial(x)
-    torch.testing.assert_close(layer(x), x * (1 + torch.sigmoid(mc + ms)))
-    layer.combine = "product"
-    torch.testing.assert_close(layer(x), x * (1 + torch.sigmoid(mc * ms)))
+def _bam_branches_by_hand(layer, x):
+    """The released code's inner layers, written out: (channel MLP output (B, C), spatial 1×1 output (B, 1, H, W))."""
+    c, s = layer.channel, layer.spatial.body
+
+    def bn(v, m):
+        shape = (1, -1) + (1,) * (v.dim() - 2)
+        return ((v - m.running_mean.view(shape)) / torch.sqrt(m.running_var.view(shape) + m.eps)
+                * m.weight.view(shape) + m.bias.view(shape))
+
+    mlp = F.linear(F.relu(bn(F.linear(x.mean((2, 3)), c.fc1.weight, c.fc1.bias), c.bn)), c.fc2.weight, c.fc2.bias)
+    h = F.relu(bn(F.conv2d(x, s[0].weight, s[0].bias), s[1]))
+    for i in (3, 6):
+        h = F.relu(bn(F.conv2d(h, s[i].weight, s[i].bias, padding=4, dilation=4), s[i + 1]))
+    return mlp, F.conv2d(h, s[9].weight, s[9].bias), bn
+
+
+def test_bam_sum_is_the_papers_equations_1_to_3_with_a_bn_on_each_branch():
+    x = torch.randn(2, 32, 6, 10, dtype=torch.float64)
+    layer = _randomize(BAM(32, reduction=4)).double()
+    mlp, conv, bn = _bam_branches_by_hand(layer, x)
+    mc = bn(mlp, layer.channel.out_bn)[:, :, None, None]   # eq. 2: BN(MLP(AvgPool(F)))
+    ms = bn(conv, layer.spatial.out_bn)                     # eq. 3: BN(f3(f2(f1(f0(F)))))
+    torch.testing.assert_close(layer(x), x + x * torch.sigmoid(mc + ms), rtol=0, atol=1e-12)  # eq. 1
+    assert isinstance(layer.channel.out_bn, torch.nn.BatchNorm1d) and layer.channel.out_bn.num_features == 32
+    assert isinstance(layer.spatial.out_bn, torch.nn.BatchNorm2d) and layer.spatial.out_bn.num_features == 1
+
+
+def test_bam_product_is_the_authors_code_without_the_papers_bns():
+    x = torch.randn(2, 32, 6, 10, dtype=torch.float64)
+    layer = _randomize(BAM(32, reduction=4, combine="product")).double()
+    mlp, conv, _ = _bam_branches_by_hand(layer, x)
+    torch.testing.assert_close(layer(x), x * (1 + torch.sigmoid(mlp[:, :, None, None] * conv)), rtol=0, atol=1e-12)
+    n_sum = sum(p.numel() for p in BAM(32, reduction=4).parameters())
+    assert n_sum - sum(p.numel() for p in layer.parameters()) == 2 * 32 + 2
 
 
 def test_bam_spatial_branch_is_dilated_and_keeps_size():
@@ -118,8 +144,26 @@ def test_cbam_orders_and_gate_switches_change_the_result():
     torch.testing.assert_close(outs["parallel"], x * mc * ms)
     only_channel = _randomize(CBAM(16, reduction=4, spatial=False))
     torch.testing.assert_close(only_channel(x), x * torch.sigmoid(only_channel.channel(x))[:, :, None, None])
-    avg_only = CBAM(16, reduction=4, pool_types=("avg",))
-    assert avg_only.spatial.conv.in_channels == 1 and avg_only.channel.pool_types == ("avg",)
+
+
+@pytest.mark.parametrize("pool_types", [("avg",), ("max",), ("avg", "max")])
+def test_cbam_pool_types_change_only_the_channel_gate_spatial_input_stays_max_mean(pool_types):
+    layer = _randomize(CBAM(16, reduction=4, pool_types=pool_types))
+    assert layer.channel.pool_types == pool_types and layer.spatial.conv.in_channels == 2
+    x = torch.randn(2, 16, 5, 6)
+    pooled = torch.cat([x.amax(1, keepdim=True), x.mean(1, keepdim=True)], 1)  # the authors' ChannelPool
+    expected = layer.spatial.bn(F.conv2d(pooled, layer.spatial.conv.weight, padding=3))
+    torch.testing.assert_close(layer.spatial(x), expected)
+
+
+def test_cbam_spatial_pool_types_ablate_the_spatial_pooling():
+    layer = _randomize(CBAM(16, reduction=4, spatial_pool_types=("avg",)))
+    assert layer.spatial.conv.in_channels == 1 and layer.channel.pool_types == ("avg", "max")
+    x = torch.randn(2, 16, 5, 6)
+    expected = layer.spatial.bn(F.conv2d(x.mean(1, keepdim=True), layer.spatial.conv.weight, padding=3))
+    torch.testing.assert_close(layer.spatial(x), expected)
+    with pytest.raises(ValueError, match="CBAM: spatial_pool_types must be a non-empty subset"):
+        CBAM(16, spatial_pool_types=("lse",))
 
 
 @pytest.mark.parametrize("kind", sorted(LAYERS))

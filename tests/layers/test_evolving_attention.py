@@ -153,6 +153,32 @@ def test_prev_logits_of_another_size_restart_the_chain():
         ea(x, torch.randn(2, 3, 9, 9, dtype=torch.float64))
 
 
+@pytest.mark.parametrize("prev_shape", [None, (2, 4, 16, 16)])
+def test_evolving_layer_without_usable_prev_logits_is_plain_attention(prev_shape):
+    ea = _evolving(0.5, 0.7)
+    with torch.no_grad():
+        ea.conv.bias.fill_(3.0)  # a convolution that ran would shift every logit
+    plain = MultiHeadSelfAttention(24, 4).double()
+    _copy_attention(plain, ea)
+    x = _tokens()
+    prev = None if prev_shape is None else torch.randn(*prev_shape, dtype=torch.float64)
+    out, logits = ea(x, prev)
+    ref_out, ref_logits = plain(x, return_logits=True)
+    torch.testing.assert_close(logits, ref_logits, rtol=0, atol=1e-12)
+    torch.testing.assert_close(out, ref_out, rtol=0, atol=1e-12)
+
+
+def test_aaconv_evolve_without_prev_logits_is_plain_aaconv():
+    plain = AAConv2d(8, 16, dk=8, dv=8, heads=2, input_size=5).double()
+    ea = AAConv2d(8, 16, dk=8, dv=8, heads=2, input_size=5, evolve=True).double()
+    ea.load_state_dict(plain.state_dict(), strict=False)
+    x = torch.randn(2, 8, 5, 5, dtype=torch.float64)
+    out, logits = ea(x)
+    ref_out, ref_logits = plain(x, return_logits=True)
+    torch.testing.assert_close(logits, ref_logits, rtol=0, atol=1e-12)
+    torch.testing.assert_close(out, ref_out, rtol=0, atol=1e-12)
+
+
 def test_evolving_attention_rejects_weights_outside_unit_interval():
     with pytest.raises(ValueError, match="EvolvingAttention: alpha"):
         EvolvingAttention(8, 2, alpha=1.5)

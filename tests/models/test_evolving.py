@@ -6,7 +6,7 @@ import torch
 
 import attnvision as av
 from attnvision.layers import AAConv2d, EvolvingAttention, collect_attention
-from attnvision.models.aa_resnet import AABottleneck, AAResNet
+from attnvision.models.aa_resnet import AABottleneck, AAResNet, depth_for_heads
 from attnvision.models.resnet import ResNetCfg
 from attnvision.models.vit import ViTCfg, VisionTransformer
 
@@ -22,7 +22,7 @@ def _meta_params(name, **kw):
 
 @pytest.mark.parametrize("name", AA_NAMES)
 def test_each_evolving_conv_adds_heads_squared_times_nine_plus_heads_parameters(name):
-    plain, _ = _meta_params(name)
+    plain, _ = _meta_params(name, kappa=0.25, upsilon=0.125)  # the ea_* defaults
     evolving, model = _meta_params("ea_" + name)
     n_evolve = sum(1 for m in model.modules() if isinstance(m, AAConv2d) and m.evolve)
     assert n_evolve > 0 and evolving - plain == n_evolve * (8 * 8 * 9 + 8)
@@ -36,10 +36,28 @@ def test_ea_aa_resnet50_chain_runs_through_stages_2_and_3_and_restarts_at_stage_
     assert len(roles) == 4 + 6 + 3
 
 
-def test_aa_resnet50_parameters_near_paper():
-    params, model = _meta_params("aa_resnet50")
+def test_aa_resnet50_builds_at_the_papers_kappa_and_is_near_its_count():
+    params, model = _meta_params("aa_resnet50")  # default κ = 2υ = 0.2, 8 heads
+    depths = sorted({(m.out_channels, m.dk, m.dv) for m in model.modules() if isinstance(m, AAConv2d)})
+    # 0.2·128 = 25.6 → 24, 0.1·128 = 12.8 → 16; 51.2 → 48, 25.6 → 24; 102.4 → 104, 51.2 → 48
+    assert depths == [(128, 24, 16), (256, 48, 24), (512, 104, 48)]
+    assert params == 25_115_374
     assert model.pretrained_cfg["paper_params"] == 25.8e6
-    assert abs(params - 25.8e6) / 25.8e6 < 0.05  # the paper's κ = 2υ = 0.2 versus our 0.25 / 0.125
+    assert abs(params - 25.8e6) / 25.8e6 < 0.03
+
+
+@pytest.mark.parametrize("depth,heads,expected", [(25.6, 8, 24), (12.8, 8, 16), (12.0, 8, 16), (3.0, 8, 8),
+                                                  (102.4, 8, 104), (32.0, 8, 32), (5.0, 2, 6)])
+def test_depths_round_to_the_nearest_multiple_of_the_heads_at_least_one_per_head(depth, heads, expected):
+    assert depth_for_heads(depth, heads) == expected
+
+
+def test_ea_aa_resnets_keep_the_evolving_authors_depths_and_zero_depth_is_refused():
+    _, model = _meta_params("ea_aa_resnet50")
+    assert {(m.out_channels, m.dk, m.dv) for m in model.modules() if isinstance(m, AAConv2d)} == {
+        (128, 32, 16), (256, 64, 32), (512, 128, 64)}
+    with pytest.raises(ValueError, match=r"AAResNet: upsilon must be in \(0, 1\], got 0"):
+        _meta_params("aa_resnet50", upsilon=0)
 
 
 def test_vit_parameters_match_deit():

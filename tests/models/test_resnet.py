@@ -3,6 +3,7 @@ placement of the attention modules, features_only and the timm interface."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -19,10 +20,16 @@ def _params(name, **kwargs):
 
 @pytest.mark.parametrize("name,expected", [
     ("resnet50", 25_557_032), ("resnet50_se", 28_088_024), ("resnet50_cbam", 28_089_624),
-    ("resnet50_bam", 25_915_099), ("resnet50_eca", 25_557_032 + 80),
+    ("resnet50_bam", 25_918_689), ("resnet50_eca", 25_557_032 + 80),
 ])
 def test_resnet50_parameter_counts_match_the_issue(name, expected):
     assert _params(name) == expected
+
+
+def test_resnet50_bam_product_is_the_authors_count_and_sum_adds_the_papers_bns():
+    product = _params("resnet50_bam", attn_kwargs=dict(combine="product"))
+    assert product == 25_915_099
+    assert _params("resnet50_bam") - product == sum(2 * c + 2 for c in (256, 512, 1024))
 
 
 @pytest.mark.parametrize("name,millions", [
@@ -35,22 +42,23 @@ def test_parameter_counts_round_to_the_papers(name, millions):
 
 
 def _official_counts(reference_dir):
+    """(our model, its kwargs, the count measured on the authors' code); BAM as released is combine="product"."""
     counts = json.loads((reference_dir / "param_counts.json").read_text())
     ours = {}
     for depth in (18, 34, 50, 101):
-        ours[f"resnet{depth}_plain_imagenet"] = f"resnet{depth}"
-        ours[f"resnet{depth}_cbam_imagenet"] = f"resnet{depth}_cbam"
-        ours[f"resnet{depth}_bam_imagenet"] = f"resnet{depth}_bam"
+        ours[f"resnet{depth}_plain_imagenet"] = (f"resnet{depth}", {})
+        ours[f"resnet{depth}_cbam_imagenet"] = (f"resnet{depth}_cbam", {})
+        ours[f"resnet{depth}_bam_imagenet"] = (f"resnet{depth}_bam", dict(attn_kwargs=dict(combine="product")))
     for depth, k in ((18, "3577"), (34, "3357"), (50, "3557"), (101, "3357"), (152, "3357")):
-        ours[f"eca_resnet{depth}_k{k}"] = f"resnet{depth}_eca"
+        ours[f"eca_resnet{depth}_k{k}"] = (f"resnet{depth}_eca", {})
     for depth in (18, 34, 50, 101):
-        ours[f"timm_legacy_seresnet{depth}"] = f"resnet{depth}_se"
-    return [(ours[key], counts[key]) for key in ours]
+        ours[f"timm_legacy_seresnet{depth}"] = (f"resnet{depth}_se", {})
+    return [(*ours[key], counts[key]) for key in ours]
 
 
 def test_every_count_measured_on_the_authors_code_is_reproduced(reference_dir):
-    for name, expected in _official_counts(reference_dir):
-        assert _params(name) == expected, name
+    for name, kwargs, expected in _official_counts(reference_dir):
+        assert _params(name, **kwargs) == expected, name
 
 
 def test_macs_match_torchvision_layout_and_the_papers_layout():
@@ -216,3 +224,85 @@ def test_model_errors_are_clear():
     with pytest.raises(ValueError, match=r"out_indices must index its 4 stages, got \(4,\)"):
         av.create_model("resnet18", features_only=True, out_indices=(4,))
     assert isinstance(av.create_model("resnet18"), ResNet)
+
+
+# -- initialisation ------------------------------------------------------------------------------
+
+def _he_std(fan: int) -> float:
+    return math.sqrt(2.0 / fan)
+
+
+def _default_bound(m) -> float:
+    """PyTorch's default weights (kaiming_uniform, a = √5) lie within ±1/√fan_in."""
+    return 1.0 / math.sqrt(m.weight[0].numel())
+
+
+def test_cbam_resnet_starts_as_the_authors_resnet():
+    model = av.create_model("resnet50_cbam")
+    cbams = [m for m in model.modules() if isinstance(m, CBAM)]
+    assert len(cbams) == 16
+    assert all(torch.all(c.spatial.bn.weight == 0) for c in cbams)  # M_s starts at σ(0) = 0.5
+    others = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)
+              and not any(m is c.spatial.bn for c in cbams)]
+    assert all(torch.all(m.weight == 1) for m in others)
+    biases = [(n, p) for n, p in model.named_parameters() if n.endswith("bias")]
+    assert biases and all(torch.all(p == 0) for _, p in biases), [n for n, p in biases if torch.any(p != 0)]
+    # the one-output-channel 7×7 convs are He-normal on fan-out (49) too, not PyTorch's default
+    w7 = torch.cat([c.spatial.conv.weight.flatten() for c in cbams])
+    assert w7.std().item() == pytest.approx(_he_std(49), rel=0.1)
+    big = model.layer4[0].conv2  # 512 → 512, 3×3: 2.4 M draws
+    assert big.weight.std().item() == pytest.approx(_he_std(9 * 512), rel=0.01)
+    assert model.fc.weight.std().item() == pytest.approx(_he_std(2048), rel=0.01)  # He-normal on fan-in
+    # the authors' key test ("conv" in the key) leaves the shortcut projections and the MLPs at PyTorch's default
+    proj = model.layer3[0].downsample[0]
+    assert proj.weight.abs().max().item() <= _default_bound(proj)
+    assert proj.weight.std().item() < 0.7 * _he_std(proj.out_channels)
+    fc1 = cbams[-1].channel.fc1
+    assert fc1.weight.abs().max().item() <= _default_bound(fc1)
+
+
+def test_bam_resnet_starts_as_the_authors_resnet():
+    model = av.create_model("resnet50_bam")
+    bams = [m for m in model.modules() if isinstance(m, BAM)]
+    assert len(bams) == 3
+    finals = torch.cat([b.spatial.body[-1].weight.flatten() for b in bams])  # 1×1 to one channel: fan-out 1
+    assert finals.std().item() == pytest.approx(_he_std(1), rel=0.3)
+    assert all(torch.all(m.weight == 1) for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))
+    assert all(torch.all(p == 0) for n, p in model.named_parameters() if n.endswith("bias"))
+    reduce = bams[-1].spatial.body[0]  # 1024 → 64, 1×1
+    assert reduce.weight.std().item() == pytest.approx(_he_std(64), rel=0.02)
+
+
+def test_torchvision_init_keeps_cbam_spatial_bn_at_one_and_default_biases():
+    model = av.create_model("resnet18_cbam", init="torchvision")
+    cbam = model.layer4[1].attn
+    assert torch.all(cbam.spatial.bn.weight == 1)
+    assert torch.any(cbam.channel.fc1.bias != 0) and torch.any(model.fc.bias != 0)
+    assert model.fc.weight.abs().max().item() <= _default_bound(model.fc)
+    assert model.layer3[0].downsample[0].weight.std().item() == pytest.approx(_he_std(256), rel=0.02)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet18_se", "resnet18_eca"])
+def test_se_eca_and_plain_resnets_authors_init_is_torchvisions(name):
+    torch.manual_seed(1)
+    authors = av.create_model(name, num_classes=10).state_dict()
+    torch.manual_seed(1)
+    tv = av.create_model(name, num_classes=10, init="torchvision").state_dict()
+    assert all(torch.equal(authors[k], tv[k]) for k in authors)
+    assert authors["layer4.1.conv2.weight"].std().item() == pytest.approx(_he_std(9 * 512), rel=0.01)
+
+
+def test_mobilenet_cbam_starts_as_the_authors_resnets():
+    model = av.create_model("mobilenet_v1_cbam", num_classes=10, width_mult=0.5)
+    cbams = [m for m in model.modules() if isinstance(m, CBAM)]
+    assert cbams and all(torch.all(c.spatial.bn.weight == 0) for c in cbams)
+    assert all(torch.all(p == 0) for n, p in model.named_parameters() if n.endswith("bias"))
+    tv = av.create_model("mobilenet_v1_cbam", num_classes=10, width_mult=0.5, init="torchvision")
+    assert all(torch.all(c.spatial.bn.weight == 1) for c in tv.modules() if isinstance(c, CBAM))
+
+
+def test_unknown_init_is_refused_with_the_choices():
+    with pytest.raises(ValueError, match=r"ResNet: init must be one of \('authors', 'torchvision'\), got 'he'"):
+        av.create_model("resnet18", init="he")
+    with pytest.raises(ValueError, match="MobileNetV1: init must be one of"):
+        av.create_model("mobilenet_v1", init="he")

@@ -156,6 +156,15 @@ def test_layer_scales_start_at_1e_2_and_drop_path_rises_linearly():
     assert all(a < b for a, b in zip(rates, rates[1:]))
 
 
+def test_drop_rate_drops_inside_the_mlp_but_not_before_the_classifier():
+    model = VAN(TINY, num_classes=5, drop_rate=0.5).train()
+    drops = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    assert drops and all(m.p == 0.5 for m in drops)
+    assert all(".mlp." in name for name, m in model.named_modules() if isinstance(m, torch.nn.Dropout))
+    feats = torch.randn(4, 16, 3, 3)
+    torch.testing.assert_close(model.forward_head(feats), model.head(feats.mean((2, 3))), rtol=0, atol=0)
+
+
 def test_channels_last_model_gives_the_same_outputs():
     model = VAN(TINY, num_classes=5).eval().double()
     x = torch.randn(2, 3, 41, 30, dtype=torch.float64)
