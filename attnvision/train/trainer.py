@@ -79,6 +79,7 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     step_epochs: float = 30.0          # step schedule: multiply the rate by step_gamma every step_epochs
     step_gamma: float = 0.1
+    step_milestones: tuple[float, ...] = ()  # step schedule at these epochs instead (He et al.: 50% and 75%)
     label_smoothing: float = 0.0
     clip_grad: float | None = None
     amp: str | None = None             # None, "bf16" or "fp16"
@@ -264,7 +265,8 @@ def _train(cfg: TrainConfig, d: Dist, model, train_set, val_set, on_step) -> dic
                          f"({cfg.batch_size})")
     scheduler = create_scheduler(optimizer, cfg.sched, total_steps=cfg.epochs * steps_per_epoch,
                                  warmup_steps=int(cfg.warmup_epochs * steps_per_epoch),
-                                 step_every=int(cfg.step_epochs * steps_per_epoch), gamma=cfg.step_gamma)
+                                 step_every=int(cfg.step_epochs * steps_per_epoch), gamma=cfg.step_gamma,
+                                 milestones=tuple(int(m * steps_per_epoch) for m in cfg.step_milestones))
     amp_dtype = AMP_DTYPES.get(cfg.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
     net = model
