@@ -81,9 +81,9 @@ def render(digit_ids: torch.Tensor, clutter_pool: torch.Tensor, clutter: int, g:
     n = len(digit_ids)
     frag_src = clutter_pool[torch.randint(len(clutter_pool), (n, clutter), generator=g)]
     frag_rc = torch.randint(0, 5, (n, clutter, 2), generator=g)
-    frag_size = torch.randint(8, 13, (n, clutter), generator=g)
+    frag_size = torch.randint(CANVAS // 8, CANVAS * 3 // 16 + 1, (n, clutter), generator=g)
     frag_pos = (torch.rand(n, clutter, 2, generator=g) * (CANVAS - frag_size + 1)[..., None]).long()
-    size = torch.randint(16, 33, (n,), generator=g)
+    size = torch.randint(CANVAS // 4, CANVAS // 2 + 1, (n,), generator=g)
     pos = (torch.rand(n, 2, generator=g) * (CANVAS - size + 1)[:, None]).long()
 
     crops = images.unfold(1, 4, 1).unfold(2, 4, 1)                       # (N, 5, 5, 4, 4): crop by corner
