@@ -7,8 +7,16 @@ that already finished and resuming those that were cut short, then writes:
 - ``results.csv``: one row per run (``model, settings, seed, val_acc1, val_acc5, best_val_acc1,
   params, macs, train_images_per_s, infer_images_per_s, seconds`` and one column per
   registered run metric);
-- ``results.md``: mean ± standard deviation over seeds of every metric, per model and setting;
-- ``results.png``: accuracy against MACs and against parameters, with error bars.
+- ``results.md``: mean ± standard deviation over seeds of every metric, per model and setting, and
+  for accuracy and ``cam_energy`` the paired difference to the baseline (:func:`group`);
+- ``results.png``: accuracy against MACs and against parameters, with error bars;
+- ``throughput.json``: training and inference images per second of each model, measured after
+  all training, one model at a time (:func:`measure_throughput`).
+
+The first model is the baseline. A setting applies only to the models it changes
+(:func:`applicable`), so the baseline is not trained again under, say, every reduction ratio;
+every other (model, settings) group is paired, seed by seed, with the baseline trained under the
+same grid point, and its mean difference gets a 95% Student-t interval (:mod:`.stats`).
 
 On data with object boxes (``cluttered-digits``) two more columns say where each model looks:
 ``cam_energy`` (the fraction of Grad-CAM mass inside the digit's box) and ``pointing_game`` (the
@@ -18,8 +26,10 @@ More columns: ``register_run_metric(name, fn)`` adds a column computed after eac
 ``fn(RunContext) -> float`` from the trained model (final weights, eval mode) and the
 validation set; values are stored in the run's ``summary.json`` so reruns reuse them.
 
-The default grid (``DEFAULT``) is the README's first command: a small ResNet baseline and the
-same network with SE, ECA, BAM and CBAM on ``cluttered-digits``, 2 seeds.
+The default grid (``DEFAULT``) is the README's first command: ResNet-20 plain and with SE, ECA,
+BAM and CBAM on ``cluttered-digits``, 3 seeds, ``attn_kwargs.reduction=4`` (at 16, the 16-channel
+stage would leave one hidden unit in each attention MLP), AdamW for 8 epochs of fresh canvases.
+``PRESETS["cifar"]`` is He et al.'s CIFAR protocol for ResNet-110 and its attention variants.
 """
 from __future__ import annotations
 
