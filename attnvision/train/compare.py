@@ -249,7 +249,9 @@ class Results(list):
     """The rows :func:`compare` returns (one dict per run); ``partner`` maps each (model, settings)
     group to the baseline group it is paired with."""
 
-    partner: dict[tuple[str, str], tuple[str, str]] = {}
+    def __init__(self, rows: list[dict], partner: dict[tuple[str, str], tuple[str, str]]):
+        super().__init__(rows)
+        self.partner = partner
 
 
 @dataclass
@@ -381,8 +383,7 @@ def compare(models: list[str] | None = None, settings: list[dict] | None = None,
             rows.append(row)
     finally:
         torch.set_num_threads(outer_threads)
-    rows = Results(rows)
-    rows.partner = grid.partner
+    rows = Results(rows, grid.partner)
     write_results(rows, out, dict(data=data, epochs=epochs, seeds=seeds, recipe=recipe, jobs=jobs,
                                   threads=torch.get_num_threads() if base.threads is None else base.threads,
                                   partner=grid.partner,
