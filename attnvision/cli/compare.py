@@ -40,10 +40,6 @@ def run(args) -> int:
     from ..train.compare import DEFAULT, PRESETS, compare, parse_sets
 
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
-    if args.preset and not args.data:
-        print(f"attnvision compare: --preset {args.preset} needs --data cifar10:PATH or cifar100:PATH",
-              file=sys.stderr)
-        return 2
     # the default recipe; its model keywords (the small ResNet's stem) only go with the default models
     source = PRESETS[args.preset] if args.preset else DEFAULT
     recipe = {k: v for k, v in source["recipe"].items() if k != "model_kwargs" or models is None}
@@ -52,8 +48,7 @@ def run(args) -> int:
             recipe[key] = getattr(args, key)
     jobs = args.jobs or min(2, os.cpu_count() or 1)
     rows = compare(models, parse_sets(args.sets) if args.sets else None, preset=args.preset, data=args.data,
-                   epochs=args.epochs,
-                   seeds=args.seeds, out=args.out, recipe=recipe, jobs=jobs)
+                   epochs=args.epochs, seeds=args.seeds, out=args.out, recipe=recipe, jobs=jobs)
     if not rows:
         return 130
     print(summary_table(rows))

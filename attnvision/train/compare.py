@@ -276,8 +276,9 @@ def plan(models: list[str], settings: list[dict], seeds: int, base: TrainConfig)
             if len(missed) == len(models):
                 raise ValueError(f"compare: --set {key} changes none of the models ({', '.join(models)}); "
                                  f"check the key's spelling against the models' keyword arguments")
-            unaffected.setdefault(key, [])
-            unaffected[key] += [m for m in missed if m not in unaffected[key]]
+            if missed:
+                unaffected.setdefault(key, [])
+                unaffected[key] += [m for m in missed if m not in unaffected[key]]
         baseline = (models[0], settings_label(own[models[0]]))
         for m in models:
             group_key = (m, settings_label(own[m]))
@@ -290,9 +291,8 @@ def plan(models: list[str], settings: list[dict], seeds: int, base: TrainConfig)
 
 
 def compare(models: list[str] | None = None, settings: list[dict] | None = None, *, preset: str | None = None,
-            data: str | None = None,
-            epochs: int | None = None, seeds: int | None = None, out: str = "runs/compare",
-            recipe: dict | None = None, jobs: int = 1, progress: bool = True) -> Results:
+            data: str | None = None, epochs: int | None = None, seeds: int | None = None,
+            out: str = "runs/compare", recipe: dict | None = None, jobs: int = 1, progress: bool = True) -> Results:
     """Train the grid (skipping finished runs), write the results files and return the rows.
 
     ``None`` arguments take the value of :data:`DEFAULT` (``settings`` and ``recipe`` only when

@@ -148,6 +148,7 @@ def test_settings_apply_only_to_the_models_they_change():
     # a training setting changes every model: each value pairs with the baseline trained the same way
     grid = plan(["resnet20", "resnet20_se"], parse_sets(["train.lr=0.1,0.05"]), 1, base)
     assert len(grid.runs) == 4 and grid.partner[("resnet20_se", "train.lr=0.05")] == ("resnet20", "train.lr=0.05")
+    assert grid.unaffected == {}
     with pytest.raises(ValueError, match="--set attn_kwargs.reducton changes none of the models"):
         plan(["resnet20", "resnet20_se"], parse_sets(["attn_kwargs.reducton=4"]), 1, base)
 
@@ -228,4 +229,5 @@ def test_cifar_preset_trains_with_he_et_al_schedule(tmp_path, capsys):
     with pytest.raises(ValueError, match="the 'cifar' preset needs data"):
         compare(preset="cifar", out=str(tmp_path))
     assert main(["compare", "--preset", "cifar", "--out", str(tmp_path / "x")]) == 2
-    assert "--preset cifar needs --data" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    err = capsys.readouterr().err
+    assert "attnvision compare: error: compare: the 'cifar' preset needs data" in err and not (tmp_path / "x").exists()
