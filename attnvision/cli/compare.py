@@ -1,7 +1,8 @@
 """``attnvision compare [--models A,B] [--set KEY=V1,V2] ...``: a fair grid of models × settings × seeds.
 
-With no arguments it runs the default comparison: a small ResNet and the same network with
-SE, ECA, BAM and CBAM on ``cluttered-digits``, 2 seeds.
+With no arguments it runs the default comparison (:data:`attnvision.train.compare.DEFAULT`); it
+ends with a table of each model's accuracy and Grad-CAM energy in the digit's box, their paired
+differences to the baseline and, in words, whether each is larger than the seed spread.
 """
 from __future__ import annotations
 
@@ -11,13 +12,17 @@ import sys
 
 
 def add_parser(sub):
-    from ..train.compare import DEFAULT
+    from ..train.compare import DEFAULT, PRESETS
 
     p = sub.add_parser("compare", help="train a grid of models and settings over seeds; write results.csv/.md/.png")
     p.add_argument("--models", help=f"comma-separated model names (default: {','.join(DEFAULT['models'])})")
     p.add_argument("--set", dest="sets", action="append", metavar="KEY=V1,V2",
                    help="a grid axis: a dotted model keyword (attn_kwargs.reduction=8,16) or train.FIELD=V1,V2; "
                    "repeatable")
+    p.add_argument("--preset", choices=sorted(PRESETS),
+                   help="a paper's protocol instead of the default: cifar = ResNet-110 plain/SE/ECA/BAM/CBAM, "
+                   "He et al.'s CIFAR schedule (SGD 0.1, momentum 0.9, wd 1e-4, batch 128, 164 epochs, ÷10 at "
+                   "epochs 82 and 123); needs --data cifar10:PATH or cifar100:PATH")
     p.add_argument("--data", help=f"dataset spec (default: {DEFAULT['data']})")
     p.add_argument("--epochs", type=int, help=f"epochs per run (default: {DEFAULT['epochs']})")
     p.add_argument("--seeds", type=int, help=f"seeds per setting (default: {DEFAULT['seeds']})")
@@ -32,22 +37,52 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from ..cli._table import format_table
-    from ..train.compare import DEFAULT, compare, group, parse_sets
+    from ..train.compare import DEFAULT, PRESETS, compare, parse_sets
 
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
     # the default recipe; its model keywords (the small ResNet's stem) only go with the default models
-    recipe = {k: v for k, v in DEFAULT["recipe"].items() if k != "model_kwargs" or models is None}
+    source = PRESETS[args.preset] if args.preset else DEFAULT
+    recipe = {k: v for k, v in source["recipe"].items() if k != "model_kwargs" or models is None}
     for key in ("batch_size", "lr", "opt", "model_kwargs", "threads"):
         if getattr(args, key) is not None:
             recipe[key] = getattr(args, key)
     jobs = args.jobs or min(2, os.cpu_count() or 1)
-    rows = compare(models, parse_sets(args.sets), data=args.data, epochs=args.epochs, seeds=args.seeds,
-                   out=args.out, recipe=recipe, jobs=jobs)
+    rows = compare(models, parse_sets(args.sets) if args.sets else None, preset=args.preset, data=args.data,
+                   epochs=args.epochs, seeds=args.seeds, out=args.out, recipe=recipe, jobs=jobs)
     if not rows:
         return 130
-    table = [[g["model"], g["settings"], f"{g['val_acc1'][0]:.2f} ± {g['val_acc1'][1]:.2f}",
-              f"{int(g['params'][0]):,}", f"{g['macs'][0] / 1e6:.2f} M"] for g in group(rows)]
-    print(format_table(["model", "settings", "val acc1 %", "params", "MACs"], table))
+    print(summary_table(rows))
     print(f"wrote {os.path.join(args.out, 'results.csv')}, results.md, results.png", file=sys.stderr)
     return 0
+
+
+def summary_table(rows) -> str:
+    """The terminal table: accuracy and (on data with boxes) Grad-CAM energy in the box, each with its
+    paired difference to the baseline and what that difference says, then how to read it."""
+    from ..cli._table import format_table
+    from ..train.compare import delta_cell, group, mean_cell, verdict
+
+    groups = group(rows, getattr(rows, "partner", None))
+    boxes = all(g.get("cam_energy") is not None for g in groups)
+    headers = ["model", "settings", "val acc1 %", "Δ acc1 [95% CI]", "accuracy"]
+    headers += ["cam energy", "Δ energy [95% CI]", "looks at the digit"] if boxes else []
+    table = []
+    for g in groups:
+        paired = g["paired"]
+        acc = paired["val_acc1"] if paired else None
+        line = [g["model"], g["settings"], mean_cell(g["val_acc1"], g["n"]), delta_cell(acc), verdict(acc)]
+        if boxes:
+            energy = paired["cam_energy"] if paired else None
+            line += [mean_cell(g["cam_energy"], g["n"], 3), delta_cell(energy, 3),
+                     verdict(energy, "more", "less")]
+        table.append(line)
+    seeds = sorted({g["n"] for g in groups})
+    base = groups[0]["model"]
+    if seeds == [1]:
+        note = (f"1 seed: single values, no spread; Δ is the difference to {base} and cannot be told apart from "
+                f"seed noise (use --seeds 3 or more)")
+    else:
+        note = (f"{'/'.join(map(str, seeds))} seeds per model (mean ± std); Δ is the mean difference to {base} "
+                f"trained with the same seed, with its 95% Student-t interval; a difference is called higher/lower "
+                f"(*) only when that interval excludes 0, i.e. it is larger than the seed-to-seed spread")
+    return format_table(headers, table) + "\n" + note

@@ -64,7 +64,7 @@ def create_dataset(spec: str, split: str = "train", *, input_size=None, mean=Non
         background = -base.mean[0] / base.std[0]  # images are normalised already; pad with blank paper
         transform = v2.RandomCrop(base.image_size, padding=2, fill=background) if augment else None
     elif name == "cluttered-digits":
-        base, transform = ClutteredDigits(split), None
+        base, transform = ClutteredDigits(split, seed=seed), None
     elif name == "synthetic":
         shape = (3, 32, 32)
         if arg:

@@ -3,8 +3,16 @@
 In the spirit of cluttered MNIST (Mnih et al., Recurrent Models of Visual Attention, NIPS
 2014): the class is decided by one object in a small region, and distractor strokes cut
 from other digits cover the rest of the canvas, so a network gains from looking in the
-right place. Generated deterministically from :mod:`attnvision.data.digits` (the ``train``
-canvases from training digits only, ``val`` from validation digits only):
+right place. Generated deterministically from :mod:`attnvision.data.digits`:
+
+- ``train``: fresh canvases every epoch (:meth:`ClutteredDigits.set_epoch`), drawn from the
+  1,437 training digits (digit and clutter alike) by a generator seeded by the run's seed and
+  the epoch, so a resumed run sees the same canvases as an uninterrupted one; a network cannot
+  memorise a fixed set of canvases, only learn to find and read the digit;
+- ``val``: one fixed set of 2,160 canvases (6 per digit) drawn from the 360 held-out digits
+  only, the same for every seed.
+
+Each canvas is made as follows:
 
 - each source digit (8×8) is resized to s×s, s uniform in [16, 32], and placed uniformly
   on the canvas;
@@ -26,8 +34,11 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from .digits import SPLITS, digits_8x8, split_indices
+from .transforms import _mix
 
 CANVAS = 64
+TRAIN_COPIES, VAL_COPIES = 3, 6
+VAL_SEED = 0
 
 
 def _paste_max(canvases: torch.Tensor, patches: torch.Tensor, canvas_ids: torch.Tensor, sizes: torch.Tensor,
@@ -63,41 +74,66 @@ def _resize(patches: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(patches[:, None], size=(size, size), mode="bilinear", align_corners=False)[:, 0].clamp_(0, 1)
 
 
-@functools.lru_cache(maxsize=8)
-def generate(split: str, copies: int, clutter: int, seed: int):
-    """``(canvases (N, 64, 64) in [0, 1], labels (N,), boxes (N, 4))`` of one split, cached."""
-    labels_all = digits_8x8()[1]
-    pool = split_indices(split)
-    idx = pool.repeat(copies)
-    n = len(idx)
-    g = torch.Generator().manual_seed(seed * 2 + (split == "val"))
-    frag_src = pool[torch.randint(len(pool), (n, clutter), generator=g)]
+def render(digit_ids: torch.Tensor, clutter_pool: torch.Tensor, clutter: int, g: torch.Generator):
+    """``(canvases (N, 64, 64) in [0, 1], labels (N,), boxes (N, 4))``: digit ``digit_ids[k]`` on canvas k,
+    with ``clutter`` fragments cut from digits of ``clutter_pool``, every random number drawn from ``g``."""
+    images, labels_all, _ = digits_8x8()
+    n = len(digit_ids)
+    frag_src = clutter_pool[torch.randint(len(clutter_pool), (n, clutter), generator=g)]
     frag_rc = torch.randint(0, 5, (n, clutter, 2), generator=g)
-    frag_size = torch.randint(8, 13, (n, clutter), generator=g)
+    frag_size = torch.randint(CANVAS // 8, CANVAS * 3 // 16 + 1, (n, clutter), generator=g)
     frag_pos = (torch.rand(n, clutter, 2, generator=g) * (CANVAS - frag_size + 1)[..., None]).long()
-    size = torch.randint(16, 33, (n,), generator=g)
+    size = torch.randint(CANVAS // 4, CANVAS // 2 + 1, (n,), generator=g)
     pos = (torch.rand(n, 2, generator=g) * (CANVAS - size + 1)[:, None]).long()
 
-    images = digits_8x8()[0]
     crops = images.unfold(1, 4, 1).unfold(2, 4, 1)                       # (N, 5, 5, 4, 4): crop by corner
     canvases = torch.zeros(n, CANVAS, CANVAS)
     frag_patches = crops[frag_src, frag_rc[..., 0], frag_rc[..., 1]].reshape(-1, 4, 4)
     frag_canvas = torch.arange(n).repeat_interleave(clutter)
     _paste_max(canvases, frag_patches, frag_canvas, frag_size.reshape(-1), frag_pos.reshape(-1, 2))
-    _paste_max(canvases, images[idx], torch.arange(n), size, pos)
-    boxes = _ink_boxes(images[idx], size, pos)
-    return canvases, labels_all[idx], boxes
+    _paste_max(canvases, images[digit_ids], torch.arange(n), size, pos)
+    boxes = _ink_boxes(images[digit_ids], size, pos)
+    return canvases, labels_all[digit_ids], boxes
+
+
+def generate(split: str, copies: int, clutter: int, seed: int, epoch: int = 0):
+    """The canvases of ``split`` for ``(seed, epoch)`` (see :func:`render`), cached.
+
+    Every digit of the split appears ``copies`` times, in order (canvas i shows digit
+    ``split_indices(split)[i % n]``); its place, scale and clutter are drawn from a generator
+    seeded by ``(split, seed, epoch)``: for given ``copies`` and ``clutter``, canvas i is a function of
+    those and i alone.
+    """
+    pool = split_indices(split)
+    g = torch.Generator().manual_seed(_mix(SPLITS.index(split), seed, epoch))
+    return render(pool.repeat(copies), pool, clutter, g)
+
+
+_validation_set = functools.lru_cache(maxsize=2)(generate)
+
+
+@functools.lru_cache(maxsize=2)
+def _reference_stats(clutter: int) -> tuple[tuple[float], tuple[float]]:
+    """Mean and std of epoch 0 of seed 0's training canvases: both splits, every seed and epoch are
+    normalised by these."""
+    canvases = generate("train", 1, clutter, 0)[0]
+    return (canvases.mean().item(),), (canvases.std().item(),)
 
 
 class ClutteredDigits(Dataset):
     """Cluttered digit canvases, one channel, ten classes; items are ``(image, label)``.
 
+    The ``train`` split draws fresh canvases every epoch (:meth:`set_epoch`) from the 1,437
+    training digits; the ``val`` split is one fixed set drawn from the 360 held-out digits
+    (never seen in a training canvas, not even as clutter), the same for every ``seed``.
+
     Args:
         split: "train" or "val".
-        copies: canvases made from each source digit, each at a new place and scale, with new
-            clutter (default: 3 for train, 4,311 canvases; 1 for val, 360 canvases).
+        copies: canvases made from each source digit per epoch (train) or in all (val), each at
+            a new place and scale, with new clutter (default: 3 for train, 4,311 canvases an
+            epoch; 6 for val, 2,160 canvases).
         clutter: distractor fragments per canvas.
-        seed: generation seed (the split is mixed in, so train and val differ).
+        seed: the training canvases' seed (the run's seed); the validation set ignores it.
     """
 
     num_classes = 10
@@ -106,22 +142,33 @@ class ClutteredDigits(Dataset):
     image_size = CANVAS
 
     def __init__(self, split: str = "train", *, copies: int | None = None, clutter: int = 8, seed: int = 0):
-        copies = (3 if split == "train" else 1) if copies is None else copies
+        copies = (TRAIN_COPIES if split == "train" else VAL_COPIES) if copies is None else copies
         if not isinstance(copies, int) or copies < 1:
             raise ValueError(f"cluttered-digits: copies must be a positive integer, got {copies!r}")
         if not isinstance(clutter, int) or clutter < 0:
             raise ValueError(f"cluttered-digits: clutter must be a non-negative integer, got {clutter!r}")
         if split not in SPLITS:
             raise ValueError(f"cluttered-digits: split must be one of {SPLITS}, got {split!r}")
-        canvases, labels, boxes = generate(split, copies, clutter, seed)
-        # both splits are normalised by the training canvases' statistics
-        train_stats = generate("train", 1, clutter, seed)[0]
+        if not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"cluttered-digits: seed must be a non-negative integer, got {seed!r}")
+        self.split, self.copies, self.clutter = split, copies, clutter
+        self.seed = seed if split == "train" else VAL_SEED
+        self.mean, self.std = _reference_stats(clutter)
+        self.epoch = None
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the training canvases of ``epoch`` (the validation set stays as it is)."""
+        epoch = epoch if self.split == "train" else 0
+        if epoch == self.epoch:
+            return
+        make = generate if self.split == "train" else _validation_set
+        canvases, labels, boxes = make(self.split, self.copies, self.clutter, self.seed, epoch)
         self.raw = canvases
-        self.mean, self.std = (train_stats.mean().item(),), (train_stats.std().item(),)
         self.images = ((canvases - self.mean[0]) / self.std[0])[:, None]   # (N, 1, 64, 64)
         self.labels = labels
         self.boxes = boxes
-        self.split = split
+        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.labels)

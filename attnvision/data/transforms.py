@@ -60,6 +60,8 @@ class Augmented(Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+        if hasattr(self.base, "set_epoch"):  # data drawn afresh every epoch (cluttered-digits' training canvases)
+            self.base.set_epoch(epoch)
 
     def __len__(self) -> int:
         return len(self.base)

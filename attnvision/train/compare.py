@@ -7,8 +7,16 @@ that already finished and resuming those that were cut short, then writes:
 - ``results.csv``: one row per run (``model, settings, seed, val_acc1, val_acc5, best_val_acc1,
   params, macs, train_images_per_s, infer_images_per_s, seconds`` and one column per
   registered run metric);
-- ``results.md``: mean ± standard deviation over seeds of every metric, per model and setting;
-- ``results.png``: accuracy against MACs and against parameters, with error bars.
+- ``results.md``: mean ± standard deviation over seeds of every metric, per model and setting, and
+  for accuracy and ``cam_energy`` the paired difference to the baseline (:func:`group`);
+- ``results.png``: accuracy against MACs and against parameters, with error bars;
+- ``throughput.json``: training and inference images per second of each model, measured after
+  all training, one model at a time (:func:`measure_throughput`).
+
+The first model is the baseline. A setting applies only to the models it changes
+(:func:`applicable`), so the baseline is not trained again under, say, every reduction ratio;
+every other (model, settings) group is paired, seed by seed, with the baseline trained under the
+same grid point, and its mean difference gets a 95% Student-t interval (:mod:`.stats`).
 
 On data with object boxes (``cluttered-digits``) two more columns say where each model looks:
 ``cam_energy`` (the fraction of Grad-CAM mass inside the digit's box) and ``pointing_game`` (the
@@ -18,8 +26,10 @@ More columns: ``register_run_metric(name, fn)`` adds a column computed after eac
 ``fn(RunContext) -> float`` from the trained model (final weights, eval mode) and the
 validation set; values are stored in the run's ``summary.json`` so reruns reuse them.
 
-The default grid (``DEFAULT``) is the README's first command: a small ResNet baseline and the
-same network with SE, ECA, BAM and CBAM on ``cluttered-digits``, 2 seeds.
+The default grid (``DEFAULT``) is the README's first command: ResNet-20 plain and with SE, ECA,
+BAM and CBAM on ``cluttered-digits``, 3 seeds, ``attn_kwargs.reduction=4`` (at 16, the 16-channel
+stage would leave one hidden unit in each attention MLP), AdamW for 8 epochs of fresh canvases.
+``PRESETS["cifar"]`` is He et al.'s CIFAR protocol for ResNet-110 and its attention variants.
 """
 from __future__ import annotations
 
@@ -38,13 +48,29 @@ import torch
 from torch import nn
 
 from ..io import atomic_write, atomic_write_text
+from .stats import Paired, paired_difference
 from .trainer import TrainConfig
 
 DEFAULT = dict(
     models=["resnet20", "resnet20_se", "resnet20_eca", "resnet20_bam", "resnet20_cbam"],
-    data="cluttered-digits", epochs=5, seeds=2,
-    recipe=dict(batch_size=64, lr=0.1, opt="sgd", sched="cosine", model_kwargs=dict(stem="imagenet")),
+    settings=[{"attn_kwargs.reduction": 4}],
+    data="cluttered-digits", epochs=8, seeds=3,
+    recipe=dict(batch_size=32, lr=2e-3, opt="adamw", sched="cosine", model_kwargs=dict(stem="imagenet")),
 )
+# He et al., Deep Residual Learning for Image Recognition (CVPR 2016), §4.2, CIFAR-10: SGD with momentum 0.9,
+# weight decay 1e-4, batch 128, learning rate 0.1 divided by 10 at 32k and 48k of 64k iterations (50% and 75%),
+# i.e. epochs 82 and 123 of 164 on the 50k training images, with 4-pixel pad, 32×32 crop and flip. ResNet-110 is
+# the deepest network of that table and one the SE paper reports on CIFAR; attention keeps the papers' reduction 16.
+PRESETS = dict(
+    cifar=dict(
+        models=["resnet110", "resnet110_se", "resnet110_eca", "resnet110_bam", "resnet110_cbam"],
+        settings=[{}], data=None, epochs=164, seeds=3,
+        recipe=dict(batch_size=128, lr=0.1, opt="sgd", momentum=0.9, weight_decay=1e-4, sched="step",
+                    step_milestones=(82, 123)),
+    ),
+)
+PAIRED_COLUMNS = ("val_acc1", "cam_energy")  # reported as paired differences against the baseline
+SPEED_COLUMNS = ("train_images_per_s", "infer_images_per_s")
 BASE_COLUMNS = ("model", "settings", "seed", "val_acc1", "val_acc5", "best_val_acc1", "params", "macs",
                 "train_images_per_s", "infer_images_per_s", "seconds")
 
@@ -151,8 +177,17 @@ def _finished(run_dir: str) -> dict | None:
 
 
 def _train_one(cfg: TrainConfig) -> dict:
+    """Train one run and add the run metrics this process knows (the built-in ones), on its threads."""
     from .trainer import train
-    return train(cfg)
+    summary = train(cfg)
+    if summary["interrupted"]:
+        return summary
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads or threads)
+    try:
+        return _add_run_metrics(cfg, summary, cfg.out)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _add_run_metrics(cfg: TrainConfig, summary: dict, run_dir: str) -> dict:
@@ -176,22 +211,108 @@ def _add_run_metrics(cfg: TrainConfig, summary: dict, run_dir: str) -> dict:
     return summary
 
 
-def compare(models: list[str] | None = None, settings: list[dict] | None = None, *, data: str | None = None,
-            epochs: int | None = None, seeds: int | None = None, out: str = "runs/compare",
-            recipe: dict | None = None, jobs: int = 1, progress: bool = True) -> list[dict]:
+def _signature(model: str, model_kwargs: dict):
+    """What a model built with ``model_kwargs`` is: its modules, tensor shapes and plain attributes
+    (built on the meta device, so nothing is allocated)."""
+    from ..registry import create_model
+
+    with torch.device("meta"):
+        net = create_model(model, **model_kwargs)
+    plain = (bool, int, float, str, tuple, type(None))
+    attrs = [(name, sorted((k, repr(v)) for k, v in vars(m).items() if not k.startswith("_") and isinstance(v, plain)))
+             for name, m in net.named_modules()]
+    return repr(net), [(k, tuple(v.shape)) for k, v in net.state_dict().items()], attrs
+
+
+def applicable(model: str, setting: dict, base: TrainConfig) -> dict:
+    """The part of ``setting`` that changes ``model``: ``train.*`` keys always do; a model keyword does
+    when the model built with it differs from the one built without it (a model that does not take
+    the keyword, like ECA for ``attn_kwargs.reduction``, or that ignores it, like a network without
+    attention for any ``attn_kwargs``, is not affected)."""
+    kept = {}
+    for key, value in setting.items():
+        if key.startswith("train."):
+            kept[key] = value
+            continue
+        without = run_config(model, {}, 0, base).model_kwargs
+        try:
+            changed = _signature(model, run_config(model, {key: value}, 0, base).model_kwargs) != \
+                _signature(model, without)
+        except TypeError:  # an unexpected keyword: this model has no such setting
+            changed = False
+        if changed:
+            kept[key] = value
+    return kept
+
+
+class Results(list):
+    """The rows :func:`compare` returns (one dict per run); ``partner`` maps each (model, settings)
+    group to the baseline group it is paired with."""
+
+    def __init__(self, rows: list[dict], partner: dict[tuple[str, str], tuple[str, str]]):
+        super().__init__(rows)
+        self.partner = partner
+
+
+@dataclass
+class _Plan:
+    """The runs of a grid: every model with each setting restricted to what affects it, and for every
+    (model, settings) group the baseline group it is paired with."""
+
+    runs: list[tuple[str, dict, int]]                   # (model, applicable settings, seed), unique
+    partner: dict[tuple[str, str], tuple[str, str]]     # group -> the baseline group of the same grid point
+    unaffected: dict[str, list[str]]                    # setting key -> models it does not change
+
+
+def plan(models: list[str], settings: list[dict], seeds: int, base: TrainConfig) -> _Plan:
+    """Restrict each setting to the models it affects (:func:`applicable`), so that e.g. the baseline
+    runs once per seed under ``--set attn_kwargs.reduction=4,16``; pair every group with the
+    baseline (``models[0]``) trained under the same grid point's settings."""
+    runs, partner, unaffected, seen = [], {}, {}, set()
+    for s in settings:
+        own = {m: applicable(m, s, base) for m in models}
+        for key in s:
+            missed = [m for m in models if key not in own[m]]
+            if len(missed) == len(models):
+                raise ValueError(f"compare: --set {key} changes none of the models ({', '.join(models)}); "
+                                 f"check the key's spelling against the models' keyword arguments")
+            if missed:
+                unaffected.setdefault(key, [])
+                unaffected[key] += [m for m in missed if m not in unaffected[key]]
+        baseline = (models[0], settings_label(own[models[0]]))
+        for m in models:
+            group_key = (m, settings_label(own[m]))
+            partner.setdefault(group_key, baseline)
+            for k in range(seeds):
+                if (m, group_key[1], k) not in seen:
+                    seen.add((m, group_key[1], k))
+                    runs.append((m, own[m], k))
+    return _Plan(runs, partner, unaffected)
+
+
+def compare(models: list[str] | None = None, settings: list[dict] | None = None, *, preset: str | None = None,
+            data: str | None = None, epochs: int | None = None, seeds: int | None = None,
+            out: str = "runs/compare", recipe: dict | None = None, jobs: int = 1, progress: bool = True) -> Results:
     """Train the grid (skipping finished runs), write the results files and return the rows.
 
-    ``None`` arguments take the value of :data:`DEFAULT`. ``recipe`` holds :class:`TrainConfig`
-    fields shared by every run (defaults to ``DEFAULT["recipe"]`` when ``models`` is also left out).
-    ``jobs`` runs that many trainings at once in separate processes (one thread each).
+    ``None`` arguments take the value of :data:`DEFAULT` (``settings`` and ``recipe`` only when
+    ``models`` is also left out), or of ``PRESETS[preset]`` (whose recipe applies to any models).
+    ``recipe`` holds :class:`TrainConfig` fields shared by every run.
+    Each setting applies only to the models it changes (:func:`applicable`); the first model is
+    the baseline every other is paired with, seed by seed. ``jobs`` runs that many trainings at
+    once in separate processes (one thread each); throughput is then measured afterwards, one
+    model at a time.
     """
+    source = _preset(preset)
     use_default = models is None
-    models = list(models or DEFAULT["models"])
-    settings = settings or [{}]
-    data = data or DEFAULT["data"]
-    epochs = epochs or DEFAULT["epochs"]
-    seeds = seeds or DEFAULT["seeds"]
-    recipe = dict(DEFAULT["recipe"] if use_default and recipe is None else recipe or {})
+    models = list(models or source["models"])
+    settings = settings if settings is not None else (source["settings"] if use_default else [{}])
+    data = data or source["data"]
+    if data is None:
+        raise ValueError(f"compare: the {preset!r} preset needs data, e.g. cifar10:PATH or cifar100:PATH")
+    epochs = epochs or source["epochs"]
+    seeds = seeds or source["seeds"]
+    recipe = dict(source["recipe"] if (use_default or preset) and recipe is None else recipe or {})
     if not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"compare: seeds must be a positive integer, got {seeds!r}")
     if not isinstance(jobs, int) or jobs < 1:
@@ -205,9 +326,9 @@ def compare(models: list[str] | None = None, settings: list[dict] | None = None,
     base = TrainConfig(data=data, epochs=epochs, out=None, progress=progress and jobs == 1,
                        threads=1 if jobs > 1 else threads, **recipe)
 
-    grid = [(m, s, k) for m in models for s in settings for k in range(seeds)]
+    grid = plan(models, settings, seeds, base)
     todo, summaries = [], {}
-    for m, s, k in grid:
+    for m, s, k in grid.runs:
         run_dir = os.path.join(out, "runs", _dirname(m, s), f"seed{k}")
         cfg = run_config(m, s, k, base)
         cfg.out = run_dir
@@ -218,8 +339,12 @@ def compare(models: list[str] | None = None, settings: list[dict] | None = None,
             cfg.resume = os.path.isfile(os.path.join(run_dir, "last.state.pt"))
             todo.append((m, s, k, cfg))
     if progress:
-        print(f"compare: {len(grid)} runs ({len(grid) - len(todo)} already done) of {len(models)} models × "
-              f"{len(settings)} settings × {seeds} seeds on {data}, {epochs} epochs; writing {out}/", flush=True)
+        groups = len({(m, settings_label(s)) for m, s, _ in grid.runs})
+        print(f"compare: {len(grid.runs)} runs ({len(grid.runs) - len(todo)} already done): {groups} models/settings "
+              f"× {seeds} seed(s) on {data}, {epochs} epochs; writing {out}/", flush=True)
+        for key, missed in grid.unaffected.items():
+            print(f"compare: {key} does not change {', '.join(missed)}: trained once per seed without it",
+                  flush=True)
     started = time.perf_counter()
 
     def finished(m, s, k, cfg, summary):
@@ -245,20 +370,98 @@ def compare(models: list[str] | None = None, settings: list[dict] | None = None,
             finished(m, s, k, cfg, _train_one(cfg))
 
     rows, outer_threads = [], torch.get_num_threads()
-    for m, s, k in grid:
-        cfg, summary = summaries[(m, settings_label(s), k)]
-        torch.set_num_threads(base.threads or outer_threads)
-        try:
-            summary = _add_run_metrics(cfg, summary, cfg.out)
-        finally:
-            torch.set_num_threads(outer_threads)
-        row = dict(model=m, settings=settings_label(s), seed=k)
-        row.update({c: summary[c] for c in BASE_COLUMNS[3:]})
-        row.update({name: summary["run_metrics"][name] for name in RUN_METRICS})
-        rows.append(row)
-    write_results(rows, out, dict(data=data, epochs=epochs, seeds=seeds, recipe=recipe,
-                                  wall_seconds=time.perf_counter() - started, jobs=jobs))
+    torch.set_num_threads(base.threads or outer_threads)
+    try:
+        speed = _throughputs(grid, base, out, progress)
+        for m, s, k in grid.runs:
+            cfg, summary = summaries[(m, settings_label(s), k)]
+            summary = _add_run_metrics(cfg, summary, cfg.out)  # metrics registered in this process only
+            row = dict(model=m, settings=settings_label(s), seed=k)
+            row.update({c: summary[c] for c in BASE_COLUMNS[3:] if c not in SPEED_COLUMNS})
+            row.update(speed[_dirname(m, s)])
+            row.update({name: summary["run_metrics"][name] for name in RUN_METRICS})
+            rows.append(row)
+    finally:
+        torch.set_num_threads(outer_threads)
+    rows = Results(rows, grid.partner)
+    write_results(rows, out, dict(data=data, epochs=epochs, seeds=seeds, recipe=recipe, jobs=jobs,
+                                  threads=torch.get_num_threads() if base.threads is None else base.threads,
+                                  partner=grid.partner,
+                                  wall_seconds=time.perf_counter() - started))
     return rows
+
+
+def _preset(name: str | None) -> dict:
+    if name is None:
+        return DEFAULT
+    if name not in PRESETS:
+        raise ValueError(f"compare: preset must be one of {sorted(PRESETS)}, got {name!r}")
+    return PRESETS[name]
+
+
+def _time_steps(step: Callable[[], None], min_seconds: float = 1.0, min_steps: int = 3) -> float:
+    """Seconds per call of ``step`` after two warm-up calls, over at least ``min_steps`` calls and ``min_seconds``."""
+    for _ in range(2):
+        step()
+    n, start = 0, time.perf_counter()
+    while n < min_steps or time.perf_counter() - start < min_seconds:
+        step()
+        n += 1
+    return (time.perf_counter() - start) / n
+
+
+def measure_throughput(cfg: TrainConfig, sample_shape: tuple[int, ...], num_classes: int) -> dict:
+    """Training (forward, backward, SGD step at ``cfg.batch_size``) and inference (no-grad forward at
+    ``cfg.eval_batch_size``) images per second of ``cfg``'s model on random inputs, on the CPU threads
+    this process has; run alone, so that parallel runs do not share the cores being measured."""
+    from .trainer import build_model
+
+    model = build_model(cfg, num_classes, sample_shape[0])
+    x = torch.randn(cfg.batch_size, *sample_shape)
+    y = torch.randint(num_classes, (cfg.batch_size,))
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+
+    def train_step():
+        opt.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    model.train()
+    train_s = _time_steps(train_step)
+    model.eval()
+    xe = torch.randn(cfg.eval_batch_size, *sample_shape)
+    with torch.no_grad():
+        infer_s = _time_steps(lambda: model(xe))
+    return dict(train_images_per_s=cfg.batch_size / train_s, infer_images_per_s=cfg.eval_batch_size / infer_s)
+
+
+def _throughputs(grid: _Plan, base: TrainConfig, out: str, progress: bool) -> dict[str, dict]:
+    """Throughput of every (model, settings) group, measured one at a time after the training runs and
+    kept in ``out/throughput.json`` (measured again when the thread count or batch sizes change)."""
+    path = os.path.join(out, "throughput.json")
+    stored = json.load(open(path, encoding="utf-8")) if os.path.isfile(path) else {}
+    when = dict(threads=torch.get_num_threads(), batch_size=base.batch_size, eval_batch_size=base.eval_batch_size)
+    speed, sample = {}, None
+    for m, s, k in grid.runs:
+        name = _dirname(m, s)
+        if name in speed:
+            continue
+        if stored.get(name, {}).get("when") == when:
+            speed[name] = {c: stored[name][c] for c in SPEED_COLUMNS}
+            continue
+        cfg = run_config(m, s, k, base)
+        if sample is None:
+            from .trainer import build_datasets, model_pretrained_cfg
+            val_set = build_datasets(cfg, model_pretrained_cfg(cfg))[1]
+            sample = (tuple(val_set[0][0].shape), val_set.num_classes)
+        speed[name] = measure_throughput(cfg, *sample)
+        stored[name] = dict(speed[name], when=when)
+        if progress:
+            print(f"  {m} {settings_label(s)}: {speed[name]['train_images_per_s']:.0f} train, "
+                  f"{speed[name]['infer_images_per_s']:.0f} inference img/s (alone, {when['threads']} thread(s))",
+                  flush=True)
+    atomic_write_text(path, json.dumps(stored, indent=1) + "\n")
+    return speed
 
 
 # -- results files -----------------------------------------------------------------------------
@@ -273,18 +476,60 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return mean, statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def group(rows: list[dict]) -> list[dict]:
-    """Rows of the same model and settings merged: ``{col: (mean, std)}`` for every numeric column."""
+def group(rows: list[dict], partner: dict[tuple[str, str], tuple[str, str]] | None = None) -> list[dict]:
+    """Rows of the same model and settings merged: ``{col: (mean, std)}`` for every numeric column,
+    ``n`` (the seeds), and ``paired``: ``{col: Paired}`` for the columns of :data:`PAIRED_COLUMNS`,
+    the per-seed differences against the group's baseline (``partner[(model, settings)]``, by default
+    the first group); the baseline group itself has ``paired = None``."""
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
         groups.setdefault((r["model"], r["settings"]), []).append(r)
+    first = next(iter(groups), None)
     out = []
     for (model, setting), rs in groups.items():
         g = dict(model=model, settings=setting, n=len(rs))
         for c in _columns(rows)[3:]:
-            g[c] = _mean_std([float(r[c]) for r in rs if r[c] is not None])
+            values = [float(r[c]) for r in rs if r[c] is not None]
+            g[c] = _mean_std(values) if values else None
+        base = (partner or {}).get((model, setting), first)
+        g["baseline"] = base
+        g["paired"] = None if base == (model, setting) else {
+            c: _paired(rs, groups[base], c) for c in PAIRED_COLUMNS if g.get(c) is not None}
         out.append(g)
     return out
+
+
+def _paired(rows: list[dict], base_rows: list[dict], column: str) -> Paired:
+    """``column`` of ``rows`` minus that of ``base_rows``, matched by seed."""
+    base = {r["seed"]: r[column] for r in base_rows if r[column] is not None}
+    seeds = sorted(r["seed"] for r in rows if r[column] is not None and r["seed"] in base)
+    mine = {r["seed"]: r[column] for r in rows}
+    return paired_difference([float(mine[k]) for k in seeds], [float(base[k]) for k in seeds])
+
+
+def mean_cell(stat: tuple[float, float], n: int, digits: int = 2) -> str:
+    """``mean ± std`` over seeds, or the single value for one seed (no spread to show)."""
+    return f"{stat[0]:.{digits}f}" + (f" ± {stat[1]:.{digits}f}" if n > 1 else "")
+
+
+def delta_cell(d: Paired | None, digits: int = 2) -> str:
+    """``+1.20 [+0.31, +2.09] *``: the paired mean difference, its 95% interval, ``*`` when it excludes 0."""
+    if d is None:
+        return "baseline"
+    if d.low is None:
+        return f"{d.mean:+.{digits}f}"
+    return f"{d.mean:+.{digits}f} [{d.low:+.{digits}f}, {d.high:+.{digits}f}]" + (" *" if d.excludes_zero else "")
+
+
+def verdict(d: Paired | None, higher: str = "higher", lower: str = "lower") -> str:
+    """The paired difference in words: beyond the seed spread (its interval excludes 0) or not."""
+    if d is None:
+        return "baseline"
+    if d.low is None:
+        return "one seed: no interval"
+    if not d.excludes_zero:
+        return "within seed spread"
+    return (higher if d.mean > 0 else lower) + " beyond seed spread"
 
 
 def _csv(rows: list[dict]) -> str:
@@ -300,26 +545,35 @@ def _csv(rows: list[dict]) -> str:
 def _markdown(rows: list[dict], info: dict) -> str:
     from ..cli._table import format_table
 
-    groups = group(rows)
+    groups = group(rows, info.get("partner"))
     extra = _columns(rows)[len(BASE_COLUMNS):]
-    base_acc = groups[0]["val_acc1"][0] if groups else 0.0
-    headers = ["model", "settings", "val acc1 %", "Δ acc1", "best acc1 %", "params", "MACs", "train img/s",
-               "infer img/s", *extra]
+    headers = ["model", "settings", "seeds", "val acc1 %", "Δ acc1 [95% CI]", "best acc1 %", "params", "MACs",
+               "train img/s", "infer img/s"]
+    for c in extra:
+        headers += [c, f"Δ {c} [95% CI]"] if c in PAIRED_COLUMNS else [c]
     table = []
     for g in groups:
-        acc, std = g["val_acc1"]
-        table.append([f"`{g['model']}`", g["settings"], f"{acc:.2f} ± {std:.2f}", f"{acc - base_acc:+.2f}",
-                      f"{g['best_val_acc1'][0]:.2f} ± {g['best_val_acc1'][1]:.2f}", f"{int(g['params'][0]):,}",
-                      f"{g['macs'][0] / 1e6:.2f} M", f"{g['train_images_per_s'][0]:.0f}",
-                      f"{g['infer_images_per_s'][0]:.0f}",
-                      *(f"{g[c][0]:.4g} ± {g[c][1]:.2g}" for c in extra)])
+        n, paired = g["n"], g["paired"] or {}
+        line = [f"`{g['model']}`", g["settings"], str(n), mean_cell(g["val_acc1"], n),
+                delta_cell(paired.get("val_acc1") if g["paired"] else None), mean_cell(g["best_val_acc1"], n),
+                f"{int(g['params'][0]):,}", f"{g['macs'][0] / 1e6:.2f} M", f"{g['train_images_per_s'][0]:.0f}",
+                f"{g['infer_images_per_s'][0]:.0f}"]
+        for c in extra:
+            line.append(mean_cell(g[c], n, 4) if g[c] is not None else "")
+            if c in PAIRED_COLUMNS:
+                line.append(delta_cell(paired.get(c), 4) if g["paired"] else "baseline")
+        table.append(line)
     recipe = ", ".join(f"{k}={v}" for k, v in info["recipe"].items()) or "defaults"
-    n = groups[0]["n"] if groups else 0
-    return (f"Data `{info['data']}`, {info['epochs']} epochs, {n} seed(s) (mean ± std over seeds; "
-            f"Δ against `{groups[0]['model'] if groups else ''}`); recipe: {recipe}. Accuracy is the final epoch's "
-            f"on the validation split; MACs for one image. Machine: {os.cpu_count()} CPUs, torch {torch.__version__}, "
-            f"{platform.machine()}; {info['jobs']} run(s) at a time.\n\n" + format_table(headers, table, markdown=True)
-            + "\n")
+    seeds = sorted({g["n"] for g in groups})
+    spread = (f"mean ± std over {'/'.join(map(str, seeds))} seeds" if seeds != [1] else
+              "one seed: single values, no spread and no interval")
+    return (f"Data `{info['data']}`, {info['epochs']} epochs, {spread}; recipe: {recipe}. Accuracy is the final "
+            f"epoch's on the validation split. Δ: the mean over seeds of the difference to the baseline trained "
+            f"with the same seed (same data order and initialisation seed), with its 95% Student-t interval; `*` "
+            f"marks an interval that excludes 0 (a difference larger than the seed spread explains). MACs for one "
+            f"image; throughput measured after training, one model at a time, on {info.get('threads', '?')} "
+            f"thread(s). Machine: {os.cpu_count()} CPUs, torch {torch.__version__}, {platform.machine()}; "
+            f"{info['jobs']} run(s) at a time.\n\n" + format_table(headers, table, markdown=True) + "\n")
 
 
 def _plot(rows: list[dict], path: str) -> bool:
@@ -354,6 +608,8 @@ def _plot(rows: list[dict], path: str) -> bool:
 
 
 def write_results(rows: list[dict], out: str, info: dict) -> None:
+    """``results.csv``, ``results.md`` and ``results.png`` under ``out``; ``info`` holds the data, epochs,
+    recipe, jobs (and optionally threads and ``partner``, the baseline of each group)."""
     atomic_write_text(os.path.join(out, "results.csv"), _csv(rows))
     atomic_write_text(os.path.join(out, "results.md"), _markdown(rows, info))
     _plot(rows, os.path.join(out, "results.png"))

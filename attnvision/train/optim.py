@@ -34,11 +34,14 @@ def create_optimizer(model: nn.Module, opt: str, lr: float, *, weight_decay: flo
 
 
 def create_scheduler(optimizer: torch.optim.Optimizer, sched: str, *, total_steps: int, warmup_steps: int = 0,
-                     step_every: int = 1, gamma: float = 0.1) -> torch.optim.lr_scheduler.LambdaLR:
+                     step_every: int = 1, gamma: float = 0.1,
+                     milestones: tuple[int, ...] = ()) -> torch.optim.lr_scheduler.LambdaLR:
     """A per-iteration schedule: linear warm-up from 0, then cosine to 0, steps of ``gamma`` every
-    ``step_every`` iterations, or constant."""
+    ``step_every`` iterations (or at each of the ``milestones`` iterations when given), or constant."""
     if sched not in SCHEDULES:
         raise ValueError(f"train: sched must be one of {SCHEDULES}, got {sched!r}")
+    if list(milestones) != sorted(milestones) or any(m <= 0 for m in milestones):
+        raise ValueError(f"train: step milestones must be positive and increasing, got {list(milestones)!r}")
 
     def factor(step: int) -> float:
         if step < warmup_steps:
@@ -46,6 +49,8 @@ def create_scheduler(optimizer: torch.optim.Optimizer, sched: str, *, total_step
         if sched == "cosine":
             t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
             return 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+        if sched == "step" and milestones:
+            return gamma ** sum(step >= m for m in milestones)
         if sched == "step":
             return gamma ** ((step - warmup_steps) // max(1, step_every))
         return 1.0

@@ -85,6 +85,7 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     step_epochs: float = 30.0          # step schedule: multiply the rate by step_gamma every step_epochs
     step_gamma: float = 0.1
+    step_milestones: tuple[float, ...] = ()  # step schedule at these epochs instead (He et al.: 50% and 75%)
     label_smoothing: float = 0.0
     clip_grad: float | None = None
     amp: str | None = None             # None, "bf16" or "fp16"
@@ -221,7 +222,11 @@ class MetricsLog:
 def check_resumable(stored: dict, recipe: dict, epochs_done: int) -> None:
     """Raise unless ``recipe`` continues the run whose recipe was ``stored``: the same in every
     setting it stored, except ``epochs``, which may grow (the schedule then runs to the new end)."""
-    changed = {k: (stored[k], recipe[k]) for k in stored if k != "epochs" and k in recipe and stored[k] != recipe[k]}
+    def plain(v):  # as stored in JSON: tuples and lists alike
+        return json.loads(json.dumps(v))
+
+    changed = {k: (stored[k], recipe[k]) for k in stored
+               if k != "epochs" and k in recipe and plain(stored[k]) != plain(recipe[k])}
     if changed:
         raise ValueError("train: cannot resume with a different recipe: "
                          + ", ".join(f"{k} was {a!r}, now {b!r}" for k, (a, b) in changed.items())
@@ -293,7 +298,8 @@ def _train(cfg: TrainConfig, d: Dist, model, train_set, val_set, on_step) -> dic
                          f"({cfg.batch_size})")
     scheduler = create_scheduler(optimizer, cfg.sched, total_steps=cfg.epochs * steps_per_epoch,
                                  warmup_steps=int(cfg.warmup_epochs * steps_per_epoch),
-                                 step_every=int(cfg.step_epochs * steps_per_epoch), gamma=cfg.step_gamma)
+                                 step_every=int(cfg.step_epochs * steps_per_epoch), gamma=cfg.step_gamma,
+                                 milestones=tuple(int(m * steps_per_epoch) for m in cfg.step_milestones))
     amp_dtype = AMP_DTYPES.get(cfg.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
     net = model

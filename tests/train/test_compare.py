@@ -5,13 +5,16 @@ import csv
 import json
 
 import pytest
+import torch
 
 from attnvision.cli.main import main
 from attnvision.train import evaluate
-from attnvision.train.compare import BASE_COLUMNS, RUN_METRICS, compare, parse_sets, register_run_metric, run_config
+from attnvision.train.compare import (BASE_COLUMNS, RUN_METRICS, compare, group, parse_sets, plan,
+                                      register_run_metric, run_config, write_results)
+from attnvision.train.stats import t_quantile
 from attnvision.train.trainer import TrainConfig
 
-GRID = dict(models=["resnet20_se"], settings=parse_sets(["attn_kwargs.reduction=4,8"]),
+GRID = dict(models=["resnet20", "resnet20_se"], settings=parse_sets(["attn_kwargs.reduction=4,8"]),
             data="synthetic:1x16x16", epochs=1, seeds=2, progress=False,
             recipe=dict(batch_size=128, lr=0.05, model_kwargs=dict(stem="imagenet"), threads=1))
 
@@ -31,9 +34,11 @@ def test_results_csv_has_one_row_per_run_and_the_contracted_columns(grid):
     out, rows = grid
     table = _csv(out / "results.csv")
     assert list(table[0]) == list(BASE_COLUMNS)
-    assert len(table) == 2 * 2
+    # the baseline has no attention to reduce: it runs once per seed, without the setting
+    assert len(table) == 3 * 2
     assert {(r["model"], r["settings"], r["seed"]) for r in table} == {
-        (m, f"attn_kwargs.reduction={r}", str(s)) for m in GRID["models"] for r in (4, 8) for s in (0, 1)}
+        ("resnet20_se", f"attn_kwargs.reduction={r}", str(s)) for r in (4, 8) for s in (0, 1)} | {
+        ("resnet20", "-", str(s)) for s in (0, 1)}
     params = {(r["model"], r["settings"]): int(r["params"]) for r in table}
     # the setting reached the model: SE's reduction changes its size
     assert params[("resnet20_se", "attn_kwargs.reduction=4")] > params[("resnet20_se", "attn_kwargs.reduction=8")]
@@ -47,7 +52,7 @@ def test_results_md_gives_mean_and_std_over_seeds(grid):
     import statistics
     line = next(s for s in md.splitlines() if "`resnet20_se`" in s and "reduction=4" in s)
     assert f"{statistics.fmean(se4):.2f} ± {statistics.stdev(se4):.2f}" in line
-    assert md.count("| `resnet20_se`") == 2 and "2 seed(s)" in md
+    assert md.count("| `resnet20_se`") == 2 and "mean ± std over 2 seeds" in md and md.count("| `resnet20` ") == 1
 
 
 def test_results_png_is_written(grid):
@@ -99,7 +104,7 @@ def test_data_with_boxes_gains_the_explanation_columns(tmp_path):
     import attnvision as av
     from attnvision.data import create_dataset
     from attnvision.explain import explanation_scores
-    from attnvision.train.compare import RunContext, write_results
+    from attnvision.train.compare import RunContext
 
     val = create_dataset("cluttered-digits", "val")
     model = av.create_model("resnet20_cbam", num_classes=10, in_chans=1, stem="imagenet").eval()
@@ -118,3 +123,111 @@ def test_data_with_boxes_gains_the_explanation_columns(tmp_path):
     assert list(table[0])[-2:] == ["cam_energy", "pointing_game"]
     assert float(table[0]["cam_energy"]) == pytest.approx(energy, rel=1e-5)
     assert "cam_energy" in (tmp_path / "results.md").read_text()
+
+
+def test_throughput_is_measured_once_per_model_apart_from_training(grid):
+    out, rows = grid
+    stored = json.loads((out / "throughput.json").read_text())
+    assert set(stored) == {"resnet20", "resnet20_se__attn_kwargs.reduction=4", "resnet20_se__attn_kwargs.reduction=8"}
+    for r in rows:
+        name = r["model"] if r["settings"] == "-" else f"{r['model']}__{r['settings']}"
+        assert r["train_images_per_s"] == stored[name]["train_images_per_s"] > 0
+        assert r["infer_images_per_s"] == stored[name]["infer_images_per_s"] > 0
+        assert stored[name]["when"]["threads"] == 1
+
+
+def test_settings_apply_only_to_the_models_they_change():
+    base = TrainConfig(model_kwargs={"stem": "imagenet"})
+    grid = plan(["resnet20", "resnet20_se", "resnet20_eca"], parse_sets(["attn_kwargs.reduction=4,8"]), 3, base)
+    assert grid.runs == [(m, {}, k) for m in ("resnet20",) for k in range(3)] + [
+        ("resnet20_se", {"attn_kwargs.reduction": 4}, k) for k in range(3)] + [
+        ("resnet20_eca", {}, k) for k in range(3)] + [
+        ("resnet20_se", {"attn_kwargs.reduction": 8}, k) for k in range(3)]
+    assert grid.unaffected == {"attn_kwargs.reduction": ["resnet20", "resnet20_eca"]}
+    assert set(grid.partner.values()) == {("resnet20", "-")}
+    # a training setting changes every model: each value pairs with the baseline trained the same way
+    grid = plan(["resnet20", "resnet20_se"], parse_sets(["train.lr=0.1,0.05"]), 1, base)
+    assert len(grid.runs) == 4 and grid.partner[("resnet20_se", "train.lr=0.05")] == ("resnet20", "train.lr=0.05")
+    assert grid.unaffected == {}
+    with pytest.raises(ValueError, match="--set attn_kwargs.reducton changes none of the models"):
+        plan(["resnet20", "resnet20_se"], parse_sets(["attn_kwargs.reducton=4"]), 1, base)
+
+
+def test_student_t_quantiles_match_the_tables():
+    # two-sided 95% critical values of Student's t (any statistics table)
+    for df, expected in [(1, 12.706205), (2, 4.302653), (3, 3.182446), (4, 2.776445), (10, 2.228139), (30, 2.042272)]:
+        assert t_quantile(0.975, df) == pytest.approx(expected, abs=1e-6)
+    assert t_quantile(0.95, 5) == pytest.approx(2.015048, abs=1e-6)
+    assert t_quantile(0.025, 2) == -t_quantile(0.975, 2) and t_quantile(0.5, 7) == 0.0
+
+
+def _rows(values: dict[str, list[float]], energy: dict[str, list[float]] | None = None) -> list[dict]:
+    base = dict(zip(BASE_COLUMNS, ["", "-", 0, 0.0, 90.0, 0.0, 1000, 1_000_000, 1.0, 1.0, 1.0]))
+    rows = []
+    for model, accs in values.items():
+        for seed in reversed(range(len(accs))):  # out of seed order: pairing must go by seed, not position
+            extra = {"cam_energy": energy[model][seed]} if energy else {}
+            rows.append(dict(base, model=model, seed=seed, val_acc1=accs[seed], best_val_acc1=accs[seed], **extra))
+    return rows
+
+
+def test_paired_differences_and_their_interval_by_hand(tmp_path, capsys):
+    from attnvision.cli.compare import summary_table
+
+    rows = _rows({"plain": [78.0, 81.0, 80.0], "se": [80.0, 82.0, 84.0], "cbam": [79.0, 83.0, 82.0]},
+                 energy={"plain": [0.30, 0.31, 0.29], "se": [0.30, 0.33, 0.28], "cbam": [0.40, 0.42, 0.41]})
+    groups = {g["model"]: g for g in group(rows)}
+    assert groups["plain"]["paired"] is None
+    se = groups["se"]["paired"]["val_acc1"]
+    # differences 2, 1, 4: mean 7/3, sd sqrt(7/3), half-width t_{0.975,2} · sd / sqrt(3)
+    half = 4.302653 * (7 / 3) ** 0.5 / 3 ** 0.5
+    assert (se.mean, se.low, se.high) == pytest.approx((7 / 3, 7 / 3 - half, 7 / 3 + half), abs=1e-5)
+    assert not se.excludes_zero
+    cbam = groups["cbam"]["paired"]["val_acc1"]   # differences 1, 2, 2: the interval stays above 0
+    half = 4.302653 * (1 / 3) ** 0.5 / 3 ** 0.5
+    assert (cbam.low, cbam.high) == pytest.approx((5 / 3 - half, 5 / 3 + half), abs=1e-5) and cbam.excludes_zero
+    assert groups["cbam"]["paired"]["cam_energy"].excludes_zero
+
+    write_results(rows, str(tmp_path), dict(data="cluttered-digits", epochs=1, seeds=3, recipe={}, jobs=1))
+    md = (tmp_path / "results.md").read_text()
+    assert f"+1.67 [{5 / 3 - half:+.2f}, {5 / 3 + half:+.2f}] *" in next(l for l in md.splitlines() if "`cbam`" in l)
+    assert " *" not in next(l for l in md.splitlines() if "`se`" in l).split("|")[5]
+    table = summary_table(rows)
+    lines = {line.split()[0]: line for line in table.splitlines()[2:5]}
+    assert "higher beyond seed spread" in lines["cbam"] and "more beyond seed spread" in lines["cbam"]
+    assert "within seed spread" in lines["se"] and "baseline" in lines["plain"]
+    assert "3 seeds per model" in table and "95% Student-t interval" in table
+
+
+def test_one_seed_shows_no_spread_and_no_interval(tmp_path):
+    from attnvision.cli.compare import summary_table
+
+    rows = _rows({"plain": [78.0], "se": [80.5]})
+    write_results(rows, str(tmp_path), dict(data="digits", epochs=1, seeds=1, recipe={}, jobs=1))
+    md, table = (tmp_path / "results.md").read_text(), summary_table(rows)
+    assert "±" not in md and "±" not in table
+    assert "| +2.50 " in md and "one seed: no interval" in table and "1 seed" in table
+
+
+def test_cifar_preset_trains_with_he_et_al_schedule(tmp_path, capsys):
+    from attnvision.train.compare import PRESETS
+    from attnvision.train.optim import create_scheduler
+
+    preset = PRESETS["cifar"]
+    assert preset["models"] == ["resnet110", "resnet110_se", "resnet110_eca", "resnet110_bam", "resnet110_cbam"]
+    assert preset["epochs"] == 164
+    rows = compare(["resnet20"], preset="cifar", data="synthetic:3x32x32", epochs=1, seeds=1, out=str(tmp_path),
+                   progress=False)
+    config = json.loads((tmp_path / "runs" / "resnet20" / "seed0" / "summary.json").read_text())["config"]
+    assert {k: config[k] for k in ("batch_size", "lr", "opt", "momentum", "weight_decay", "sched")} == dict(
+        batch_size=128, lr=0.1, opt="sgd", momentum=0.9, weight_decay=1e-4, sched="step")
+    assert list(config["step_milestones"]) == [82, 123] and len(rows) == 1
+    # the rate is divided by 10 at 50% and 75% of 164 epochs (391 steps an epoch on CIFAR's 50,000 images)
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    sched = create_scheduler(opt, "step", total_steps=164 * 391, milestones=(82 * 391, 123 * 391))
+    assert [sched.lr_lambdas[0](s) for s in (0, 82 * 391 - 1, 82 * 391, 123 * 391)] == pytest.approx([1, 1, 0.1, 0.01])
+    with pytest.raises(ValueError, match="the 'cifar' preset needs data"):
+        compare(preset="cifar", out=str(tmp_path))
+    assert main(["compare", "--preset", "cifar", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "attnvision compare: error: compare: the 'cifar' preset needs data" in err and not (tmp_path / "x").exists()
