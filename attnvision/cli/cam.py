@@ -81,13 +81,10 @@ def _model(args):
 
     from ..checkpoint import load_checkpoint
     from ..registry import create_model
-    from ..train.rundir import model_from_record, read_record
+    from ..train.rundir import model_from_record, record_from_args
 
     if args.run:
-        clashes = [f"--{k.replace('_', '-')}" for k in ("model", "model_kwargs", "num_classes") if getattr(args, k)]
-        if clashes:
-            raise ValueError(f"cam: --run {args.run} gives the model already; drop {', '.join(clashes)}")
-        record = read_record(args.run, "cam")
+        record = record_from_args(args, "cam", ("model", "model_kwargs", "num_classes"))
         model = model_from_record(record, "cam")
         checkpoint = args.checkpoint or os.path.join(args.run, "last.safetensors")
         load_checkpoint(model, checkpoint)

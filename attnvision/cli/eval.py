@@ -32,13 +32,10 @@ def _model_and_data(args):
     import torch
 
     from ..registry import create_model
-    from ..train.rundir import read_record
+    from ..train.rundir import record_from_args
 
     if args.run:
-        clashes = [f"--{k.replace('_', '-')}" for k in ("model", "model_kwargs", "attach") if getattr(args, k)]
-        if clashes:
-            raise ValueError(f"eval: --run {args.run} gives the model already; drop {', '.join(clashes)}")
-        record = read_record(args.run, "eval")
+        record = record_from_args(args, "eval", ("model", "model_kwargs", "attach"))
         return record, record["pretrained_cfg"]
     if not args.model:
         raise ValueError("eval: give --run DIR (a training run) or --model NAME with --checkpoint PATH")

@@ -102,6 +102,15 @@ def read_record(run_dir: str, who: str) -> dict:
     return record
 
 
+def record_from_args(args, who: str, model_flags) -> dict:
+    """The record of ``args.run`` for a command (``who``) whose ``--run`` replaces its ``model_flags``
+    (argparse names): giving both is an error naming the flags to drop."""
+    clashes = [f"--{k.replace('_', '-')}" for k in model_flags if getattr(args, k)]
+    if clashes:
+        raise ValueError(f"{who}: --run {args.run} gives the model already; drop {', '.join(clashes)}")
+    return read_record(args.run, who)
+
+
 def model_from_record(record: dict, who: str) -> nn.Module:
     """The run's model (random weights), with the run's preprocessing as its ``pretrained_cfg``."""
     if record["model"] is None:
