@@ -18,3 +18,10 @@ def test_readme_table_is_fresh(name):
     assert found, f"README lacks the table {name}"
     assert found[1] == DOC_TABLES[name](), (
         f"README table {name} is stale: python -m attnvision.profiling.tables --write README.md")
+
+
+def test_ci_runs_the_readme_test_command_on_a_lone_copy():
+    readme_command = re.search(r'pip install -e "\.\[test\]" && (python -m pytest[^\n]*)', README.read_text("utf-8"))[1]
+    ci = (README.parent / ".ci" / "run").read_text(encoding="utf-8")
+    assert readme_command.replace("python ", "python3 ") in ci.splitlines()
+    assert "mktemp -d" in ci and 'cd "$alone/attnvision"' in ci  # the suite runs where nothing is beside it
