@@ -1,0 +1,87 @@
+"""Other people's weights: timm's SE-ResNets load with equal outputs."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from attnvision import create_model, load_checkpoint
+
+timm = pytest.importorskip("timm")
+
+
+def _randomise_batchnorm(model: nn.Module) -> nn.Module:
+    """Running statistics and affine parameters away from their identity initialisation, so that an
+    output comparison also checks that every BN tensor landed in its place."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.normal_(1, 0.1)
+            m.bias.data.normal_(0, 0.1)
+    return model.eval()
+
+
+def _same_outputs(ours: nn.Module, peer: nn.Module, size: int = 64):
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        a, b = ours.eval()(x), peer.eval()(x)
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    return a
+
+
+# -- timm's SE-ResNets -------------------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("peer, ours, kwargs", [
+    ("seresnet50", "resnet50_se", {}),
+    ("legacy_seresnet50", "resnet50_se", dict(stride_in_1x1=True, stem_pool="ceil")),
+    ("legacy_seresnext50_32x4d", "resnext50_32x4d_se", dict(stem_pool="ceil")),
+])
+def test_timm_se_resnet_checkpoint_gives_equal_outputs(peer, ours, kwargs):
+    reference = _randomise_batchnorm(timm.create_model(peer, pretrained=False))
+    model = create_model(ours, **kwargs)
+    report = load_checkpoint(model, reference.state_dict())
+    assert report.source == "official" and report.missing_keys == [] == report.unexpected_keys
+    _same_outputs(model, reference)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(stride_in_1x1=True), "build ResNet with stem_pool='ceil'"),
+    (dict(stem_pool="ceil"), "build ResNet with stride_in_1x1=True"),
+])
+def test_timm_legacy_se_resnet_names_the_layout_the_model_needs(kwargs, message):
+    sd = timm.create_model("legacy_seresnet50", pretrained=False).state_dict()
+    with pytest.raises(ValueError, match=message):
+        load_checkpoint(create_model("resnet50_se", **kwargs), sd)
+
+
+def test_timm_legacy_basic_block_se_resnet_is_refused_with_the_reason():
+    sd = timm.create_model("legacy_seresnet18", pretrained=False).state_dict()
+    with pytest.raises(ValueError, match="SEResNetBlock applies a ReLU after bn2, before the SE"):
+        load_checkpoint(create_model("resnet18_se", stem_pool="ceil"), sd)
+
+
+def test_timm_se_checkpoint_into_a_model_without_se_is_refused():
+    sd = timm.create_model("seresnet18", pretrained=False).state_dict()
+    with pytest.raises(ValueError, match="holds SE modules .* has attn='cbam'; build the \\*_se model"):
+        load_checkpoint(create_model("resnet18_cbam"), sd)
+
+
+def test_timm_seresnet18_hidden_width_differs_in_the_first_stage():
+    # timm rounds the SE width to a multiple of 8 (64 / 16 = 4 -> 8); the SE paper's is C / 16
+    sd = timm.create_model("seresnet18", pretrained=False).state_dict()
+    with pytest.raises(ValueError, match=r"layer1\.0\.attn\.fc1\.weight: checkpoint \(8, 64\) vs model \(4, 64\)"):
+        load_checkpoint(create_model("resnet18_se"), sd)
+
+
+@pytest.mark.parametrize("peer", ["ecaresnet50d", "ecaresnetlight"])
+def test_timm_eca_resnets_with_other_stems_or_shortcuts_are_refused_with_the_reason(peer):
+    sd = timm.create_model(peer, pretrained=False).state_dict()
+    with pytest.raises(ValueError, match="deep stem of three 3×3 convs .* or average-pool shortcuts"):
+        load_checkpoint(create_model("resnet50_eca"), sd)
+
+
+def test_stem_pool_rejects_an_unknown_value():
+    with pytest.raises(ValueError, match="ResNet: stem_pool must be 'pad' or 'ceil', got 'max'"):
+        create_model("resnet18", stem_pool="max")
