@@ -26,6 +26,8 @@ class LoadReport(NamedTuple):
     missing_keys: list[str]
     unexpected_keys: list[str]
     source: str  # the layout that was read: "attnvision" or "official"
+    dropped_keys: tuple[str, ...] = ()  # classifier tensors of another shape, left at their initialisation
+    fresh_keys: tuple[str, ...] = ()    # attention tensors a plain network's checkpoint lacks, left at theirs
 
 
 def torch_load(path: str, who: str, what: str = "checkpoint", hint: str = ""):
@@ -107,17 +109,43 @@ def _listing(keys, limit: int = 20) -> str:
     return ", ".join(keys[:limit]) + more
 
 
-def load_checkpoint(model: nn.Module, path_or_state_dict, *, source: str = "auto", strict: bool = True) -> LoadReport:
+def attention_prefixes(model: nn.Module) -> list[str]:
+    """Module paths (with a trailing dot) of the attention layers of ``model``, outermost only."""
+    from .layers._base import AttentionLayer
+
+    prefixes: list[str] = []
+    for name, module in model.named_modules():
+        if isinstance(module, AttentionLayer) and name and not any(name.startswith(p) for p in prefixes):
+            prefixes.append(name + ".")
+    return prefixes
+
+
+def _classifier_prefix(model: nn.Module) -> str | None:
+    path = getattr(model, "classifier_path", None)
+    return path + "." if path else None
+
+
+def load_checkpoint(model: nn.Module, path_or_state_dict, *, source: str = "auto", strict: bool = True,
+                    drop_mismatched_head: bool = False, fresh_attention: bool = False) -> LoadReport:
     """Load weights into ``model``.
 
     Args:
-        source: ``"attnvision"`` (our key layout), ``"official"`` (the authors' layout,
-            converted by the family's ``checkpoint_filter_fn``) or ``"auto"`` (ours when
-            every key is ours, else official).
-        strict: raise when keys are missing or unexpected. Shape mismatches always raise.
+        source: ``"attnvision"`` (our key layout), ``"official"`` (another layout: the authors',
+            timm's or Hugging Face's, converted by the family's ``checkpoint_filter_fn``) or
+            ``"auto"`` (ours when every key is ours, else official).
+        strict: raise when keys are missing or unexpected. Shape mismatches always raise, but for
+            the classifier under ``drop_mismatched_head``.
+        drop_mismatched_head: fine-tuning to other classes: classifier tensors whose shape differs
+            from the model's are dropped and keep their initialisation (as timm's ``load_pretrained``
+            does when ``num_classes`` differs); they are listed in ``LoadReport.dropped_keys``.
+        fresh_attention: initialising an attention variant from a plain network's checkpoint
+            (torchvision's or timm's ``resnet50`` into ``resnet50_cbam``): when the checkpoint holds
+            none of the model's attention tensors, these keep their initialisation and are listed in
+            ``LoadReport.fresh_keys`` instead of ``missing_keys``. A checkpoint with only some of
+            them still counts them as missing.
 
     Returns:
-        LoadReport(missing_keys, unexpected_keys, source).
+        LoadReport(missing_keys, unexpected_keys, source, dropped_keys, fresh_keys).
     """
     if source not in _SOURCES:
         raise ValueError(f"load_checkpoint: source must be one of {_SOURCES}, got {source!r}")
@@ -140,12 +168,26 @@ def load_checkpoint(model: nn.Module, path_or_state_dict, *, source: str = "auto
     if adapt is not None:  # e.g. relative-position tables saved at another input size
         sd = adapt(sd)
 
+    dropped: list[str] = []
+    head = _classifier_prefix(target)
+    if drop_mismatched_head and head:
+        dropped = [k for k in own if k.startswith(head) and k in sd and sd[k].shape != own[k].shape]
+        sd = {k: v for k, v in sd.items() if k not in dropped}
     mismatched = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
                   for k, v in sd.items() if k in own and v.shape != own[k].shape]
     if mismatched:
+        hint = ("; to fine-tune to another number of classes, pass drop_mismatched_head=True"
+                if head and any(m.startswith(head) for m in mismatched) else "")
         raise ValueError(f"load_checkpoint: {len(mismatched)} tensors of the checkpoint do not fit {name}: "
-                         + _listing(mismatched))
-    missing = [k for k in own if k not in sd]
+                         + _listing(mismatched) + hint)
+    missing = [k for k in own if k not in sd and k not in dropped]
+    fresh: list[str] = []
+    if fresh_attention:
+        prefixes = tuple(attention_prefixes(target))
+        attention = [k for k in own if k.startswith(prefixes)] if prefixes else []
+        if attention and not any(k in sd for k in attention):
+            fresh = attention
+            missing = [k for k in missing if k not in set(fresh)]
     unexpected = [k for k in sd if k not in own]
     if features_only:  # the classifier was removed from feature extractors
         classifier = {k for k in unexpected if k.startswith(("head.fc.", "fc.", "head."))}
@@ -159,4 +201,5 @@ def load_checkpoint(model: nn.Module, path_or_state_dict, *, source: str = "auto
         raise ValueError(f"load_checkpoint: the checkpoint ({source} layout) does not match {name}; "
                          + "; ".join(parts))
     target.load_state_dict({k: v for k, v in sd.items() if k in own}, strict=False)
-    return LoadReport(missing, unexpected, source)
+    return LoadReport(missing, unexpected, source, tuple(dropped), tuple(fresh))
+

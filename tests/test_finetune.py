@@ -1,4 +1,5 @@
-"""Other people's weights: timm's SE-ResNets load with equal outputs."""
+"""Fine-tuning from other people's weights: a classifier of another shape is dropped, a plain
+network's checkpoint initialises an attention variant, timm's SE-ResNets load with equal outputs."""
 from __future__ import annotations
 
 import pytest
@@ -6,6 +7,7 @@ import torch
 from torch import nn
 
 from attnvision import create_model, load_checkpoint
+from attnvision.checkpoint import attention_prefixes
 
 timm = pytest.importorskip("timm")
 
@@ -28,6 +30,76 @@ def _same_outputs(ours: nn.Module, peer: nn.Module, size: int = 64):
         a, b = ours.eval()(x), peer.eval()(x)
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
     return a
+
+
+# -- a classifier of another shape -------------------------------------------------------------
+
+def test_create_model_drops_a_classifier_of_another_shape_and_warns(tmp_path):
+    source = create_model("resnet18")
+    path = tmp_path / "resnet18.safetensors"
+    from safetensors.torch import save_file
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
+    with pytest.warns(UserWarning, match=r"dropped the classifier of another shape \(fc\.weight, fc\.bias\), "
+                                         r"initialised for num_classes=10"):
+        model = create_model("resnet18", num_classes=10, pretrained=str(path))
+    assert model.fc.weight.shape == (10, 512)
+    trunk = {k: v for k, v in source.state_dict().items() if not k.startswith("fc.")}
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in trunk.items())
+
+
+def test_load_checkpoint_reports_the_dropped_head_and_refuses_it_unless_asked():
+    sd = create_model("resnet18").state_dict()
+    model = create_model("resnet18", num_classes=7)
+    with pytest.raises(ValueError, match="fc.weight: checkpoint \\(1000, 512\\) vs model \\(7, 512\\).*"
+                                         "pass drop_mismatched_head=True"):
+        load_checkpoint(model, sd)
+    report = load_checkpoint(model, sd, drop_mismatched_head=True)
+    assert report.dropped_keys == ("fc.weight", "fc.bias") and report.missing_keys == [] == report.unexpected_keys
+
+
+def test_drop_mismatched_head_still_refuses_a_mismatch_in_the_trunk():
+    sd = create_model("resnet18").state_dict()
+    sd["layer1.0.conv1.weight"] = torch.zeros(64, 64, 1, 1)
+    with pytest.raises(ValueError, match=r"layer1\.0\.conv1\.weight: checkpoint \(64, 64, 1, 1\)"):
+        load_checkpoint(create_model("resnet18", num_classes=7), sd, drop_mismatched_head=True)
+
+
+# -- a plain network's checkpoint into an attention variant ------------------------------------
+
+@pytest.mark.parametrize("peer", ["torchvision", "timm"])
+@pytest.mark.parametrize("attn", ["se", "eca", "bam", "cbam"])
+def test_plain_resnet_checkpoint_initialises_the_trunk_of_each_attention_variant(peer, attn):
+    if peer == "torchvision":
+        import torchvision
+        sd = torchvision.models.resnet18().state_dict()
+    else:
+        sd = timm.create_model("resnet18", pretrained=False).state_dict()
+    model = create_model(f"resnet18_{attn}", num_classes=10)
+    init = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="missing"):
+        load_checkpoint(model, sd, drop_mismatched_head=True)
+    report = load_checkpoint(model, sd, drop_mismatched_head=True, fresh_attention=True)
+    prefixes = tuple(attention_prefixes(model))
+    attention = [k for k in model.state_dict() if k.startswith(prefixes)]
+    assert attention and list(report.fresh_keys) == attention and report.missing_keys == []
+    assert all(torch.equal(model.state_dict()[k], init[k]) for k in attention)  # fresh: as initialised
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in sd.items() if not k.startswith("fc."))
+
+
+def test_create_model_from_a_plain_checkpoint_names_the_fresh_attention_keys(tmp_path):
+    import torchvision
+    path = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), path)
+    with pytest.warns(UserWarning, match=r"no attention weights: 80 attention tensors keep their initialisation "
+                                         r"\(layer1\.0\.attn\.channel\.fc1\.weight"):
+        create_model("resnet18_cbam", num_classes=10, pretrained=str(path))
+
+
+def test_fresh_attention_refuses_a_checkpoint_with_only_some_attention_weights():
+    sd = create_model("resnet18_se").state_dict()
+    del sd["layer2.1.attn.fc1.weight"]
+    with pytest.raises(ValueError, match=r"missing 1 keys: layer2\.1\.attn\.fc1\.weight"):
+        load_checkpoint(create_model("resnet18_se"), sd, fresh_attention=True)
 
 
 # -- timm's SE-ResNets -------------------------------------------------------------------------
