@@ -54,14 +54,29 @@ def _is_training_state(sd) -> bool:
     return isinstance(sd, Mapping) and {"recipe", "optimizer", "model"} <= set(sd)
 
 
+_HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+
+
+def hf_weights_file(folder: str, who: str) -> str:
+    """The weights file of a Hugging Face ``save_pretrained`` folder (one file, not sharded)."""
+    for name in _HF_WEIGHTS:
+        if os.path.isfile(os.path.join(folder, name)):
+            return os.path.join(folder, name)
+    raise FileNotFoundError(f"{who}: {folder!r} is a folder but holds neither {' nor '.join(_HF_WEIGHTS)} "
+                            f"(a Hugging Face save_pretrained folder of one weights file was expected)")
+
+
 def read_state_dict(path_or_state_dict) -> dict[str, torch.Tensor]:
     """A flat ``{key: tensor}`` dict from a path (safetensors or torch) or a mapping.
 
-    Wrappers (``{"state_dict": ...}``, ``{"model": ...}``) are unwrapped and a DataParallel
+    A folder is read as a Hugging Face ``save_pretrained`` folder (``model.safetensors`` or
+    ``pytorch_model.bin``). Wrappers (``{"state_dict": ...}``, ``{"model": ...}``) are unwrapped and a DataParallel
     ``module.`` prefix is stripped.
     """
     if isinstance(path_or_state_dict, (str, os.PathLike)):
         path = os.fspath(path_or_state_dict)
+        if os.path.isdir(path):
+            path = hf_weights_file(path, "load_checkpoint")
         if not os.path.isfile(path):
             raise FileNotFoundError(f"load_checkpoint: no checkpoint file at {path!r}")
         if path.endswith(".safetensors"):
@@ -203,3 +218,62 @@ def load_checkpoint(model: nn.Module, path_or_state_dict, *, source: str = "auto
     target.load_state_dict({k: v for k, v in sd.items() if k in own}, strict=False)
     return LoadReport(missing, unexpected, source, tuple(dropped), tuple(fresh))
 
+
+def load_model(path) -> nn.Module:
+    """A model rebuilt from a file or folder that says what it holds, with its weights loaded.
+
+    - a run's ``best.safetensors`` / ``last.safetensors``: ``attnvision train`` stores the model
+      record of ``run.json`` (name, kwargs, attached attention, classes, input channels and the
+      preprocessing as ``pretrained_cfg``) in the safetensors metadata;
+    - a Hugging Face ``save_pretrained`` folder of ``VanForImageClassification`` (``config.json``
+      with ``model_type: "van"`` + ``model.safetensors`` or ``pytorch_model.bin``): the ``van_b*``
+      whose widths, depths and MLP ratios the config gives, with its number of labels.
+
+    The model is returned in training mode, as :func:`~attnvision.create_model` returns it.
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        return _load_hf_folder(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"load_model: no file or folder at {path!r}")
+    if not path.endswith(".safetensors"):
+        raise ValueError(f"load_model: {path!r} is not a .safetensors file of a run (nor a Hugging Face folder); "
+                         f"a plain weights file does not say which model it is: use create_model(name, pretrained=)")
+    from safetensors import SafetensorError, safe_open
+
+    from .train.rundir import model_from_record, record_from_metadata
+    try:
+        with safe_open(path, "pt") as f:
+            metadata = f.metadata()
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"load_model: {path!r} is not a valid safetensors file ({e})") from None
+    model = model_from_record(record_from_metadata(metadata, path, "load_model"), "load_model")
+    load_checkpoint(model, path, source="attnvision")
+    return model
+
+
+def _load_hf_folder(folder: str) -> nn.Module:
+    import json
+
+    from .models.van import hf_van_variant
+    from .registry import create_model
+
+    config_path = os.path.join(folder, "config.json")
+    if not os.path.isfile(config_path):
+        raise FileNotFoundError(f"load_model: the folder {folder!r} holds no config.json (a Hugging Face "
+                                f"save_pretrained folder was expected)")
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            config = json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"load_model: {config_path!r} is damaged ({e})") from None
+    if not isinstance(config, dict) or config.get("model_type") != "van":
+        kind = config.get("model_type") if isinstance(config, dict) else None
+        raise ValueError(f"load_model: {config_path!r} describes model_type {kind!r}; the Hugging Face "
+                         f"models read are 'van' (VanForImageClassification)")
+    name = hf_van_variant(config)
+    labels = config.get("id2label") or {}
+    model = create_model(name, num_classes=len(labels) or config.get("num_labels", 1000),
+                         in_chans=config.get("num_channels", 3))
+    load_checkpoint(model, hf_weights_file(folder, "load_model"), source="official")
+    return model

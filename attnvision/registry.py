@@ -126,7 +126,8 @@ def create_model(name: str, *, num_classes: int = 1000, in_chans: int = 3, pretr
         num_classes: classifier outputs (0 for no classifier).
         in_chans: input image channels.
         pretrained: False, or the path of a local checkpoint (safetensors or torch file, in our
-            key layout or another one ``load_checkpoint`` converts: the authors', timm's). A classifier of another shape
+            key layout or another one ``load_checkpoint`` converts: the authors', timm's, Hugging
+            Face's), or a Hugging Face ``save_pretrained`` folder. A classifier of another shape
             (fine-tuning to ``num_classes``) is dropped and a plain network's checkpoint leaves the
             attention layers at their initialisation; both are reported in a warning naming the keys.
         features_only: return a feature extractor whose forward gives one map per stage.

@@ -1,12 +1,16 @@
 """Fine-tuning from other people's weights: a classifier of another shape is dropped, a plain
-network's checkpoint initialises an attention variant, timm's SE-ResNets load with equal outputs."""
+network's checkpoint initialises an attention variant, timm's SE-ResNets and Hugging Face's VAN
+load with equal outputs, and a run's weights file rebuilds its model."""
 from __future__ import annotations
+
+import json
 
 import pytest
 import torch
 from torch import nn
 
-from attnvision import create_model, load_checkpoint
+import attnvision as av
+from attnvision import create_model, load_checkpoint, load_model
 from attnvision.checkpoint import attention_prefixes
 
 timm = pytest.importorskip("timm")
@@ -157,3 +161,82 @@ def test_timm_eca_resnets_with_other_stems_or_shortcuts_are_refused_with_the_rea
 def test_stem_pool_rejects_an_unknown_value():
     with pytest.raises(ValueError, match="ResNet: stem_pool must be 'pad' or 'ceil', got 'max'"):
         create_model("resnet18", stem_pool="max")
+
+
+# -- Hugging Face VAN --------------------------------------------------------------------------
+
+def _hf_van(tmp_path, safe: bool = True, **config):
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.VanConfig(hidden_sizes=[32, 64, 160, 256], depths=[3, 3, 5, 2], num_labels=10,
+                                 layer_scale_init_value=0.5, **config)
+    reference = transformers.VanForImageClassification(cfg)
+    _randomise_batchnorm(reference)
+    folder = tmp_path / "van"
+    reference.save_pretrained(folder, safe_serialization=safe)
+    return reference, folder
+
+
+@pytest.mark.parametrize("safe", [True, False], ids=["model.safetensors", "pytorch_model.bin"])
+def test_hugging_face_van_folder_gives_equal_logits(tmp_path, safe):
+    reference, folder = _hf_van(tmp_path, safe)
+    assert (folder / ("model.safetensors" if safe else "pytorch_model.bin")).is_file()
+    model = load_model(folder)
+    assert model.num_classes == 10 and model.cfg.dims == (32, 64, 160, 256)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = reference(x).logits
+        torch.testing.assert_close(model.eval()(x), expected, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(create_model("van_b0", num_classes=10, pretrained=str(folder)).eval()(x),
+                                   expected, rtol=1e-4, atol=1e-4)
+
+
+def test_hugging_face_van_config_of_no_variant_is_refused(tmp_path):
+    _, folder = _hf_van(tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(dict(config, depths=[1, 1, 1, 1])))
+    with pytest.raises(ValueError, match=r"depths=\[1, 1, 1, 1\].* is none of van_b0"):
+        load_model(folder)
+    (folder / "config.json").write_text(json.dumps(dict(config, hidden_act="relu")))
+    with pytest.raises(ValueError, match="hidden_act='relu' \\(ours: 'gelu'\\)"):
+        load_model(folder)
+
+
+def test_load_model_refuses_a_folder_without_weights_or_config(tmp_path):
+    with pytest.raises(FileNotFoundError, match="holds no config.json"):
+        load_model(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "van"}))
+    with pytest.raises(FileNotFoundError, match="holds neither model.safetensors nor pytorch_model.bin"):
+        load_checkpoint(create_model("van_b0"), tmp_path)
+
+
+# -- a run's weights rebuild their model -------------------------------------------------------
+
+def test_load_model_rebuilds_a_trained_run_from_its_weights_file_alone(tmp_path):
+    from attnvision.data import create_dataset
+    from attnvision.train import TrainConfig, evaluate, train
+    cfg = TrainConfig(model="resnet20", model_kwargs=dict(stem="imagenet"), attach="se", data="digits", epochs=1,
+                      batch_size=64, lr=0.05, progress=False, threads=1, out=str(tmp_path / "run"))
+    summary = train(cfg)
+    lone = tmp_path / "elsewhere" / "best.safetensors"
+    lone.parent.mkdir()
+    lone.write_bytes((tmp_path / "run" / "best.safetensors").read_bytes())
+    model = load_model(lone)
+    assert model.num_classes == 10 and model.in_chans == 1 and model.pretrained_cfg["input_size"] == (1, 32, 32)
+    # the trainer's own validation of the trained model, reproduced by the rebuilt one
+    assert evaluate(model, create_dataset("digits", "val")).acc1 == pytest.approx(summary["best_val_acc1"], abs=1e-6)
+    by_hand = create_model("resnet20", num_classes=10, in_chans=1, stem="imagenet")
+    av.attach(by_hand, "se")
+    load_checkpoint(by_hand, tmp_path / "run" / "best.safetensors")
+    x = torch.randn(3, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x), by_hand.eval()(x), rtol=0, atol=0)
+
+
+def test_load_model_refuses_weights_without_a_model_record(tmp_path):
+    from attnvision.train.checkpoints import save_weights
+    save_weights(tmp_path / "w.safetensors", create_model("resnet20").state_dict())
+    with pytest.raises(ValueError, match="holds no model record"):
+        load_model(tmp_path / "w.safetensors")
+    torch.save(create_model("resnet20").state_dict(), tmp_path / "w.pt")
+    with pytest.raises(ValueError, match="a plain weights file does not say which model it is"):
+        load_model(tmp_path / "w.pt")
