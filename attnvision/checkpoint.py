@@ -152,7 +152,8 @@ def load_checkpoint(model: nn.Module, path_or_state_dict, *, source: str = "auto
             the classifier under ``drop_mismatched_head``.
         drop_mismatched_head: fine-tuning to other classes: classifier tensors whose shape differs
             from the model's are dropped and keep their initialisation (as timm's ``load_pretrained``
-            does when ``num_classes`` differs); they are listed in ``LoadReport.dropped_keys``.
+            does when ``num_classes`` differs), and so is the whole classifier for a model built
+            with ``num_classes=0``; they are listed in ``LoadReport.dropped_keys``.
         fresh_attention: initialising an attention variant from a plain network's checkpoint
             (torchvision's or timm's ``resnet50`` into ``resnet50_cbam``): when the checkpoint holds
             none of the model's attention tensors, these keep their initialisation and are listed in
@@ -187,6 +188,8 @@ def load_checkpoint(model: nn.Module, path_or_state_dict, *, source: str = "auto
     head = _classifier_prefix(target)
     if drop_mismatched_head and head:
         dropped = [k for k in own if k.startswith(head) and k in sd and sd[k].shape != own[k].shape]
+        if not any(k.startswith(head) for k in own):  # num_classes=0: the model has no classifier at all
+            dropped = [k for k in sd if k.startswith(head)]
         sd = {k: v for k, v in sd.items() if k not in dropped}
     mismatched = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
                   for k, v in sd.items() if k in own and v.shape != own[k].shape]

@@ -106,8 +106,10 @@ def _load_pretrained(model: nn.Module, path) -> None:
     report = load_checkpoint(model, path, source="auto", drop_mismatched_head=True, fresh_attention=True)
     notes = []
     if report.dropped_keys:
-        notes.append(f"dropped the classifier of another shape ({', '.join(report.dropped_keys)}), "
-                     f"initialised for num_classes={getattr(model, 'num_classes', '?')}")
+        kept = getattr(model, "num_classes", None)
+        notes.append(f"dropped the checkpoint's classifier ({', '.join(report.dropped_keys)}): the model has none"
+                     if kept == 0 else f"dropped the classifier of another shape ({', '.join(report.dropped_keys)}), "
+                     f"initialised for num_classes={kept}")
     if report.fresh_keys:
         notes.append(f"the checkpoint has no attention weights: {len(report.fresh_keys)} attention tensors keep "
                      f"their initialisation ({', '.join(report.fresh_keys[:4])}"

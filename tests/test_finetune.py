@@ -61,6 +61,20 @@ def test_load_checkpoint_reports_the_dropped_head_and_refuses_it_unless_asked():
     assert report.dropped_keys == ("fc.weight", "fc.bias") and report.missing_keys == [] == report.unexpected_keys
 
 
+def test_a_model_without_classifier_drops_the_checkpoint_classifier(tmp_path):
+    sd = create_model("resnet18").state_dict()
+    torch.save(sd, tmp_path / "resnet18.pth")
+    with pytest.warns(UserWarning, match=r"dropped the checkpoint's classifier \(fc\.weight, fc\.bias\): "
+                                         r"the model has none"):
+        create_model("resnet18", num_classes=0, pretrained=str(tmp_path / "resnet18.pth"))
+    model = create_model("resnet18", num_classes=0)
+    with pytest.raises(ValueError, match="unexpected 2 keys: fc.weight, fc.bias"):
+        load_checkpoint(model, sd)
+    report = load_checkpoint(model, sd, drop_mismatched_head=True)
+    assert report.dropped_keys == ("fc.weight", "fc.bias") and report.unexpected_keys == []
+    assert torch.equal(model.layer4[1].conv2.weight, sd["layer4.1.conv2.weight"])
+
+
 def test_drop_mismatched_head_still_refuses_a_mismatch_in_the_trunk():
     sd = create_model("resnet18").state_dict()
     sd["layer1.0.conv1.weight"] = torch.zeros(64, 64, 1, 1)
