@@ -2,10 +2,10 @@
 __version__ = "0.1.0"
 
 from .attach import attach, detach
-from .checkpoint import LoadReport, load_checkpoint
+from .checkpoint import LoadReport, load_checkpoint, load_model
 from .layers.create_attn import create_attn
 from .profiling import Profile, profile
 from .registry import create_model, list_models, register_model
 
 __all__ = ["LoadReport", "Profile", "__version__", "attach", "create_attn", "create_model", "detach", "list_models",
-           "load_checkpoint", "profile", "register_model"]
+           "load_checkpoint", "load_model", "profile", "register_model"]

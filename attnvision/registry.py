@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import warnings
 from typing import Callable
 
 from torch import nn
@@ -99,6 +100,25 @@ def fit_cfg_to_channels(cfg: dict, in_chans: int) -> dict:
     return cfg
 
 
+def _load_pretrained(model: nn.Module, path) -> None:
+    from .checkpoint import load_checkpoint
+
+    report = load_checkpoint(model, path, source="auto", drop_mismatched_head=True, fresh_attention=True)
+    notes = []
+    if report.dropped_keys:
+        kept = getattr(model, "num_classes", None)
+        notes.append(f"dropped the checkpoint's classifier ({', '.join(report.dropped_keys)}): the model has none"
+                     if kept == 0 else f"dropped the classifier of another shape ({', '.join(report.dropped_keys)}), "
+                     f"initialised for num_classes={kept}")
+    if report.fresh_keys:
+        notes.append(f"the checkpoint has no attention weights: {len(report.fresh_keys)} attention tensors keep "
+                     f"their initialisation ({', '.join(report.fresh_keys[:4])}"
+                     f"{', …' if len(report.fresh_keys) > 4 else ''})")
+    if notes:
+        warnings.warn(f"create_model: loaded {os.fspath(path)!r} into {type(model).__name__}; " + "; ".join(notes),
+                      stacklevel=3)
+
+
 def create_model(name: str, *, num_classes: int = 1000, in_chans: int = 3, pretrained=False,
                  features_only: bool = False, out_indices=None, **model_kwargs) -> nn.Module:
     """Build a registered model.
@@ -108,7 +128,10 @@ def create_model(name: str, *, num_classes: int = 1000, in_chans: int = 3, pretr
         num_classes: classifier outputs (0 for no classifier).
         in_chans: input image channels.
         pretrained: False, or the path of a local checkpoint (safetensors or torch file, in our
-            key layout or the authors'); it is loaded with ``load_checkpoint(source="auto")``.
+            key layout or another one ``load_checkpoint`` converts: the authors', timm's, Hugging
+            Face's), or a Hugging Face ``save_pretrained`` folder. A classifier of another shape
+            (fine-tuning to ``num_classes``) is dropped and a plain network's checkpoint leaves the
+            attention layers at their initialisation; both are reported in a warning naming the keys.
         features_only: return a feature extractor whose forward gives one map per stage.
         out_indices: which stages ``features_only`` returns (default: all).
         **model_kwargs: passed to the family's builder (see API.md).
@@ -131,8 +154,7 @@ def create_model(name: str, *, num_classes: int = 1000, in_chans: int = 3, pretr
     if pretrained:
         if not isinstance(pretrained, (str, os.PathLike)):
             raise TypeError(f"create_model: pretrained must be False or a local path, got {pretrained!r}")
-        from .checkpoint import load_checkpoint
-        load_checkpoint(model, pretrained, source="auto")
+        _load_pretrained(model, pretrained)
     if features_only:
         from .models._features import FeatureListNet
         model = FeatureListNet(model, out_indices)

@@ -11,7 +11,8 @@ each plain and with ``_se``, ``_eca``, ``_bam`` and ``_cbam``:
 
 Module names follow torchvision (``conv1``, ``bn1``, ``layer1.0.conv1``, ``fc``) so its
 weights load as they are; ``checkpoint_filter_fn`` reads the authors' BAM/CBAM
-(Jongchan/attention-module) and ECA (BangguWu/ECANet) checkpoints.
+(Jongchan/attention-module) and ECA (BangguWu/ECANet) checkpoints, and timm's SE-ResNets
+(``seresnet*`` and the ``legacy_seresnet*``/``legacy_seresnext*`` ports of the authors' models).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checkpoint import remap_keys
 from ..layers import BAM, DropPath, create_attn, drop_path_rates
 from ..layers.bam import OFFICIAL_BAM_NEEDS_PRODUCT
 from ._base import (Backbone, CIFAR_MEAN, CIFAR_STD, check_image, check_init, init_attention_module_cnn,
@@ -171,6 +173,8 @@ class ResNet(Backbone):
             ``combine="product"`` for the authors' BAM checkpoints).
         stem: "imagenet" (7×7/2 conv + 3×3/2 max pool) or "cifar" (3×3/1 conv).
         stride_in_1x1: stride in the bottleneck's first 1×1 conv (original ResNet layout).
+        stem_pool: "pad" (3×3/2 max pool with padding 1, torchvision) or "ceil" (no padding, output
+            size rounded up: the Caffe layout of the SENet authors' models, timm's ``legacy_seresnet*``).
         drop_rate: dropout before the classifier; drop_path_rate: stochastic depth, linear in depth.
         block_dropout: dropout inside pre-activation blocks (Wide ResNet).
         init: "authors" (default): the initialisation of the code each variant comes from —
@@ -190,7 +194,8 @@ class ResNet(Backbone):
     def __init__(self, cfg: ResNetCfg, num_classes: int = 1000, in_chans: int = 3, *, attn: str | None = None,
                  attn_kwargs: dict | None = None, stem: str | None = None, stride_in_1x1: bool = False,
                  drop_rate: float = 0.0, drop_path_rate: float = 0.0, block_dropout: float = 0.0,
-                 zero_init_last: bool = False, make_block=None, channels_last: bool = True, init: str = "authors"):
+                 zero_init_last: bool = False, make_block=None, channels_last: bool = True, stem_pool: str = "pad",
+                 init: str = "authors"):
         super().__init__()
         check_init(type(self).__name__, init)
         if attn is not None and attn not in ATTN_KINDS:
@@ -198,6 +203,8 @@ class ResNet(Backbone):
         stem = stem or cfg.stem
         if stem not in ("imagenet", "cifar"):
             raise ValueError(f"ResNet: stem must be 'imagenet' or 'cifar', got {stem!r}")
+        if stem_pool not in ("pad", "ceil"):
+            raise ValueError(f"ResNet: stem_pool must be 'pad' or 'ceil', got {stem_pool!r}")
         if attn_kwargs is not None and not isinstance(attn_kwargs, dict):
             raise TypeError(f"ResNet: attn_kwargs must be a dict, got {type(attn_kwargs).__name__}")
         block = BLOCKS[cfg.block]
@@ -207,7 +214,8 @@ class ResNet(Backbone):
 
         if stem == "imagenet":
             self.conv1 = nn.Conv2d(in_chans, cfg.stem_width, 7, stride=2, padding=3, bias=False)
-            self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+            self.maxpool = (nn.MaxPool2d(3, stride=2, padding=1) if stem_pool == "pad"
+                            else nn.MaxPool2d(3, stride=2, ceil_mode=True))
             stem_stride = 4
         else:
             self.conv1 = _conv3x3(in_chans, cfg.stem_width)
@@ -309,6 +317,8 @@ def convert_official_resnet(state_dict: dict, model: ResNet) -> dict:
     own keys. An official BAM checkpoint computes σ(M_c · M_s): it loads only into a model
     built with ``attn_kwargs=dict(combine="product")``.
     """
+    if any(k.startswith("layer0.") or re.search(r"\.se(_module)?\.", k) for k in state_dict):
+        state_dict = convert_timm_resnet(state_dict, model)
     out = {}
     for key, value in state_dict.items():
         block = re.match(r"^(layer\d+\.\d+)\.(?:cbam|eca)\.(.*)$", key)
@@ -331,6 +341,60 @@ def convert_official_resnet(state_dict: dict, model: ResNet) -> dict:
         if isinstance(layer, BAM) and layer.combine != "product":
             raise ValueError(OFFICIAL_BAM_NEEDS_PRODUCT)
         out[f"{path}.{layer.convert_official_key(rest)}"] = value
+    return out
+
+
+# timm/models/senet.py (``legacy_*``, Cadene's port of the SENet authors' Caffe models) → torchvision names
+_TIMM_LEGACY_RULES = [(r"^layer0\.(conv1|bn1)\.", r"\1."), (r"^last_linear\.", "fc."), (r"\.se_module\.", ".se.")]
+
+
+def convert_timm_resnet(state_dict: dict, model: ResNet) -> dict:
+    """timm's SE-ResNet keys → ours.
+
+    timm/models/resnet.py (``seresnet50``, ...) follows torchvision and puts ``SEModule`` at
+    ``layerX.Y.se``, after ``bn3`` and before the addition as we do, with 1×1 convolutions for
+    the two fully connected layers (``fc1``, ``fc2``: the same weights, two trailing unit dims).
+    timm/models/senet.py (``legacy_seresnet*``, ``legacy_seresnext*``) adds ``layer0.`` to the
+    stem, calls the SE ``se_module`` and the classifier ``last_linear``; its SE-ResNet
+    bottlenecks stride in the first 1×1 conv and its stem pools with ``ceil_mode=True`` and no
+    padding (the Caffe layout), so they load only into a model built with ``stride_in_1x1=True``
+    (bottlenecks without groups) and ``stem_pool="ceil"``. Its basic blocks (``legacy_seresnet18/34``)
+    apply a ReLU before the SE and are refused, as are timm's ResNet-D/T/light layouts (the
+    ``ecaresnet*`` models): their stems and shortcuts are not ours.
+    """
+    name = type(model).__name__
+    if any(k.startswith("conv1.0.") or re.search(r"\.downsample\.2\.", k) for k in state_dict):
+        raise ValueError("load_checkpoint: the checkpoint is a timm ResNet-D/T or ResNet-light layout (ecaresnet*d, "
+                         "*t, ecaresnetlight, seresnet*d): a deep stem of three 3×3 convs (conv1.0 ...) or average-"
+                         "pool shortcuts (downsample.0 AvgPool2d, .1 conv, .2 BN), which our ResNets do not have")
+    if any(k.startswith("layer0.") for k in state_dict):
+        pool = getattr(model, "maxpool", None)
+        if not (isinstance(pool, nn.MaxPool2d) and pool.ceil_mode):
+            raise ValueError(f"load_checkpoint: the checkpoint is timm's legacy SENet layout, whose stem pools "
+                             f"with ceil_mode=True and no padding; build {name} with stem_pool='ceil'")
+        if "layer1.0.conv3.weight" not in state_dict:
+            raise ValueError("load_checkpoint: timm's legacy_seresnet18/34 are not our resnet18_se/resnet34_se: "
+                             "their SEResNetBlock applies a ReLU after bn2, before the SE (the SE paper's Fig. 3 "
+                             "and our blocks have none there), so the same weights give other outputs")
+        conv2 = state_dict.get("layer1.0.conv2.weight")
+        if conv2 is not None and conv2.shape[0] == conv2.shape[1]:  # a bottleneck without groups: SE-ResNet
+            first = getattr(model.layer2[0], "conv1", None)
+            if first is None or first.stride != (2, 2):
+                raise ValueError(f"load_checkpoint: the checkpoint is timm's legacy SE-ResNet, whose bottlenecks "
+                                 f"stride in their first 1×1 conv; build {name} with stride_in_1x1=True")
+        state_dict = remap_keys(state_dict, _TIMM_LEGACY_RULES)
+    out = {}
+    for key, value in state_dict.items():
+        se = re.match(r"^(layer\d+\.\d+)\.se\.(.*)$", key)
+        if se:
+            kind = "eca" if se[2] == "conv.weight" else "se"  # timm names any block attention ``se``
+            if model.attn != kind:
+                raise ValueError(f"load_checkpoint: the checkpoint holds {kind.upper()} modules ({key!r}) but {name} "
+                                 f"has attn={model.attn!r}; build the *_{kind} model")
+            key = f"{se[1]}.attn.{se[2]}"
+            if se[2].endswith("weight") and value.dim() == 4:  # a 1×1 conv is the fully connected layer
+                value = value.flatten(1)
+        out[key] = value
     return out
 
 

@@ -242,6 +242,27 @@ def convert_official_van(state_dict: dict, model: VAN) -> dict:
     return out
 
 
+def hf_van_variant(config: dict) -> str:
+    """The ``van_b*`` that a Hugging Face ``VanConfig`` (its ``config.json`` as a dict) describes.
+
+    Widths, depths and MLP ratios pick the variant; the settings our VAN does not vary (patch
+    sizes, strides, GELU, LayerNorm ε) must be the authors', else the weights would compute
+    something else.
+    """
+    fixed = dict(patch_sizes=[7, 3, 3, 3], strides=[4, 2, 2, 2], hidden_act="gelu", layer_norm_eps=1e-6)
+    other = [f"{k}={config[k]!r} (ours: {v!r})" for k, v in fixed.items() if k in config and config[k] != v]
+    if other:
+        raise ValueError(f"load_model: the Hugging Face VAN config differs from the authors' VAN: {', '.join(other)}")
+    sizes = tuple(config.get("hidden_sizes", ())), tuple(config.get("depths", ()))
+    ratios = tuple(float(r) for r in config.get("mlp_ratios", (8, 8, 4, 4)))
+    for name, (dims, depths, _, _) in VAN_VARIANTS.items():
+        if sizes == (dims, depths) and ratios == (8.0, 8.0, 4.0, 4.0):
+            return name
+    raise ValueError(f"load_model: the Hugging Face VAN config (hidden_sizes={list(sizes[0])}, "
+                     f"depths={list(sizes[1])}, mlp_ratios={list(ratios)}) is none of "
+                     + ", ".join(f"{n} {list(d)}/{list(L)}" for n, (d, L, _, _) in VAN_VARIANTS.items()))
+
+
 # -- variants ---------------------------------------------------------------------------------
 
 _PAPER = "Guo et al., Visual Attention Network, Computational Visual Media 2023"

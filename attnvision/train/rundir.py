@@ -4,7 +4,8 @@
 the data (spec, number of classes, class names) and the preprocessing the model was trained
 with, as a ``pretrained_cfg`` (input size ``(C, H, W)``, one mean/std per channel, crop_pct),
 and the full training configuration. ``attnvision eval --run DIR`` and ``attnvision cam --run DIR``
-rebuild the model from it.
+rebuild the model from it. The weights files carry the model part of the record in their
+safetensors metadata, so that one file alone rebuilds its model (``attnvision.load_model``).
 
 ``train`` refuses to write into a directory that holds another run unless it is asked to
 continue it (``resume``) or to replace it (``overwrite``); a replaced run's files are removed
@@ -81,6 +82,33 @@ def write_record(out: str, config: dict, dataset, pretrained_cfg: dict, custom_m
                   num_classes=num_classes, in_chans=pretrained_cfg["input_size"][0], classes=classes,
                   pretrained_cfg={k: pretrained_cfg[k] for k in keep}, config=config)
     atomic_write_text(os.path.join(out, RUN_RECORD), json.dumps(record, indent=1) + "\n")
+    return record
+
+
+# The safetensors metadata entry of a run's weights that holds its model record, so that a lone
+# ``best.safetensors`` rebuilds its model (``attnvision.load_model``).
+MODEL_METADATA = "attnvision.model"
+_MODEL_FIELDS = ("model", "model_kwargs", "attach", "attach_init", "num_classes", "in_chans", "pretrained_cfg")
+
+
+def model_metadata(record: dict) -> dict[str, str]:
+    """The part of a run record that rebuilds the model, as safetensors metadata (strings only)."""
+    return {MODEL_METADATA: json.dumps({k: record[k] for k in _MODEL_FIELDS})}
+
+
+def record_from_metadata(metadata: dict | None, path: str, who: str) -> dict:
+    """The model record stored by :func:`model_metadata` in a weights file; a clear error when absent."""
+    text = (metadata or {}).get(MODEL_METADATA)
+    if text is None:
+        raise ValueError(f"{who}: {path!r} holds no model record (only the weights of a registered model trained "
+                         f"by `attnvision train` carry one); build the model with create_model and load the weights "
+                         f"with load_checkpoint")
+    try:
+        record = json.loads(text)
+    except ValueError as e:
+        raise ValueError(f"{who}: the model record of {path!r} is damaged ({e})") from None
+    if not isinstance(record, dict) or not set(_MODEL_FIELDS) <= set(record):
+        raise ValueError(f"{who}: the model record of {path!r} lacks {sorted(set(_MODEL_FIELDS) - set(record or {}))}")
     return record
 
 

@@ -328,7 +328,9 @@ def _train(cfg: TrainConfig, d: Dist, model, train_set, val_set, on_step) -> dic
         if cfg.overwrite:
             rundir.clear_run(out)
         run_cfg = rundir.data_pretrained_cfg(cfg.data, train_set, sample_shape, pretrained_cfg)
-        rundir.write_record(out, _config(cfg), train_set, run_cfg, custom_model)
+        record = rundir.write_record(out, _config(cfg), train_set, run_cfg, custom_model)
+    # the weights carry what rebuilds their model, unless the record cannot name one
+    model_meta = rundir.model_metadata(record) if out and d.is_main and not custom_model else {}
     log = MetricsLog(out, rows) if out and d.is_main else None
 
     def save(epoch: int, batch: int, row: dict | None) -> None:
@@ -337,11 +339,11 @@ def _train(cfg: TrainConfig, d: Dist, model, train_set, val_set, on_step) -> dic
             best = dict(epoch=row["epoch"], val_acc1=row["val_acc1"])
             if out and d.is_main:
                 ckpt.save_weights(os.path.join(out, ckpt.BEST_WEIGHTS), eval_model.state_dict(),
-                                  dict(epoch=row["epoch"], val_acc1=row["val_acc1"]))
+                                  dict(model_meta, epoch=row["epoch"], val_acc1=row["val_acc1"]))
         if not (out and d.is_main):
             return
         ckpt.save_weights(os.path.join(out, ckpt.LAST_WEIGHTS), eval_model.state_dict(),
-                          dict(epoch=epoch, batch=batch))
+                          dict(model_meta, epoch=epoch, batch=batch))
         ckpt.save_state(os.path.join(out, ckpt.LAST_STATE), dict(
             recipe=cfg.recipe(), model=model.state_dict(), ema=ema.state_dict() if ema is not None else None,
             optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), scaler=scaler.state_dict(),

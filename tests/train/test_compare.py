@@ -230,4 +230,4 @@ def test_cifar_preset_trains_with_he_et_al_schedule(tmp_path, capsys):
         compare(preset="cifar", out=str(tmp_path))
     assert main(["compare", "--preset", "cifar", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
-    assert "attnvision compare: error: compare: the 'cifar' preset needs data" in err and not (tmp_path / "x").exists()
+    assert "attnvision compare: error: the 'cifar' preset needs data" in err and not (tmp_path / "x").exists()
