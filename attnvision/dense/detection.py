@@ -131,3 +131,21 @@ def from_torchvision(state_dict: Mapping[str, torch.Tensor], model: nn.Module | 
             k = "backbone.body.model." + k[len("backbone.body."):]
         out[k] = v
     return out
+
+
+def detection_difference(ours: Mapping[str, torch.Tensor], theirs: Mapping[str, torch.Tensor]) -> tuple[float, float]:
+    """``(largest box difference, largest score difference)`` between two detectors' outputs for one image,
+    each of ``ours`` matched to the nearest box of the same label in ``theirs`` (``inf`` when the counts or
+    labels differ, or two share a match). Matching, not position: two nearly tied scores may swap places
+    when the same sums run in another order (channels-last memory, another CPU)."""
+    a, b = ours["boxes"], theirs["boxes"]
+    if len(a) != len(b) or not torch.equal(ours["labels"].sort().values, theirs["labels"].sort().values):
+        return float("inf"), float("inf")
+    if len(a) == 0:
+        return 0.0, 0.0
+    dist = (a[:, None] - b[None]).abs().amax(-1)                               # (N, N) L∞ between boxes
+    dist = dist.masked_fill(ours["labels"][:, None] != theirs["labels"][None], float("inf"))
+    nearest, index = dist.min(1)
+    if len(index.unique()) != len(index):
+        return float("inf"), float("inf")
+    return nearest.max().item(), (ours["scores"] - theirs["scores"][index]).abs().max().item()
