@@ -390,12 +390,10 @@ def _apply(ds, i: int, image, target):
     return image, target
 
 
-def train_transform(task: str) -> v2.Compose:
-    """Horizontal flips that move boxes and masks with the image (digits are never flipped: see ``create_dense_dataset``)."""
-    steps = [v2.RandomHorizontalFlip()]
-    if task == "detection":
-        steps.append(v2.SanitizeBoundingBoxes(labels_getter=lambda inputs: inputs[1]["labels"]))
-    return v2.Compose(steps)
+def train_transform() -> v2.Compose:
+    """Horizontal flips that move boxes and masks with the image (the digit canvases are never flipped:
+    a mirrored digit is another glyph; they get fresh canvases instead)."""
+    return v2.Compose([v2.RandomHorizontalFlip()])
 
 
 def create_dense_dataset(name: str, arg: str | None, split: str = "train", *, augment: bool | None = None,
@@ -409,9 +407,9 @@ def create_dense_dataset(name: str, arg: str | None, split: str = "train", *, au
         if num_classes is None:
             raise ValueError("data: 'segfolder' needs num_classes (--num-classes)")
         return SegFolder(arg, split, num_classes=num_classes, ignore_index=ignore_index,
-                         transform=train_transform("segmentation") if augment else None, seed=seed, **kwargs)
+                         transform=train_transform() if augment else None, seed=seed, **kwargs)
     cls = {"coco": CocoDetection, "voc": VOCDetection}[name]
-    return cls(arg, split, transform=train_transform("detection") if augment else None, seed=seed, **kwargs)
+    return cls(arg, split, transform=train_transform() if augment else None, seed=seed, **kwargs)
 
 
 def detection_collate(batch):

@@ -9,8 +9,7 @@ import torch
 from torchvision.io import write_png
 
 from attnvision.data import create_dataset, parse_spec
-from attnvision.data.dense import (IGNORE_INDEX, ClutteredDigitsDense, detection_collate, segmentation_collate,
-                                   train_transform)
+from attnvision.data.dense import IGNORE_INDEX, ClutteredDigitsDense, detection_collate, segmentation_collate
 
 
 def test_cluttered_digits_det_boxes_bound_each_instance_mask_and_labels_are_digits_plus_one():
@@ -180,7 +179,6 @@ def test_train_flips_move_boxes_and_masks_with_the_image_seeded_per_epoch(tmp_pa
             assert torch.equal(target["masks"], plain[1]["masks"].flip(-1))
             assert target["boxes"].tolist() == [[30 - 12, 3, 30 - 2, 11]]
     assert seen == {True, False}
-    assert isinstance(train_transform("segmentation").transforms[0], type(train_transform("detection").transforms[0]))
 
 
 def test_collates_keep_detection_lists_and_pad_segmentation_with_the_ignore_index():
