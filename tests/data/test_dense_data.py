@@ -198,3 +198,20 @@ def test_dense_specs_parse_and_reject_arguments_they_do_not_take():
         parse_spec("coco")
     with pytest.raises(ValueError, match="num_classes"):
         create_dataset("digits", num_classes=3)
+
+
+def test_segfolder_training_flips_move_the_mask_with_the_image(tmp_path):
+    _png(tmp_path / "images" / "train" / "x.png", 4, 6)
+    _png(tmp_path / "masks" / "train" / "x.png", value=torch.arange(24, dtype=torch.uint8).reshape(1, 4, 6) % 3)
+    data = create_dataset(f"segfolder:{tmp_path}", "train", num_classes=3)
+    plain_image, plain_mask = create_dataset(f"segfolder:{tmp_path}", "train", augment=False, num_classes=3)[0]
+    flips = 0
+    for epoch in range(8):
+        data.set_epoch(epoch)
+        image, mask = data[0]
+        if torch.equal(mask, plain_mask.flip(-1)):
+            flips += 1
+            torch.testing.assert_close(image, plain_image.flip(-1))
+        else:
+            assert torch.equal(mask, plain_mask) and torch.equal(image, plain_image)
+    assert 0 < flips < 8
