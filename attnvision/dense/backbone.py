@@ -80,7 +80,8 @@ def build_body(backbone, *, out_indices: Sequence[int] | None = None, last: int 
 
     Args:
         backbone: a registered name, ``timm:NAME``, ``torchvision:NAME``, or an ``nn.Module`` with
-            ``feature_info`` and ``forward_intermediates`` (any attnvision model, attached or not).
+            ``feature_info`` and ``forward_intermediates`` (any attnvision model, attached or not; its
+            classifier is removed in place).
         out_indices: the stages to return (default: the ``last`` ones).
         pretrained_backbone: a local checkpoint for the classifier, loaded before the head is removed.
 
@@ -145,7 +146,7 @@ def freeze_stages(body: nn.Module, stage_names: Sequence[str], trainable_stages:
         return
     keep = tuple(f"{s}." for s in stage_names[n - trainable_stages:]) if trainable_stages else ()
     for pname, p in body.named_parameters():
-        if not pname.startswith(keep) or not keep:
+        if not keep or not pname.startswith(keep):
             p.requires_grad_(False)
 
 
