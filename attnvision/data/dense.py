@@ -62,6 +62,16 @@ def _seeded(*values: int):
         torch.default_generator.set_state(state)
 
 
+class _EpochSeeded(Dataset):
+    """``set_epoch(e)``: what sample ``i`` draws (canvas or transform) is seeded by ``(seed, e, i)``."""
+
+    seed: int = 0
+    epoch: int = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+
 def _check_split(name: str, split: str) -> None:
     if split not in SPLITS:
         raise ValueError(f"{name}: split must be one of {SPLITS}, got {split!r}")
@@ -110,7 +120,7 @@ def masks_to_boxes_exclusive(masks: torch.Tensor) -> torch.Tensor:
     return masks_to_boxes(masks) + torch.tensor([0.0, 0.0, 1.0, 1.0])
 
 
-class ClutteredDigitsDense(Dataset):
+class ClutteredDigitsDense(_EpochSeeded):
     """``cluttered-digits-det`` (``task="detection"``) or ``cluttered-digits-seg`` (``task="segmentation"``).
 
     Args:
@@ -140,9 +150,6 @@ class ClutteredDigitsDense(Dataset):
         self.max_digits, self.clutter, self.seed, self.epoch = max_digits, clutter, seed, 0
         self.pool = split_indices(split)
         self.digit_images, self.digit_labels = digits_8x8()[:2]
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __len__(self) -> int:
         return self.length
@@ -209,7 +216,7 @@ def _check_box(path, what: str, box, width: int, height: int) -> None:
                          f"image or empty")
 
 
-class CocoDetection(Dataset):
+class CocoDetection(_EpochSeeded):
     """COCO instances (``annotations/instances_{split}.json`` + ``{split}/`` images): boxes, labels, masks."""
 
     in_chans = 3
@@ -242,9 +249,6 @@ class CocoDetection(Dataset):
                 _check_box(self.ann_file, f"annotation {ann['id']}", (x, y, x + w, y + h), info["width"], info["height"])
         self.split, self.transform, self.seed, self.epoch = split, transform, seed, 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
     def __len__(self) -> int:
         return len(self.ids)
 
@@ -267,7 +271,7 @@ class CocoDetection(Dataset):
         return _apply(self, i, image, target)
 
 
-class VOCDetection(Dataset):
+class VOCDetection(_EpochSeeded):
     """PASCAL VOC detection: ``ImageSets/Main/{split}.txt``, ``Annotations/*.xml``, ``JPEGImages/*.jpg``."""
 
     in_chans = 3
@@ -310,9 +314,6 @@ class VOCDetection(Dataset):
             raise ValueError(f"{xml_path}: names a missing image file {image}")
         return dict(image=image, boxes=boxes, labels=labels, difficult=difficult, size=(height, width))
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
     def __len__(self) -> int:
         return len(self.items)
 
@@ -327,7 +328,7 @@ class VOCDetection(Dataset):
         return _apply(self, i, image, target)
 
 
-class SegFolder(Dataset):
+class SegFolder(_EpochSeeded):
     """``images/{split}/NAME.{jpg,png}`` with ``masks/{split}/NAME.png`` class maps."""
 
     in_chans = 3
@@ -354,9 +355,6 @@ class SegFolder(Dataset):
         self.num_classes, self.ignore_index = num_classes, ignore_index
         self.classes = tuple(str(c) for c in range(num_classes))
         self.transform, self.mean, self.std, self.seed, self.epoch = transform, mean, std, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.items)
