@@ -6,7 +6,9 @@ Specs:
 - ``cluttered-digits``: one digit on a cluttered 64×64 canvas, with its box (:mod:`.cluttered`);
 - ``imagefolder:PATH``: ``PATH/train/CLASS/*.jpg`` and ``PATH/val/CLASS/*.jpg``;
 - ``cifar10:PATH``, ``cifar100:PATH``: the python archives already extracted under ``PATH``;
-- ``synthetic`` or ``synthetic:CxHxW``: random tensors, for speed tests.
+- ``synthetic`` or ``synthetic:CxHxW``: random tensors, for speed tests;
+- detection and segmentation (:mod:`.dense`): ``cluttered-digits-det``, ``cluttered-digits-seg``,
+  ``coco:PATH``, ``voc:PATH``, ``segfolder:PATH`` — items are ``(image, target dict)`` or ``(image, mask)``.
 
 Every dataset gives ``(image tensor, label)`` and has ``num_classes``, ``in_chans``,
 ``classes`` and ``set_epoch(epoch)`` (augmentation is seeded per sample and epoch).
@@ -21,8 +23,10 @@ from .files import CIFAR, ImageFolder
 from .synthetic import Synthetic
 from .transforms import Augmented, imagenet_transform, pad_crop_transform
 
-BUILTIN = ("digits", "cluttered-digits", "synthetic")
-WITH_PATH = ("imagefolder", "cifar10", "cifar100")
+from .dense import DENSE_BUILTIN, DENSE_WITH_PATH, create_dense_dataset
+
+BUILTIN = ("digits", "cluttered-digits", "synthetic") + DENSE_BUILTIN
+WITH_PATH = ("imagefolder", "cifar10", "cifar100") + DENSE_WITH_PATH
 
 __all__ = ["Augmented", "CIFAR", "ClutteredDigits", "Digits", "ImageFolder", "Synthetic", "create_dataset",
            "parse_spec"]
@@ -38,13 +42,13 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
         raise unknown_name_error("data", name, [*BUILTIN, *(f"{n}:PATH" for n in WITH_PATH)])
     if name in WITH_PATH and not arg:
         raise ValueError(f"data: {name!r} needs a path, as in '{name}:PATH'")
-    if name in ("digits", "cluttered-digits") and sep:
+    if name in ("digits", "cluttered-digits", *DENSE_BUILTIN) and sep:
         raise ValueError(f"data: {name!r} takes no argument, got {spec!r}")
     return name, arg or None
 
 
 def create_dataset(spec: str, split: str = "train", *, input_size=None, mean=None, std=None,
-                   crop_pct: float = 0.875, augment: bool | None = None, seed: int = 0) -> Augmented:
+                   crop_pct: float = 0.875, augment: bool | None = None, seed: int = 0, **dense_kwargs):
     """The ``split`` ("train" or "val") of the dataset ``spec``, with its transforms.
 
     Args:
@@ -54,8 +58,14 @@ def create_dataset(spec: str, split: str = "train", *, input_size=None, mean=Non
             datasets are normalised by their own training statistics.
         augment: apply training augmentation (default: for the train split).
         seed: augmentation seed.
+        **dense_kwargs: for detection/segmentation specs (``num_classes``, ``ignore_index`` of ``segfolder``,
+            ...): see :func:`.dense.create_dense_dataset`.
     """
     name, arg = parse_spec(spec)
+    if name in DENSE_BUILTIN + DENSE_WITH_PATH:
+        return create_dense_dataset(name, arg, split, augment=augment, seed=seed, **dense_kwargs)
+    if dense_kwargs:
+        raise ValueError(f"data: {sorted(dense_kwargs)} are for detection/segmentation data, not {name!r}")
     augment = split == "train" if augment is None else augment
     mean = mean or (0.485, 0.456, 0.406)
     std = std or (0.229, 0.224, 0.225)

@@ -207,6 +207,25 @@ def lka_cost_table() -> str:
                          "standard conv"], body, markdown=True)
 
 
+@register_table("dense_heads")
+def dense_heads_table() -> str:
+    from ..dense import create_segmenter
+
+    body = []
+    for backbone in ("resnet18", "resnet50", "van_b0", "van_b1", "van_b2", "coatnet_0"):
+        row = [f"`{backbone}`"]
+        for arch in ("semantic_fpn", "upernet"):
+            with torch.device("meta"):
+                model = create_segmenter(arch, backbone, 150)
+            head = sum(p.numel() for p in model.head.parameters())
+            if len(row) == 1:
+                row.append(_fmt_m(sum(p.numel() for p in model.body.parameters())))
+            row += [_fmt_m(head), _fmt_m(head + sum(p.numel() for p in model.body.parameters()))]
+        body.append(row)
+    return format_table(["backbone", "backbone params", "Semantic FPN head", "total", "UperNet head", "total"], body,
+                        markdown=True)
+
+
 def render(text: str, progress: bool = False) -> str:
     """``text`` with every table it marks regenerated; ``progress`` draws a bar on stderr (minutes in all)."""
     from tqdm import tqdm
