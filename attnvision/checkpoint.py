@@ -112,9 +112,8 @@ def load_checkpoint(model: nn.Module, path_or_state_dict, *, source: str = "auto
                          + _listing(mismatched))
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
-    if features_only:  # the classifier was removed from feature extractors
-        classifier = {k for k in unexpected if k.startswith(("head.fc.", "fc.", "head."))}
-        unexpected = [k for k in unexpected if k not in classifier]
+    if features_only:  # feature extractors have no classifier, final norm or unused stages
+        unexpected = [k for k in unexpected if k not in model.removed_keys]
     if strict and (missing or unexpected):
         parts = []
         if missing:

@@ -12,7 +12,7 @@ from functools import partial
 from torch import nn
 
 from ..layers import create_attn
-from ._base import Backbone, check_image, make_cfg, register_variant, run_stages
+from ._base import Backbone, check_image, make_cfg, register_variant
 from .resnet import _PAPERS, ATTN_KINDS, STAGE_ATTN
 
 # (output channels, stride) of the 13 depth-wise separable blocks, split into stages.
@@ -61,9 +61,9 @@ class MobileNetV1(Backbone):
                 cin, reduction = w(cout), reduction * stride
             stages.append(nn.Sequential(*blocks))
             last = i == len(_STAGES) - 1
-            stage_attn.append(create_attn(attn, cin, **(attn_kwargs or {}))
-                              if attn in STAGE_ATTN and not last else nn.Identity())
-            info.append(dict(num_chs=cin, reduction=reduction, module=f"stages.{i}"))
+            between = attn in STAGE_ATTN and not last
+            stage_attn.append(create_attn(attn, cin, **(attn_kwargs or {})) if between else nn.Identity())
+            info.append(dict(num_chs=cin, reduction=reduction, module=f"stage_attn.{i}" if between else f"stages.{i}"))
         self.stages = nn.ModuleList(stages)
         self.stage_attn = nn.ModuleList(stage_attn)
         self.feature_info = info
@@ -74,12 +74,22 @@ class MobileNetV1(Backbone):
             if isinstance(m, nn.Conv2d) and m.out_channels > 1:
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
-    def forward_intermediates(self, x, indices=None):
+    def _stage_outputs(self, x):
         check_image("MobileNetV1", x, self.in_chans)
-        return run_stages(self.stem(x), self.stages, indices, after=self.stage_attn)
+        x = self.stem(x)
+        for stage, attn in zip(self.stages, self.stage_attn):
+            x = attn(stage(x))
+            yield x
 
     def forward_features(self, x):
-        return self.forward_intermediates(x, [len(self.stages) - 1])[0]
+        check_image("MobileNetV1", x, self.in_chans)
+        x = self.stem(x)
+        for stage, attn in zip(self.stages, self.stage_attn):
+            x = attn(stage(x))
+        return x
+
+    def _keep_stages(self, n):
+        self.stages, self.stage_attn = self.stages[:n], self.stage_attn[:n]
 
 
 _MOBILENET_PAPER = "Howard et al., MobileNets: Efficient CNNs for Mobile Vision Applications, 2017"
