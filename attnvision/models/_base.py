@@ -7,6 +7,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ..layers._checks import is_tracing
 from ..registry import register_model
@@ -84,6 +85,7 @@ class Backbone(nn.Module):
 
     classifier_path = "head.fc"
     drop_rate: float = 0.0
+    grad_checkpointing: bool = False
     num_classes: int
     num_features: int
     pretrained_cfg: dict
@@ -101,6 +103,11 @@ class Backbone(nn.Module):
         return x if pre_logits else self.get_classifier()(x)
 
     @property
+    def head_hidden_size(self) -> int:
+        """Width of ``forward_head(x, pre_logits=True)``."""
+        return self.num_features
+
+    @property
     def default_cfg(self) -> dict:
         """timm's older name of ``pretrained_cfg`` (the same dict)."""
         return self.pretrained_cfg
@@ -113,11 +120,30 @@ class Backbone(nn.Module):
             raise ValueError(f"{type(self).__name__}: num_classes must be a non-negative integer, got {num_classes!r}")
         parent_path, _, attr = self.classifier_path.rpartition(".")
         parent = self.get_submodule(parent_path) if parent_path else self
-        old = getattr(parent, attr)
-        device = old.weight.device if isinstance(old, nn.Linear) else None
+        device = next(self.parameters()).device  # also after a reset to 0 classes left no classifier weight
         new = nn.Linear(self.num_features, num_classes, device=device) if num_classes > 0 else nn.Identity()
         setattr(parent, attr, new)
         self.num_classes = num_classes
+
+    # -- training helpers (timm's names) ----------------------------------------------------------
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each stage (each block for ViTs) in the backward pass instead of keeping its
+        activations: lower peak memory in training, the same outputs and gradients."""
+        self.grad_checkpointing = bool(enable)
+
+    def _run(self, module, *args):
+        """``module(*args)``, under activation checkpointing when it is on and gradients are recorded."""
+        if self.grad_checkpointing and torch.is_grad_enabled() and not is_tracing():
+            return checkpoint(module, *args, use_reentrant=False)
+        return module(*args)
+
+    def no_weight_decay(self) -> set[str]:
+        """Names of parameters to train without weight decay (timm's convention: position
+        embeddings, class tokens, relative position tables, layer scales)."""
+        keys = ("pos_embed", "cls_token", "relative_bias_table", "rel_height", "rel_width", "rel_row",
+                "rel_col", "gamma")
+        return {n for n, _ in self.named_parameters() if n.rpartition(".")[2] in keys}
 
     # -- intermediate features (timm's forward_intermediates contract) --------------------------
 

@@ -28,12 +28,41 @@ class FeatureListNet(nn.Module):
         if not hasattr(model, "forward_intermediates") or not hasattr(model, "feature_info"):
             raise ValueError(f"features_only: {name} does not expose stage outputs")
         self.out_indices = resolve_out_indices(name, len(model.feature_info), out_indices)
-        self.feature_info = [dict(model.feature_info[i]) for i in self.out_indices]
+        self.feature_info = FeatureInfo(dict(model.feature_info[i]) for i in self.out_indices)
         before = set(model.state_dict())
         model.prune_intermediate_layers(self.out_indices, prune_norm=True, prune_head=True)
         self.removed_keys = before - set(model.state_dict())
         self.model = model
         self.pretrained_cfg = getattr(model, "pretrained_cfg", {})
 
+    @property
+    def default_cfg(self) -> dict:
+        return self.pretrained_cfg
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self.model.forward_intermediates(x, self.out_indices, intermediates_only=True)
+
+
+class FeatureInfo(list):
+    """timm's ``FeatureInfo``: the list of ``dict(num_chs, reduction, module)`` of a feature extractor's
+    outputs, with ``channels()``, ``reduction()`` and ``module_name()`` (one entry's, or all)."""
+
+    def _get(self, key: str, idx):
+        if idx is None:
+            return [info[key] for info in self]
+        if isinstance(idx, int):
+            return self[idx][key]
+        return [self[i][key] for i in idx]
+
+    def channels(self, idx=None):
+        return self._get("num_chs", idx)
+
+    def reduction(self, idx=None):
+        return self._get("reduction", idx)
+
+    def module_name(self, idx=None):
+        return self._get("module", idx)
+
+    def get_dicts(self, keys=None, idx=None):
+        rows = self if idx is None else [self[i] for i in ([idx] if isinstance(idx, int) else idx)]
+        return [dict(r) if keys is None else {k: r[k] for k in keys} for r in rows]

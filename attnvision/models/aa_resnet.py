@@ -150,14 +150,14 @@ class AAResNet(ResNet):
     def _stage_outputs(self, x):
         x, logits = self.forward_stem(x), None
         for stage, attn in zip(self.stages, self.stage_attn):
-            x, logits = self._run_stage(stage, x, logits)
+            x, logits = self._run(self._run_stage, stage, x, logits)
             x = attn(x)
             yield x
 
     def forward_features(self, x):
         x, logits = self.forward_stem(x), None
         for stage, attn in zip(self.stages, self.stage_attn):
-            x, logits = self._run_stage(stage, x, logits)
+            x, logits = self._run(self._run_stage, stage, x, logits)
             x = attn(x)
         return self.final_norm(x)
 

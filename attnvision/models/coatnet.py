@@ -219,7 +219,7 @@ class CoAtNet(Backbone):
         x = self.forward_stem(x)
         yield x  # feature 0 is the stem (S0)
         for stage in self.stages:
-            x = stage(x)
+            x = self._run(stage, x)
             yield x
 
     def _keep_stages(self, n):
@@ -232,7 +232,7 @@ class CoAtNet(Backbone):
     def forward_features(self, x):
         x = self.forward_stem(x)
         for stage in self.stages:
-            x = stage(x)
+            x = self._run(stage, x)
         return x
 
     def forward_head(self, x, pre_logits: bool = False):

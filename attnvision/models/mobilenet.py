@@ -40,8 +40,12 @@ class MobileNetV1(Backbone):
     classifier_path = "fc"
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, *, width_mult: float = 1.0,
-                 attn: str | None = None, attn_kwargs: dict | None = None, drop_rate: float = 0.0, paper: str = ""):
+                 attn: str | None = None, attn_kwargs: dict | None = None, drop_rate: float = 0.0,
+                 drop_path_rate: float | None = None, paper: str = ""):
         super().__init__()
+        if drop_path_rate:  # timm's scripts pass None or 0.0; anything else would be silently ignored
+            raise ValueError(f"MobileNetV1: its blocks have no residual connection, so stochastic depth does not "
+                             f"apply; drop_path_rate must be 0 or None, got {drop_path_rate!r}")
         if attn is not None and attn not in ATTN_KINDS:
             raise ValueError(f"MobileNetV1: attn must be None or one of {ATTN_KINDS}, got {attn!r}")
         if not width_mult > 0:
@@ -78,14 +82,14 @@ class MobileNetV1(Backbone):
         check_image("MobileNetV1", x, self.in_chans)
         x = self.stem(x)
         for stage, attn in zip(self.stages, self.stage_attn):
-            x = attn(stage(x))
+            x = attn(self._run(stage, x))
             yield x
 
     def forward_features(self, x):
         check_image("MobileNetV1", x, self.in_chans)
         x = self.stem(x)
         for stage, attn in zip(self.stages, self.stage_attn):
-            x = attn(stage(x))
+            x = attn(self._run(stage, x))
         return x
 
     def _keep_stages(self, n):

@@ -282,7 +282,7 @@ class ResNet(Backbone):
     def _stage_outputs(self, x):
         x = self.forward_stem(x)
         for stage, attn in zip(self.stages, self.stage_attn):
-            x = attn(stage(x))
+            x = attn(self._run(stage, x))
             yield x
 
     def final_norm_module(self):
@@ -298,7 +298,7 @@ class ResNet(Backbone):
     def forward_features(self, x):
         x = self.forward_stem(x)
         for stage, attn in zip(self.stages, self.stage_attn):
-            x = attn(stage(x))
+            x = attn(self._run(stage, x))
         return self.final_norm(x)
 
     @staticmethod

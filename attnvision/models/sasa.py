@@ -141,7 +141,7 @@ class SASAResNet(Backbone):
     def _stage_outputs(self, x):
         x = self.forward_stem(x)
         for stage in self.stages:
-            x = stage(x)
+            x = self._run(stage, x)
             yield x
 
     def _keep_stages(self, n):
@@ -150,7 +150,7 @@ class SASAResNet(Backbone):
     def forward_features(self, x):
         x = self.forward_stem(x)
         for stage in self.stages:
-            x = stage(x)
+            x = self._run(stage, x)
         return x
 
 

@@ -179,7 +179,7 @@ class VAN(Backbone):
     def _stage_outputs(self, x):
         x = self._check_input(x)
         for stage in self.stages:
-            x = stage(x)
+            x = self._run(stage, x)
             yield x
 
     def _keep_stages(self, n):
@@ -188,7 +188,7 @@ class VAN(Backbone):
     def forward_features(self, x):
         x = self._check_input(x)
         for stage in self.stages:
-            x = stage(x)
+            x = self._run(stage, x)
         return x  # (B, C₄, ⌈H/32⌉, ⌈W/32⌉), normalised
 
     @staticmethod

@@ -119,7 +119,7 @@ class VisionTransformer(Backbone):
     def _stage_outputs(self, x):
         x, logits = self.forward_tokens(x), None
         for block in self.blocks:
-            x, logits = block(x, logits)
+            x, logits = self._run(block, x, logits)
             yield x  # (B, 1 + N, dim)
 
     def _feature_map(self, index, x, norm):
@@ -143,7 +143,7 @@ class VisionTransformer(Backbone):
     def forward_features(self, x):
         x, logits = self.forward_tokens(x), None
         for block in self.blocks:
-            x, logits = block(x, logits)
+            x, logits = self._run(block, x, logits)
         return self.norm(x)
 
     def forward_head(self, x, pre_logits: bool = False):
