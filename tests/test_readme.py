@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+import attnvision as av
 from attnvision.profiling.tables import DOC_TABLES
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -18,3 +19,7 @@ def test_readme_table_is_fresh(name):
     assert found, f"README lacks the table {name}"
     assert found[1] == DOC_TABLES[name](), (
         f"README table {name} is stale: python -m attnvision.profiling.tables --write README.md")
+
+
+def test_readme_states_the_number_of_models_the_contract_tests_cover():
+    assert f"on all {len(av.list_models())} registered models" in README.read_text(encoding="utf-8")
