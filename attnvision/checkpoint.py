@@ -172,8 +172,12 @@ def load_checkpoint(model: nn.Module, path_or_state_dict, *, source: str = "auto
     name = type(target).__name__
     sd = read_state_dict(path_or_state_dict)
     own = target.state_dict()
+    # a feature extractor has no classifier, final norm or unused stages: their tensors are not expected
+    head = getattr(target, "classifier_path", None)
+    ignorable = ({k for k in sd if head and k.startswith(head + ".")} | set(model.removed_keys)) if features_only \
+        else set()
     if source == "auto":
-        source = "attnvision" if all(k in own for k in sd) else "official"
+        source = "attnvision" if all(k in own or k in ignorable for k in sd) else "official"
     if source == "official":
         filter_fn = getattr(target, "checkpoint_filter_fn", None)
         if filter_fn is None:
@@ -207,9 +211,8 @@ def load_checkpoint(model: nn.Module, path_or_state_dict, *, source: str = "auto
             fresh = attention
             missing = [k for k in missing if k not in set(fresh)]
     unexpected = [k for k in sd if k not in own]
-    if features_only:  # the classifier was removed from feature extractors
-        classifier = {k for k in unexpected if k.startswith(("head.fc.", "fc.", "head."))}
-        unexpected = [k for k in unexpected if k not in classifier]
+    if features_only:
+        unexpected = [k for k in unexpected if k not in ignorable]
     if strict and (missing or unexpected):
         parts = []
         if missing:

@@ -42,10 +42,21 @@ def is_model(name: str) -> bool:
     return name in _MODELS
 
 
-def list_models(pattern: str = "*") -> list[str]:
-    """Sorted names of the registered models matching the fnmatch ``pattern``."""
+def list_models(pattern="*", exclude_filters=(), pretrained: bool = False) -> list[str]:
+    """Sorted names of the registered models matching the fnmatch ``pattern`` (or any of a list of
+    patterns) and none of ``exclude_filters`` (timm's signature). ``pretrained=True`` lists the models
+    with downloadable weights: none, as attnvision ships no weights (load local files with ``pretrained=PATH``)."""
     _load_families()
-    return sorted(fnmatch.filter(_MODELS, pattern))
+    patterns = list(pattern) if isinstance(pattern, (list, tuple, set)) else [pattern]
+    excludes = list(exclude_filters) if isinstance(exclude_filters, (list, tuple, set)) else [exclude_filters or ""]
+    for p in patterns + excludes:
+        if not isinstance(p, str):
+            raise TypeError(f"list_models: patterns must be strings, got {p!r}")
+    if pretrained:
+        return []
+    names = {n for p in patterns for n in fnmatch.filter(_MODELS, p)}
+    names -= {n for p in excludes for n in fnmatch.filter(names, p)}
+    return sorted(names)
 
 
 def _create_external(name: str, num_classes: int, in_chans: int, **kwargs) -> nn.Module:
@@ -120,7 +131,8 @@ def _load_pretrained(model: nn.Module, path) -> None:
 
 
 def create_model(name: str, *, num_classes: int = 1000, in_chans: int = 3, pretrained=False,
-                 features_only: bool = False, out_indices=None, **model_kwargs) -> nn.Module:
+                 features_only: bool = False, out_indices=None, feature_cls: str | None = None,
+                 feature_cfg: dict | None = None, output_stride: int | None = None, **model_kwargs) -> nn.Module:
     """Build a registered model.
 
     Args:
@@ -133,7 +145,10 @@ def create_model(name: str, *, num_classes: int = 1000, in_chans: int = 3, pretr
             (fine-tuning to ``num_classes``) is dropped and a plain network's checkpoint leaves the
             attention layers at their initialisation; both are reported in a warning naming the keys.
         features_only: return a feature extractor whose forward gives one map per stage.
-        out_indices: which stages ``features_only`` returns (default: all).
+        out_indices: which stages ``features_only`` returns (default: all; an int n: the last n).
+        feature_cls, feature_cfg: timm's feature-extractor options; ``"list"`` / ``"getter"`` (both give
+            the list of maps) and ``feature_cfg=dict(out_indices=..., feature_cls=...)``.
+        output_stride: the network's total stride; only the native one (no family here dilates).
         **model_kwargs: passed to the family's builder (see API.md).
 
     Every model gets a ``pretrained_cfg`` (input size, mean, std, crop_pct; torchvision models
@@ -143,6 +158,8 @@ def create_model(name: str, *, num_classes: int = 1000, in_chans: int = 3, pretr
     if not isinstance(name, str):
         raise TypeError(f"create_model: name must be a string, got {type(name).__name__}")
     if name.startswith(_EXTERNAL):
+        if output_stride is not None:
+            model_kwargs["output_stride"], output_stride = output_stride, None
         model = _create_external(name, num_classes, in_chans, **model_kwargs)
     else:
         _load_families()
@@ -155,9 +172,22 @@ def create_model(name: str, *, num_classes: int = 1000, in_chans: int = 3, pretr
         if not isinstance(pretrained, (str, os.PathLike)):
             raise TypeError(f"create_model: pretrained must be False or a local path, got {pretrained!r}")
         _load_pretrained(model, pretrained)
+    if output_stride is not None:
+        native = model.feature_info[-1]["reduction"]
+        if output_stride != native:
+            raise ValueError(f"create_model: {name} has no dilated variant; output_stride must be its native "
+                             f"{native}, got {output_stride!r}")
+    cfg = dict(feature_cfg or {})
+    unknown = set(cfg) - {"out_indices", "feature_cls"}
+    if unknown:
+        raise ValueError(f"create_model: feature_cfg takes out_indices and feature_cls, got {sorted(unknown)}")
+    out_indices = cfg.get("out_indices", out_indices)
+    feature_cls = cfg.get("feature_cls", feature_cls)
+    if feature_cls not in (None, "list", "getter"):
+        raise ValueError(f"create_model: feature_cls must be 'list' or 'getter', got {feature_cls!r}")
     if features_only:
         from .models._features import FeatureListNet
         model = FeatureListNet(model, out_indices)
-    elif out_indices is not None:
-        raise ValueError("create_model: out_indices is only used with features_only=True")
+    elif out_indices is not None or feature_cls is not None:
+        raise ValueError("create_model: out_indices and feature_cls are only used with features_only=True")
     return model

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+import attnvision as av
 from attnvision.profiling.tables import DOC_TABLES
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -25,3 +26,7 @@ def test_ci_runs_the_readme_test_command_on_a_lone_copy():
     ci = (README.parent / ".ci" / "run").read_text(encoding="utf-8")
     assert readme_command.replace("python ", "python3 ") in ci.splitlines()
     assert "mktemp -d" in ci and 'cd "$alone/attnvision"' in ci  # the suite runs where nothing is beside it
+
+
+def test_readme_states_the_number_of_models_the_contract_tests_cover():
+    assert f"on all {len(av.list_models())} registered models" in README.read_text(encoding="utf-8")

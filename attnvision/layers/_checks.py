@@ -2,6 +2,18 @@
 from __future__ import annotations
 
 import torch
+from torch.fx._symbolic_trace import is_fx_symbolic_tracing
+
+
+def is_tracing() -> bool:
+    """True while ``torch.fx.symbolic_trace``, ``torch.jit.trace``/``script``, ``torch.compile`` or
+    ``torch.export`` is recording a forward.
+
+    Input checks step aside then: their values are proxies or symbolic sizes, and a Python ``if`` on
+    them would fail (FX) or add guards that break dynamic shapes (export). Eager calls keep every check.
+    """
+    return (is_fx_symbolic_tracing() or torch.jit.is_tracing() or torch.jit.is_scripting()
+            or torch.compiler.is_compiling())
 
 
 def check_positive_int(module: str, name: str, value) -> int:
@@ -28,7 +40,9 @@ def check_choice(module: str, name: str, value, choices) -> None:
 
 
 def check_feature_map(module: str, x: torch.Tensor, channels: int | None = None) -> None:
-    """Raise unless ``x`` is (B, C, H, W) with ``C == channels`` (when given)."""
+    """Raise unless ``x`` is (B, C, H, W) with ``C == channels`` (when given); nothing while tracing."""
+    if is_tracing():
+        return
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{module}: expected a torch.Tensor, got {type(x).__name__}")
     if x.dim() != 4:

@@ -125,7 +125,7 @@ class AAConv2d(AttentionLayer):
             o = attn @ v
         o = self.proj(o.transpose(2, 3).reshape(b, self.dv, h, w))  # heads concatenated: (B, dv, h, w)
         if self.downsample:
-            size = tuple(_pooled(n, self.stride) if self.stride > 1 else n for n in x.shape[-2:])
+            size = tuple(_pooled(n, self.stride) if self.stride > 1 else n for n in (x.shape[-2], x.shape[-1]))
             o = F.interpolate(o, size=size, mode="bilinear", align_corners=False)
         out = o if conv_out is None else torch.cat([conv_out, o], 1)  # (B, out_channels, H/s, W/s)
         return (out, logits) if self.evolve or return_logits else out

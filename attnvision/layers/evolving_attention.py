@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import check_choice, check_positive_int
+from ._checks import check_choice, check_positive_int, is_tracing
 from .drop import DropPath, drop_path_rates
 from .layer_scale import LayerScale
 from .mlp import Mlp
@@ -69,6 +69,9 @@ def usable_prev(module: str, shape: tuple[int, int, int], prev_logits: torch.Ten
     (a restart); other mismatches raise."""
     if prev_logits is None:
         return None
+    if is_tracing():
+        # The chain's roles come from the sizes at construction; traced sizes cannot be compared.
+        return prev_logits
     if not isinstance(prev_logits, torch.Tensor):
         raise TypeError(f"{module}: prev_logits must be a tensor or None, got {type(prev_logits).__name__}")
     b, heads, n = shape

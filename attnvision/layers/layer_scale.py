@@ -18,5 +18,5 @@ class LayerScale(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channel_dim == 1:
-            return x * self.gamma.view(1, -1, *([1] * (x.dim() - 2)))
+            return x * self.gamma[:, None, None]  # (C, 1, 1) against (B, C, H, W)
         return x * self.gamma

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._base import AttentionLayer
-from ._checks import check_feature_map, check_positive_int
+from ._checks import check_feature_map, check_positive_int, is_tracing
 from .create_attn import register_attn
 
 
@@ -77,7 +77,7 @@ FAST_CHANNELS_LAST = (torch.float32, torch.bfloat16, torch.float16)
 
 def pointwise_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """A 1×1 ``conv`` applied to ``x``; a matrix product over the channels when ``x`` is channels_last."""
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+    if not is_tracing() and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
         # (B, H, W, C) is then a free view, and one GEMM with bias beats the conv kernels on CPU.
         return F.linear(x.permute(0, 2, 3, 1), conv.weight.flatten(1), conv.bias).permute(0, 3, 1, 2)
     return conv(x)
@@ -136,8 +136,8 @@ class LKA(AttentionLayer):
         conv = self.conv_dw_dilated
         if self.pad is not None:
             x = F.pad(x, self.pad)
-        if x.device.type != "cpu" or self.dilation == 1 or x.dtype not in FAST_CHANNELS_LAST:
-            return conv(x)
+        if is_tracing() or x.device.type != "cpu" or self.dilation == 1 or x.dtype not in FAST_CHANNELS_LAST:
+            return conv(x)  # traced graphs keep the plain conv: the phase split below is an eager CPU speed-up
         # CPU kernels for dilated depth-wise convolutions are several times slower than dense
         # ones. A k×k conv with dilation d is a dense k×k conv on each of the d×d phase grids
         # x[:, :, r::d, s::d]: stack the phases in the batch, convolve, interleave them back.

@@ -292,6 +292,10 @@ def local_attention(q: Tensor, k: Tensor, v: Tensor, kernel_size: int, bias_row:
     return _local_attention_op(q, k, v, bias_row, bias_col, kernel_size, tile)
 
 
+# One node in torch.fx graphs: the custom operator is opaque to symbolic tracing.
+torch.fx.wrap("local_attention")
+
+
 def sinusoidal_position_2d(channels: int, height: int, width: int, *, dtype=None, device=None) -> Tensor:
     """(channels, H, W) 2-D sinusoidal encoding: the first ⌊C/2⌋ channels encode the row, the rest the column.
 
@@ -521,8 +525,8 @@ class SpatiallyAwareStem(AttentionLayer):
             lr, lc = self.rel(q)                                                   # (B, heads, blocks, k², 2k−1)
             row_off = self._offset[:, None, :, None].expand(ks, ks, ks, ks).reshape(ks * ks, ks * ks)
             col_off = self._offset[None, :, None, :].expand(ks, ks, ks, ks).reshape(ks * ks, ks * ks)
-            logits = logits + lr.gather(-1, row_off.expand(*lr.shape[:-1], -1)) \
-                + lc.gather(-1, col_off.expand(*lc.shape[:-1], -1))
+            logits = logits + lr.gather(-1, row_off.expand(lr.shape[:-1] + row_off.shape[-1:])) \
+                + lc.gather(-1, col_off.expand(lc.shape[:-1] + col_off.shape[-1:]))
         valid = F.pad(x.new_ones(H, W, dtype=torch.bool), pad).reshape(nbh, ks, nbw, ks).transpose(1, 2)
         logits = logits.masked_fill(~valid.reshape(nbh * nbw, 1, ks * ks), float("-inf"))
         attn = logits.softmax(-1)

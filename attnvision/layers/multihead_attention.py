@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._base import AttentionLayer
-from ._checks import check_choice, check_positive_int
+from ._checks import check_choice, check_positive_int, is_tracing
 
 POS_KINDS = ("none", "learned", "sinusoidal", "relative")
 
@@ -82,7 +82,7 @@ class RelativeLogits2d(nn.Module):
         b, heads, n, d = q.shape
         h, w = hw
         big_h, big_w = self.size
-        if h > big_h or w > big_w:
+        if not is_tracing() and (h > big_h or w > big_w):
             raise ValueError(f"{module}: relative position tables cover maps up to {self.size}, got a {h}×{w} map; "
                              f"build the layer with a larger input_size")
         rh = self.rel_height[big_h - h: big_h + h - 1][_offsets(h, q.device)]  # (h, h, d)
@@ -103,7 +103,7 @@ class RelativeBias1d(nn.Module):
         nn.init.trunc_normal_(self.bias, std=0.02)
 
     def forward(self, n: int, module: str) -> torch.Tensor:
-        if n > self.length:
+        if not is_tracing() and n > self.length:
             raise ValueError(f"{module}: the relative bias covers sequences up to {self.length} tokens, got {n}")
         table = self.bias[self.length - n: self.length + n - 1]  # (2n − 1, heads)
         return table[_offsets(n, table.device)].permute(2, 0, 1).unsqueeze(0)  # (1, heads, N, N)
@@ -154,6 +154,8 @@ class MultiHeadSelfAttention(AttentionLayer):
 
     def _check_tokens(self, x):
         name = type(self).__name__
+        if is_tracing():
+            return
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
         if x.dim() != 3 or x.shape[-1] != self.dim:
@@ -162,7 +164,7 @@ class MultiHeadSelfAttention(AttentionLayer):
     def _map_size(self, n: int, hw) -> tuple[int, int]:
         if hw is None:
             h, w = self.input_size
-            if h * w != n:
+            if not is_tracing() and h * w != n:
                 raise ValueError(f"{type(self).__name__}: {n} tokens do not form the {h}×{w} map of input_size; "
                                  f"pass hw=(H, W)")
             return h, w
@@ -175,7 +177,7 @@ class MultiHeadSelfAttention(AttentionLayer):
         self._check_tokens(x)
         b, n, _ = x.shape
         if self.pos in ("learned", "sinusoidal"):
-            if n != self.pos_embed.shape[1]:
+            if not is_tracing() and n != self.pos_embed.shape[1]:
                 raise ValueError(f"{type(self).__name__}: the {self.pos} embedding holds {self.pos_embed.shape[1]} "
                                  f"positions, got {n} tokens")
             x = x + self.pos_embed

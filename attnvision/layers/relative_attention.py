@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._base import AttentionLayer
-from ._checks import check_choice, check_positive_int
+from ._checks import check_choice, check_positive_int, is_tracing
 
 REL_MODES = ("pre", "post", "none")
 
@@ -56,6 +56,10 @@ def relative_index(height: int, width: int, device=None) -> torch.Tensor:
 
 def resize_relative_table(table: torch.Tensor, input_size) -> torch.Tensor:
     """Resize a (heads, 2H−1, 2W−1) table to serve an ``input_size`` = (H', W') map (bilinear)."""
+    if is_tracing():
+        # Sizes are symbolic: no branch on them. Bilinear resampling to the same size is the identity.
+        h, w = input_size
+        return F.interpolate(table[None], size=(2 * h - 1, 2 * w - 1), mode="bilinear", align_corners=False)[0]
     h, w = _pair("resize_relative_table", "input_size", input_size)
     if table.dim() != 3:
         raise ValueError(f"resize_relative_table: expected a (heads, 2H-1, 2W-1) table, got shape {tuple(table.shape)}")
@@ -119,23 +123,25 @@ class RelativeAttention2d(AttentionLayer):
         """The (heads, N, N) bias w_{i−j} for an H×W map (default ``input_size``); N = H·W."""
         if self.relative_bias_table is None:
             raise ValueError("RelativeAttention2d: rel='none' has no relative bias")
-        h, w = self.input_size if size is None else _pair("RelativeAttention2d", "size", size)
+        if size is None:
+            size = self.input_size
+        h, w = size if is_tracing() else _pair("RelativeAttention2d", "size", size)
         table = resize_relative_table(self.relative_bias_table, (h, w))     # (heads, 2H-1, 2W-1)
         index = relative_index(h, w, device=table.device)                   # (N, N)
         return table.flatten(1)[:, index]                                   # (heads, N, N)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        if not is_tracing() and (not isinstance(x, torch.Tensor) or x.dim() != 4):
             raise ValueError(f"RelativeAttention2d: expected a (B, C, H, W) tensor, got "
                              f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
         return self.forward_tokens(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
     def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
         """(B, H, W, dim) → (B, H, W, dim_out)."""
-        if x.dim() != 4 or x.shape[-1] != self.dim:
+        if not is_tracing() and (x.dim() != 4 or x.shape[-1] != self.dim):
             raise ValueError(f"RelativeAttention2d: expected channels-last maps (B, H, W, {self.dim}), "
                              f"got {tuple(x.shape)}")
-        b, h, w, _ = x.shape
+        b, h, w = x.shape[0], x.shape[1], x.shape[2]
         n = h * w
         qkv = self.qkv(x).reshape(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)                                              # (B, heads, N, d)

@@ -7,7 +7,9 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
+from ..layers._checks import is_tracing
 from ..registry import register_model
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -17,22 +19,73 @@ CIFAR_STD = (0.2470, 0.2435, 0.2616)
 
 
 def make_cfg(*, paper: str, input_size=(3, 224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD,
-             crop_pct: float = 0.875, **extra) -> dict:
-    """``pretrained_cfg``: preprocessing and provenance. ``paper_*`` keys hold the paper's reported numbers."""
+             crop_pct: float = 0.875, interpolation: str = "bilinear", num_classes: int = 1000,
+             fixed_input_size: bool = False, **extra) -> dict:
+    """``pretrained_cfg``: preprocessing and provenance (timm's fields; ``num_classes`` is the paper's
+    dataset's). ``paper_*`` keys hold the paper's reported numbers. The fields that depend on the built
+    model (``pool_size``, ``first_conv``, ``classifier``, ...) are added by :func:`complete_cfg`."""
     return dict(input_size=tuple(input_size), mean=tuple(mean), std=tuple(std), crop_pct=crop_pct,
-                paper=paper, **extra)
+                interpolation=interpolation, num_classes=num_classes, fixed_input_size=fixed_input_size,
+                license="apache-2.0", paper=paper, **extra)
+
+
+def complete_cfg(model: nn.Module) -> nn.Module:
+    """Add the fields of timm's ``pretrained_cfg`` that depend on the built model: ``pool_size`` (the
+    final map at ``input_size``), ``first_conv`` (the layer that reads the image), ``classifier``,
+    ``min_input_size`` (one pixel in the final map; the input size itself when it is fixed) and
+    ``test_input_size``."""
+    cfg = model.pretrained_cfg
+    _, h, w = cfg["input_size"]
+    chans = model.in_chans
+    cfg["input_size"] = (chans, h, w)
+    r = model.feature_info[-1]["reduction"]
+    cfg["pool_size"] = (-(-h // r), -(-w // r))
+    cfg["first_conv"] = next(n for n, m in model.named_modules()
+                             if isinstance(m, nn.Conv2d) and m.in_channels == chans)
+    cfg["classifier"] = model.classifier_path
+    cfg["min_input_size"] = (chans, h, w) if cfg["fixed_input_size"] else (chans, r, r)
+    cfg.setdefault("test_input_size", (chans, h, w))
+    return model
+
+
+def take_indices(model_name: str, num_features: int, indices, arg: str = "indices") -> list[int]:
+    """timm's index convention for ``feature_info`` entries: None = all, an int n = the last n, a
+    sequence = those entries (negative ones count from the end). Sorted, unique; out of range raises."""
+    if indices is None:
+        return list(range(num_features))
+    if isinstance(indices, int) and not isinstance(indices, bool):
+        if not 0 < indices <= num_features:
+            raise ValueError(f"{model_name}: {arg}={indices} asks for the last {indices} of its {num_features} "
+                             f"feature maps; expected 1..{num_features}")
+        return list(range(num_features - indices, num_features))
+    try:
+        items = list(indices)
+    except TypeError:
+        raise TypeError(f"{model_name}: {arg} must be None, an int or a sequence of ints, got {indices!r}") from None
+    taken = set()
+    for i in items:
+        if isinstance(i, bool) or not isinstance(i, int) or not -num_features <= i < num_features:
+            raise ValueError(f"{model_name}: {arg} must index its {num_features} feature maps "
+                             f"(-{num_features}..{num_features - 1}), got {tuple(items)}")
+        taken.add(i % num_features)
+    if not taken:
+        raise ValueError(f"{model_name}: {arg} is empty; give None for every feature map")
+    return sorted(taken)
 
 
 class Backbone(nn.Module):
     """The timm interface: ``forward = forward_head ∘ forward_features``.
 
     Subclasses set ``num_classes``, ``num_features``, ``feature_info``, ``pretrained_cfg``,
-    implement ``forward_features``, ``forward_head`` and ``forward_intermediates(x, indices)``,
-    and name their classifier's attribute path in ``classifier_path``.
+    implement ``forward_features``, ``forward_head`` and ``_stage_outputs(x)`` (a generator of the
+    state after each ``feature_info`` entry), keep stages with ``_keep_stages(n)``, and name their
+    classifier's attribute path in ``classifier_path``. Models with a norm after the last stage
+    return it from ``final_norm_module``.
     """
 
     classifier_path = "head.fc"
     drop_rate: float = 0.0
+    grad_checkpointing: bool = False
     num_classes: int
     num_features: int
     pretrained_cfg: dict
@@ -49,6 +102,16 @@ class Backbone(nn.Module):
             x = F.dropout(x, self.drop_rate, self.training)
         return x if pre_logits else self.get_classifier()(x)
 
+    @property
+    def head_hidden_size(self) -> int:
+        """Width of ``forward_head(x, pre_logits=True)``."""
+        return self.num_features
+
+    @property
+    def default_cfg(self) -> dict:
+        """timm's older name of ``pretrained_cfg`` (the same dict)."""
+        return self.pretrained_cfg
+
     def get_classifier(self) -> nn.Module:
         return self.get_submodule(self.classifier_path)
 
@@ -57,11 +120,97 @@ class Backbone(nn.Module):
             raise ValueError(f"{type(self).__name__}: num_classes must be a non-negative integer, got {num_classes!r}")
         parent_path, _, attr = self.classifier_path.rpartition(".")
         parent = self.get_submodule(parent_path) if parent_path else self
-        old = getattr(parent, attr)
-        device = old.weight.device if isinstance(old, nn.Linear) else None
+        device = next(self.parameters()).device  # also after a reset to 0 classes left no classifier weight
         new = nn.Linear(self.num_features, num_classes, device=device) if num_classes > 0 else nn.Identity()
         setattr(parent, attr, new)
         self.num_classes = num_classes
+
+    # -- training helpers (timm's names) ----------------------------------------------------------
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each stage (each block for ViTs) in the backward pass instead of keeping its
+        activations: lower peak memory in training, the same outputs and gradients."""
+        self.grad_checkpointing = bool(enable)
+
+    def _run(self, module, *args):
+        """``module(*args)``, under activation checkpointing when it is on and gradients are recorded."""
+        if self.grad_checkpointing and torch.is_grad_enabled() and not is_tracing():
+            return checkpoint(module, *args, use_reentrant=False)
+        return module(*args)
+
+    def no_weight_decay(self) -> set[str]:
+        """Names of parameters to train without weight decay (timm's convention: position
+        embeddings, class tokens, relative position tables, layer scales)."""
+        keys = ("pos_embed", "cls_token", "relative_bias_table", "rel_height", "rel_width", "rel_row",
+                "rel_col", "gamma")
+        return {n for n, _ in self.named_parameters() if n.rpartition(".")[2] in keys}
+
+    # -- intermediate features (timm's forward_intermediates contract) --------------------------
+
+    def final_norm_module(self) -> nn.Module | None:
+        """The norm ``forward_features`` applies after the last stage (None: there is none)."""
+        return None
+
+    def _final_norm(self, x: torch.Tensor) -> torch.Tensor:
+        norm = self.final_norm_module()
+        return x if norm is None else norm(x)
+
+    def _feature_map(self, index: int, x: torch.Tensor, norm: bool) -> torch.Tensor:
+        """The NCHW map of entry ``index`` from the stage state ``x``; ``norm`` applies the final norm
+        to the last stage's map, the one it normalises."""
+        return self._final_norm(x) if norm and index == len(self.feature_info) - 1 else x
+
+    def forward_intermediates(self, x: torch.Tensor, indices=None, norm: bool = False, stop_early: bool = False,
+                              output_fmt: str = "NCHW", intermediates_only: bool = False):
+        """The maps of ``feature_info`` entries ``indices`` (None: all; an int n: the last n; negative
+        indices count from the end) as NCHW tensors.
+
+        Returns ``(final, intermediates)``, ``final`` being ``forward_features(x)`` (with ``stop_early``:
+        the state at the last index taken, the stages after it skipped, normed where the final norm
+        fits it), or the list alone when ``intermediates_only``. Bad indices raise before anything runs.
+        """
+        name = type(self).__name__
+        if output_fmt != "NCHW":
+            raise ValueError(f"{name}: output_fmt must be 'NCHW', got {output_fmt!r}")
+        take = take_indices(name, len(self.feature_info), indices)
+        feats, last = [], take[-1]
+        for i, x in enumerate(self._stage_outputs(x)):
+            if i in take:
+                feats.append(self._feature_map(i, x, norm))
+            if i == last and (stop_early or intermediates_only):
+                break
+        if intermediates_only:
+            return feats
+        return self._final(i, x), feats
+
+    def _final(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        return self._final_norm(x) if index == len(self.feature_info) - 1 else x
+
+    def prune_intermediate_layers(self, indices=1, prune_norm: bool = False, prune_head: bool = True) -> list[int]:
+        """Drop every stage after the last of ``indices`` (timm's convention, see ``forward_intermediates``),
+        the final norm when ``prune_norm`` and the head when ``prune_head``; returns the indices kept."""
+        take = take_indices(type(self).__name__, len(self.feature_info), indices)
+        keep = take[-1] + 1
+        if keep < len(self.feature_info):
+            self._keep_stages(keep)
+            self.feature_info = self.feature_info[:keep]
+            prune_norm = True  # the final norm was made for the last stage, which is gone
+        if prune_norm and self.final_norm_module() is not None:
+            self._drop_final_norm()
+        if prune_head:
+            self._drop_head()
+        return take
+
+    def _keep_stages(self, n: int) -> None:
+        raise NotImplementedError(f"{type(self).__name__}: pruning stages is not implemented")
+
+    def _drop_final_norm(self) -> None:
+        raise NotImplementedError(f"{type(self).__name__}: pruning the final norm is not implemented")
+
+    def _drop_head(self) -> None:
+        """Remove the classifier and any head layers before it; the head is then a plain pool."""
+        self.num_features = self.feature_info[-1]["num_chs"]
+        self.reset_classifier(0)
 
 
 INIT_SCHEMES = ("authors", "torchvision")
@@ -170,20 +319,11 @@ def init_fan_out_trunc_normal(m: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def run_stages(x: torch.Tensor, stages, indices=None, after=None) -> list[torch.Tensor]:
-    """Apply ``stages`` in turn (then ``after[i]``, e.g. a between-stage attention, when given) and
-    return the outputs at ``indices`` (all stages when None), stopping after the last one asked for."""
-    indices = range(len(stages)) if indices is None else indices
-    feats, stop = [], max(indices)
-    for i, stage in enumerate(stages):
-        x = stage(x)
-        if after is not None:
-            x = after[i](x)
-        if i in indices:
-            feats.append(x)
-        if i == stop:
-            break
-    return feats
+def keep_layers(model: nn.Module, n: int) -> None:
+    """Keep the first ``n`` of a model's ``layer1``, ``layer2``, ... stages (ResNet-style naming)."""
+    for i in range(n, model.num_stages):
+        delattr(model, f"layer{i + 1}")
+    model.num_stages = n
 
 
 def stage_info(channels, reductions, module_fmt: str) -> list[dict]:
@@ -193,7 +333,9 @@ def stage_info(channels, reductions, module_fmt: str) -> list[dict]:
 
 
 def check_image(model_name: str, x: torch.Tensor, in_chans: int) -> None:
-    """Raise unless ``x`` is a (B, in_chans, H, W) tensor."""
+    """Raise unless ``x`` is a (B, in_chans, H, W) tensor; nothing while tracing (see ``is_tracing``)."""
+    if is_tracing():
+        return
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{model_name}: expected an image tensor, got {type(x).__name__}")
     if x.dim() != 4 or x.shape[1] != in_chans:
@@ -204,7 +346,7 @@ def register_variant(name: str, build: Callable[..., nn.Module], doc: str):
     """Register ``name`` as a builder ``(*, num_classes, in_chans, **kwargs) -> build(num_classes, in_chans, **kwargs)``."""
 
     def builder(*, num_classes: int = 1000, in_chans: int = 3, **kwargs) -> nn.Module:
-        return build(num_classes, in_chans, **kwargs)
+        return complete_cfg(build(num_classes, in_chans, **kwargs))
 
     builder.__name__ = builder.__qualname__ = name
     builder.__doc__ = doc

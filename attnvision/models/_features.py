@@ -7,24 +7,20 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ._base import take_indices
+
 
 def resolve_out_indices(model_name: str, num_stages: int, out_indices: Sequence[int] | None) -> tuple[int, ...]:
-    if out_indices is None:
-        return tuple(range(num_stages))
-    resolved = []
-    for i in out_indices:
-        j = i + num_stages if isinstance(i, int) and i < 0 else i
-        if not isinstance(j, int) or not 0 <= j < num_stages:
-            raise ValueError(f"{model_name}: out_indices must index its {num_stages} stages, got {tuple(out_indices)}")
-        resolved.append(j)
-    return tuple(sorted(set(resolved)))
+    return tuple(take_indices(model_name, num_stages, out_indices, arg="out_indices"))
 
 
 class FeatureListNet(nn.Module):
-    """Wrap a model that has ``feature_info`` and ``forward_intermediates(x, indices)``.
+    """Wrap a model that has ``feature_info``, ``forward_intermediates`` and ``prune_intermediate_layers``.
 
-    The classifier is removed; ``forward(x)`` returns the maps of ``out_indices``, and
-    ``feature_info`` describes them (``num_chs``, ``reduction``, ``module``).
+    The classifier, every stage after the last of ``out_indices`` and the final norm are removed, so
+    every parameter left takes part in ``forward`` (DDP with ``find_unused_parameters=False``);
+    ``forward(x)`` returns the maps of ``out_indices``, and ``feature_info`` describes them
+    (``num_chs``, ``reduction``, ``module``). ``removed_keys`` are the state-dict keys that went.
     """
 
     def __init__(self, model: nn.Module, out_indices: Sequence[int] | None = None):
@@ -33,13 +29,41 @@ class FeatureListNet(nn.Module):
         if not hasattr(model, "forward_intermediates") or not hasattr(model, "feature_info"):
             raise ValueError(f"features_only: {name} does not expose stage outputs")
         self.out_indices = resolve_out_indices(name, len(model.feature_info), out_indices)
-        # timm's forward_intermediates returns (final, maps) unless asked for the maps only
-        takes = inspect.signature(model.forward_intermediates).parameters
-        self._kwargs = {"intermediates_only": True} if "intermediates_only" in takes else {}
-        self.feature_info = [dict(model.feature_info[i]) for i in self.out_indices]
-        model.reset_classifier(0)
+        self.feature_info = FeatureInfo(dict(model.feature_info[i]) for i in self.out_indices)
+        before = set(model.state_dict())
+        model.prune_intermediate_layers(self.out_indices, prune_norm=True, prune_head=True)
+        self.removed_keys = before - set(model.state_dict())
         self.model = model
         self.pretrained_cfg = getattr(model, "pretrained_cfg", {})
 
+    @property
+    def default_cfg(self) -> dict:
+        return self.pretrained_cfg
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return self.model.forward_intermediates(x, list(self.out_indices), **self._kwargs)
+        return self.model.forward_intermediates(x, self.out_indices, intermediates_only=True)
+
+
+class FeatureInfo(list):
+    """timm's ``FeatureInfo``: the list of ``dict(num_chs, reduction, module)`` of a feature extractor's
+    outputs, with ``channels()``, ``reduction()`` and ``module_name()`` (one entry's, or all)."""
+
+    def _get(self, key: str, idx):
+        if idx is None:
+            return [info[key] for info in self]
+        if isinstance(idx, int):
+            return self[idx][key]
+        return [self[i][key] for i in idx]
+
+    def channels(self, idx=None):
+        return self._get("num_chs", idx)
+
+    def reduction(self, idx=None):
+        return self._get("reduction", idx)
+
+    def module_name(self, idx=None):
+        return self._get("module", idx)
+
+    def get_dicts(self, keys=None, idx=None):
+        rows = self if idx is None else [self[i] for i in ([idx] if isinstance(idx, int) else idx)]
+        return [dict(r) if keys is None else {k: r[k] for k in keys} for r in rows]

@@ -176,22 +176,17 @@ class AAResNet(ResNet):
                 x = block(x)
         return x, logits
 
-    def forward_intermediates(self, x, indices=None):
-        indices = range(self.num_stages) if indices is None else indices
-        x, feats, stop, logits = self.forward_stem(x), [], max(indices), None
-        for i, (stage, attn) in enumerate(zip(self.stages, self.stage_attn)):
-            x, logits = self._run_stage(stage, x, logits)
+    def _stage_outputs(self, x):
+        x, logits = self.forward_stem(x), None
+        for stage, attn in zip(self.stages, self.stage_attn):
+            x, logits = self._run(self._run_stage, stage, x, logits)
             x = attn(x)
-            if i in indices:
-                feats.append(x)
-            if i == stop:
-                break
-        return feats
+            yield x
 
     def forward_features(self, x):
         x, logits = self.forward_stem(x), None
         for stage, attn in zip(self.stages, self.stage_attn):
-            x, logits = self._run_stage(stage, x, logits)
+            x, logits = self._run(self._run_stage, stage, x, logits)
             x = attn(x)
         return self.final_norm(x)
 

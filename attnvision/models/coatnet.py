@@ -39,7 +39,7 @@ from ..layers import DropPath, Mlp, drop_path_rates
 from ..layers.mbconv import BN_EPS, MBConv, pool2x2
 from ..layers.relative_attention import REL_MODES, RelativeAttention2d, resize_relative_tables
 from ._base import (Backbone, check_image, check_init, init_fan_out_trunc_normal, init_normal_002, make_cfg,
-                    register_variant, run_stages)
+                    register_variant)
 
 LAYOUTS = ("C-C-C-C", "C-C-C-T", "C-C-T-T", "C-T-T-T", "ViT_REL")
 COATNET_INITS = ("authors", "fan_out")
@@ -224,13 +224,24 @@ class CoAtNet(Backbone):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.stem(x)
 
-    def forward_intermediates(self, x, indices=None):
-        return run_stages(x, [self.forward_stem, *self.stages], indices)  # feature 0 is the stem (S0)
+    def _stage_outputs(self, x):
+        x = self.forward_stem(x)
+        yield x  # feature 0 is the stem (S0)
+        for stage in self.stages:
+            x = self._run(stage, x)
+            yield x
+
+    def _keep_stages(self, n):
+        self.stages = self.stages[:n - 1]
+
+    def _drop_head(self):
+        self.head.norm, self.head.pre_logits = nn.Identity(), nn.Identity()
+        super()._drop_head()
 
     def forward_features(self, x):
         x = self.forward_stem(x)
         for stage in self.stages:
-            x = stage(x)
+            x = self._run(stage, x)
         return x
 
     def forward_head(self, x, pre_logits: bool = False):

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..layers import create_attn
 from ._base import (Backbone, check_image, check_init, init_attention_module_cnn, init_torchvision_cnn, make_cfg,
-                    register_variant, run_stages)
+                    register_variant)
 from .resnet import _PAPERS, ATTN_KINDS, STAGE_ATTN
 
 # (output channels, stride) of the 13 depth-wise separable blocks, split into stages.
@@ -46,10 +46,13 @@ class MobileNetV1(Backbone):
     classifier_path = "fc"
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, *, width_mult: float = 1.0,
-                 attn: str | None = None, attn_kwargs: dict | None = None, drop_rate: float = 0.0, paper: str = "",
-                 init: str = "authors"):
+                 attn: str | None = None, attn_kwargs: dict | None = None, drop_rate: float = 0.0,
+                 drop_path_rate: float | None = None, paper: str = "", init: str = "authors"):
         super().__init__()
         check_init("MobileNetV1", init)
+        if drop_path_rate:  # timm's scripts pass None or 0.0; anything else would be silently ignored
+            raise ValueError(f"MobileNetV1: its blocks have no residual connection, so stochastic depth does not "
+                             f"apply; drop_path_rate must be 0 or None, got {drop_path_rate!r}")
         if attn is not None and attn not in ATTN_KINDS:
             raise ValueError(f"MobileNetV1: attn must be None or one of {ATTN_KINDS}, got {attn!r}")
         if not width_mult > 0:
@@ -69,9 +72,9 @@ class MobileNetV1(Backbone):
                 cin, reduction = w(cout), reduction * stride
             stages.append(nn.Sequential(*blocks))
             last = i == len(_STAGES) - 1
-            stage_attn.append(create_attn(attn, cin, **(attn_kwargs or {}))
-                              if attn in STAGE_ATTN and not last else nn.Identity())
-            info.append(dict(num_chs=cin, reduction=reduction, module=f"stages.{i}"))
+            between = attn in STAGE_ATTN and not last
+            stage_attn.append(create_attn(attn, cin, **(attn_kwargs or {})) if between else nn.Identity())
+            info.append(dict(num_chs=cin, reduction=reduction, module=f"stage_attn.{i}" if between else f"stages.{i}"))
         self.stages = nn.ModuleList(stages)
         self.stage_attn = nn.ModuleList(stage_attn)
         self.feature_info = info
@@ -83,12 +86,22 @@ class MobileNetV1(Backbone):
         else:
             init_torchvision_cnn(self)
 
-    def forward_intermediates(self, x, indices=None):
+    def _stage_outputs(self, x):
         check_image("MobileNetV1", x, self.in_chans)
-        return run_stages(self.stem(x), self.stages, indices, after=self.stage_attn)
+        x = self.stem(x)
+        for stage, attn in zip(self.stages, self.stage_attn):
+            x = attn(self._run(stage, x))
+            yield x
 
     def forward_features(self, x):
-        return self.forward_intermediates(x, [len(self.stages) - 1])[0]
+        check_image("MobileNetV1", x, self.in_chans)
+        x = self.stem(x)
+        for stage, attn in zip(self.stages, self.stage_attn):
+            x = attn(self._run(stage, x))
+        return x
+
+    def _keep_stages(self, n):
+        self.stages, self.stage_attn = self.stages[:n], self.stage_attn[:n]
 
 
 _MOBILENET_PAPER = "Howard et al., MobileNets: Efficient CNNs for Mobile Vision Applications, 2017"

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ..layers import BAM, CBAM, create_attn
-from ._base import Backbone, check_image, check_init, init_attention_module_cnn, make_cfg, register_variant, run_stages
+from ._base import Backbone, check_image, check_init, init_attention_module_cnn, make_cfg, register_variant
 from .resnet import _PAPERS, ATTN_KINDS, STAGE_ATTN
 
 # (expansion t, output channels c, repeats n, first stride s) of the 17 inverted residual blocks
@@ -128,16 +128,33 @@ class MobileNetV2(Backbone):
                 nn.init.normal_(m.weight, 0.0, 0.01)
                 nn.init.zeros_(m.bias)
 
-    def _stages(self) -> list[nn.Module]:
-        return [self.features[a:b] for a, b in self._stage_bounds]
+    def _layers(self, start: int, end: int, x: torch.Tensor) -> torch.Tensor:
+        for i in range(start, end):  # installed submodules one by one (a slice would be a new module to FX)
+            x = self.features[i](x)
+        return x
 
-    def forward_intermediates(self, x, indices=None):
+    def _stage_outputs(self, x):
         check_image("MobileNetV2", x, self.in_chans)
-        return run_stages(x, self._stages(), indices, after=self.stage_attn)
+        for (a, b), attn in zip(self._stage_bounds, self.stage_attn):
+            x = attn(self._run(partial(self._layers, a, b), x))
+            yield x
 
     def forward_features(self, x):
-        x = self.forward_intermediates(x, [len(self._stage_bounds) - 1])[0]
-        return self.features[-1](x)
+        for x in self._stage_outputs(x):
+            pass
+        return self.features[-1](x)  # the 1×1 head convolution to num_features channels
+
+    def _final(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        return self.features[-1](x) if index == len(self.feature_info) - 1 else x
+
+    def _keep_stages(self, n: int) -> None:
+        end = self._stage_bounds[n - 1][1]
+        self.features = nn.Sequential(*self.features[:end], self.features[-1])
+        self._stage_bounds, self.stage_attn = self._stage_bounds[:n], self.stage_attn[:n]
+
+    def _drop_head(self) -> None:
+        self.features[-1] = nn.Identity()
+        super()._drop_head()
 
     @staticmethod
     def checkpoint_filter_fn(state_dict: dict, model: "MobileNetV2") -> dict:

@@ -28,7 +28,7 @@ from ..checkpoint import remap_keys
 from ..layers import BAM, DropPath, create_attn, drop_path_rates
 from ..layers.bam import OFFICIAL_BAM_NEEDS_PRODUCT
 from ._base import (Backbone, CIFAR_MEAN, CIFAR_STD, check_image, check_init, init_attention_module_cnn,
-                    init_torchvision_cnn, make_cfg, register_variant, run_stages)
+                    init_torchvision_cnn, keep_layers, make_cfg, register_variant)
 
 ATTN_KINDS = ("se", "eca", "bam", "cbam")
 STAGE_ATTN = ("bam",)  # placed between stages rather than inside blocks
@@ -248,9 +248,10 @@ class ResNet(Backbone):
                 cin, idx = cout, idx + 1
             stages.append(nn.Sequential(*blocks))
             last = i == len(cfg.layers) - 1
-            stage_attn.append(create_attn(attn, cout, **(attn_kwargs or {}))
-                              if attn in STAGE_ATTN and not last else nn.Identity())
-            info.append(dict(num_chs=cout, reduction=reduction, module=f"layer{i + 1}"))
+            between = attn in STAGE_ATTN and not last
+            stage_attn.append(create_attn(attn, cout, **(attn_kwargs or {})) if between else nn.Identity())
+            # ``module`` names the layer whose output is the feature map: BAM's when it follows the stage
+            info.append(dict(num_chs=cout, reduction=reduction, module=f"stage_attn.{i}" if between else f"layer{i + 1}"))
         for i, stage in enumerate(stages):
             self.add_module(f"layer{i + 1}", stage)
         self.num_stages = len(stages)
@@ -293,13 +294,26 @@ class ResNet(Backbone):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.maxpool(self.relu(self.bn1(self.conv1(x))))
 
-    def forward_intermediates(self, x, indices=None):
-        return run_stages(self.forward_stem(x), self.stages, indices, after=self.stage_attn)
+    def _stage_outputs(self, x):
+        x = self.forward_stem(x)
+        for stage, attn in zip(self.stages, self.stage_attn):
+            x = attn(self._run(stage, x))
+            yield x
+
+    def final_norm_module(self):
+        return None if isinstance(self.final_norm, nn.Identity) else self.final_norm
+
+    def _drop_final_norm(self):
+        self.final_norm = nn.Identity()
+
+    def _keep_stages(self, n):
+        keep_layers(self, n)
+        self.stage_attn = self.stage_attn[:n]
 
     def forward_features(self, x):
         x = self.forward_stem(x)
         for stage, attn in zip(self.stages, self.stage_attn):
-            x = attn(stage(x))
+            x = attn(self._run(stage, x))
         return self.final_norm(x)
 
     @staticmethod
@@ -410,7 +424,7 @@ _PAPERS = {
     "bam": "Park et al., BAM: Bottleneck Attention Module, BMVC 2018",
     "cbam": "Woo et al., CBAM: Convolutional Block Attention Module, ECCV 2018",
 }
-_CIFAR = dict(input_size=(3, 32, 32), mean=CIFAR_MEAN, std=CIFAR_STD, crop_pct=1.0)
+_CIFAR = dict(input_size=(3, 32, 32), mean=CIFAR_MEAN, std=CIFAR_STD, crop_pct=1.0, num_classes=10)
 
 RESNET_CFGS: dict[str, ResNetCfg] = {
     "resnet18": ResNetCfg("basic", (2, 2, 2, 2), eca_kernels=(3, 5, 7, 7)),

@@ -21,7 +21,7 @@ from torch import nn
 
 from ..layers import DropPath, drop_path_rates
 from ..layers.local_attention import LOGIT_MODES, POS_MODES, LocalSelfAttention2d, SpatiallyAwareStem
-from ._base import Backbone, check_image, make_cfg, register_variant, run_stages
+from ._base import Backbone, check_image, keep_layers, make_cfg, register_variant
 
 STEMS = ("attention", "conv")
 PAPER = "Ramachandran et al., Stand-Alone Self-Attention in Vision Models, NeurIPS 2019"
@@ -157,13 +157,19 @@ class SASAResNet(Backbone):
         check_image(type(self).__name__, x, self.in_chans)
         return self.stem(x)
 
-    def forward_intermediates(self, x, indices=None):
-        return run_stages(self.forward_stem(x), self.stages, indices)
+    def _stage_outputs(self, x):
+        x = self.forward_stem(x)
+        for stage in self.stages:
+            x = self._run(stage, x)
+            yield x
+
+    def _keep_stages(self, n):
+        keep_layers(self, n)
 
     def forward_features(self, x):
         x = self.forward_stem(x)
         for stage in self.stages:
-            x = stage(x)
+            x = self._run(stage, x)
         return x
 
 

@@ -38,8 +38,8 @@ from torch import nn
 from ..checkpoint import remap_keys
 from ..layers import LKA, DropPath, LayerScale, drop_path_rates
 from ..layers.lka import FAST_CHANNELS_LAST, pointwise_conv
-from ..layers._checks import check_positive_int
-from ._base import Backbone, check_image, init_fan_out_trunc_normal, make_cfg, register_variant, run_stages
+from ..layers._checks import check_positive_int, is_tracing
+from ._base import Backbone, check_image, init_fan_out_trunc_normal, make_cfg, register_variant
 
 
 class OverlapPatchEmbed(nn.Module):
@@ -173,18 +173,24 @@ class VAN(Backbone):
 
     def _check_input(self, x):
         check_image(type(self).__name__, x, self.in_chans)
-        if x.dtype in FAST_CHANNELS_LAST:
+        if is_tracing() or x.dtype in FAST_CHANNELS_LAST:
             # Depth-wise convolutions and the per-position LayerNorm are fastest on channels_last maps.
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
-    def forward_intermediates(self, x, indices=None):
-        return run_stages(self._check_input(x), self.stages, indices)
+    def _stage_outputs(self, x):
+        x = self._check_input(x)
+        for stage in self.stages:
+            x = self._run(stage, x)
+            yield x
+
+    def _keep_stages(self, n):
+        self.stages = self.stages[:n]
 
     def forward_features(self, x):
         x = self._check_input(x)
         for stage in self.stages:
-            x = stage(x)
+            x = self._run(stage, x)
         return x  # (B, C₄, ⌈H/32⌉, ⌈W/32⌉), normalised
 
     @staticmethod

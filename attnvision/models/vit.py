@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers import EvolvingBlock, drop_path_rates
+from ..layers._checks import is_tracing
 from ._base import Backbone, check_image, make_cfg, register_variant
 
 _PAPER_VIT = "Touvron et al., Training data-efficient image transformers & distillation through attention, ICML 2021"
@@ -108,29 +109,41 @@ class VisionTransformer(Backbone):
 
     def forward_tokens(self, x):
         check_image(type(self).__name__, x, self.in_chans)
-        if tuple(x.shape[-2:]) != self.img_size:
+        if not is_tracing() and tuple(x.shape[-2:]) != self.img_size:
             raise ValueError(f"VisionTransformer: built for {self.img_size[0]}×{self.img_size[1]} inputs, got "
                              f"{x.shape[-2]}×{x.shape[-1]}; build it with img_size={tuple(x.shape[-2:])}")
         x = self.patch_embed(x)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], 1) + self.pos_embed  # (B, 1 + N, dim)
         return self.pos_drop(x)
 
-    def forward_intermediates(self, x, indices=None):
-        indices = range(len(self.blocks)) if indices is None else indices
-        x, feats, stop, logits = self.forward_tokens(x), [], max(indices), None
+    def _stage_outputs(self, x):
+        x, logits = self.forward_tokens(x), None
+        for block in self.blocks:
+            x, logits = self._run(block, x, logits)
+            yield x  # (B, 1 + N, dim)
+
+    def _feature_map(self, index, x, norm):
+        if norm:  # every block's tokens have the final norm's width (timm's ViT convention)
+            x = self.norm(x)
         gh, gw = self.grid
-        for i, block in enumerate(self.blocks):
-            x, logits = block(x, logits)
-            if i in indices:
-                feats.append(x[:, 1:].transpose(1, 2).reshape(x.shape[0], -1, gh, gw))  # (B, dim, H/p, W/p)
-            if i == stop:
-                break
-        return feats
+        return x[:, 1:].transpose(1, 2).reshape(x.shape[0], -1, gh, gw)  # (B, dim, H/p, W/p)
+
+    def _final(self, index, x):
+        return self._final_norm(x)  # every block has the norm's width
+
+    def final_norm_module(self):
+        return None if isinstance(self.norm, nn.Identity) else self.norm
+
+    def _drop_final_norm(self):
+        self.norm = nn.Identity()
+
+    def _keep_stages(self, n):
+        self.blocks = self.blocks[:n]
 
     def forward_features(self, x):
         x, logits = self.forward_tokens(x), None
         for block in self.blocks:
-            x, logits = block(x, logits)
+            x, logits = self._run(block, x, logits)
         return self.norm(x)
 
     def forward_head(self, x, pre_logits: bool = False):
@@ -150,7 +163,7 @@ def _build(num_classes, in_chans, *, base, evolve, **kwargs):
     params, macs = PAPER_NUMBERS[base] if not evolve else (None, None)
     cfg = VIT_CFGS[base]
     cfg = ViTCfg(cfg.dim, cfg.depth, cfg.heads, cfg.patch_size, cfg.mlp_ratio,
-                 make_cfg(paper=paper, crop_pct=0.875, paper_params=params, paper_macs=macs))
+                 make_cfg(paper=paper, crop_pct=0.875, fixed_input_size=True, paper_params=params, paper_macs=macs))
     return VisionTransformer(cfg, num_classes, in_chans, evolve=evolve, **kwargs)
 
 

@@ -79,7 +79,7 @@ def test_aa_resnets_run_classify_and_extract_features_at_small_size(block, evolv
     model = _tiny_aa(block, evolve).eval()
     x = torch.randn(2, 3, 32, 32)
     assert model(x).shape == (2, 5)
-    feats = model.forward_intermediates(x)
+    feats = model.forward_intermediates(x, intermediates_only=True)
     assert [f.shape[1] for f in feats] == [i["num_chs"] for i in model.feature_info]
     assert [32 // f.shape[-1] for f in feats] == [i["reduction"] for i in model.feature_info]
     torch.testing.assert_close(model.forward_head(model.forward_features(x)), model(x))
@@ -123,7 +123,7 @@ def test_ea_vit_evolves_from_the_second_block_and_keeps_every_map():
     maps = collect_attention(model, torch.randn(1, 3, 32, 32))
     assert list(maps) == [f"blocks.{i}.attn" for i in range(4)]
     assert all(m.shape == (1, 3, 5, 5) for m in maps.values())
-    feats = model.forward_intermediates(torch.randn(1, 3, 32, 32), (3,))
+    feats = model.forward_intermediates(torch.randn(1, 3, 32, 32), (3,), intermediates_only=True)
     assert feats[0].shape == (1, 24, 2, 2)
 
 

@@ -79,7 +79,7 @@ def test_bam_sits_after_every_stride_stage_but_the_last():
 def test_stage_maps_have_their_stated_widths_and_strides_at_any_size():
     model = av.create_model("mobilenet_v2_cbam", num_classes=3).eval()
     x = torch.randn(2, 3, 70, 50)
-    maps = model.forward_intermediates(x)
+    maps = model.forward_intermediates(x, intermediates_only=True)
     for m, info in zip(maps, model.feature_info):
         assert m.shape[1] == info["num_chs"]
         assert m.shape[2:] == tuple(-(-s // info["reduction"]) for s in x.shape[2:])

@@ -221,7 +221,7 @@ def test_model_errors_are_clear():
         av.create_model("resnet20")(torch.randn(2, 1, 32, 32))
     with pytest.raises(ValueError, match="ResNet: stem must be 'imagenet' or 'cifar'"):
         av.create_model("resnet18", stem="tiny")
-    with pytest.raises(ValueError, match=r"out_indices must index its 4 stages, got \(4,\)"):
+    with pytest.raises(ValueError, match=r"out_indices must index its 4 feature maps \(-4..3\), got \(4,\)"):
         av.create_model("resnet18", features_only=True, out_indices=(4,))
     assert isinstance(av.create_model("resnet18"), ResNet)
 

@@ -118,7 +118,7 @@ def test_features_are_the_normalised_stage_outputs_the_head_pools():
     model = VAN(TINY, num_classes=4).eval()
     x = torch.randn(2, 3, 37, 45)
     with torch.no_grad():
-        feats = model.forward_intermediates(x)
+        feats = model.forward_intermediates(x, intermediates_only=True)
         logits = model(x)
         stage4 = model.stages[3]
         raw = stage4.blocks(stage4.patch_embed(feats[2]))
