@@ -259,8 +259,7 @@ def load_model(path) -> nn.Module:
 
 
 def _load_hf_folder(folder: str) -> nn.Module:
-    import json
-
+    from .io import read_json
     from .models.van import hf_van_variant
     from .registry import create_model
 
@@ -268,11 +267,7 @@ def _load_hf_folder(folder: str) -> nn.Module:
     if not os.path.isfile(config_path):
         raise FileNotFoundError(f"load_model: the folder {folder!r} holds no config.json (a Hugging Face "
                                 f"save_pretrained folder was expected)")
-    try:
-        with open(config_path, encoding="utf-8") as f:
-            config = json.load(f)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ValueError(f"load_model: {config_path!r} is damaged ({e})") from None
+    config = read_json(config_path, "load_model")
     if not isinstance(config, dict) or config.get("model_type") != "van":
         kind = config.get("model_type") if isinstance(config, dict) else None
         raise ValueError(f"load_model: {config_path!r} describes model_type {kind!r}; the Hugging Face "

@@ -47,3 +47,14 @@ def atomic_write_text(path, text: str) -> None:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
     atomic_write(path, write)
+
+
+def read_json(path, who: str):
+    """The JSON document in ``path``; a damaged file is one ``ValueError`` naming ``who`` and the file."""
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{who}: {str(path)!r} is damaged ({e})") from None

@@ -19,7 +19,7 @@ import shutil
 
 from torch import nn
 
-from ..io import atomic_write_text
+from ..io import atomic_write_text, read_json
 from . import checkpoints as ckpt
 
 RUN_RECORD = "run.json"
@@ -120,11 +120,7 @@ def read_record(run_dir: str, who: str) -> dict:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{who}: {run_dir!r} holds no {RUN_RECORD}: it is not a run directory written by "
                                 f"`attnvision train` (or was written by a version before run records)")
-    try:
-        with open(path, encoding="utf-8") as f:
-            record = json.load(f)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ValueError(f"{who}: {path!r} is damaged ({e})") from None
+    record = read_json(path, who)
     if not isinstance(record, dict) or not {"model", "num_classes", "pretrained_cfg", "config"} <= set(record):
         raise ValueError(f"{who}: {path!r} is not a run record (missing model, num_classes, pretrained_cfg or config)")
     return record
