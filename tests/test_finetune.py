@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 
 import pytest
+import timm
 import torch
 from torch import nn
 
 import attnvision as av
 from attnvision import create_model, load_checkpoint, load_model
 from attnvision.checkpoint import attention_prefixes
-
-timm = pytest.importorskip("timm")
 
 
 def _randomise_batchnorm(model: nn.Module) -> nn.Module:
@@ -180,7 +179,8 @@ def test_stem_pool_rejects_an_unknown_value():
 # -- Hugging Face VAN --------------------------------------------------------------------------
 
 def _hf_van(tmp_path, safe: bool = True, **config):
-    transformers = pytest.importorskip("transformers")
+    import transformers  # the test extra installs it
+
     cfg = transformers.VanConfig(hidden_sizes=[32, 64, 160, 256], depths=[3, 3, 5, 2], num_labels=10,
                                  layer_scale_init_value=0.5, **config)
     reference = transformers.VanForImageClassification(cfg)
