@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
 import random
 
 import pytest

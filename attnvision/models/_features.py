@@ -1,7 +1,6 @@
 """``features_only=True``: a backbone's stage outputs as a list of NCHW maps."""
 from __future__ import annotations
 
-import inspect
 from typing import Sequence
 
 import torch
