@@ -229,15 +229,15 @@ def applicable(model: str, setting: dict, base: TrainConfig) -> dict:
     when the model built with it differs from the one built without it (a model that does not take
     the keyword, like ECA for ``attn_kwargs.reduction``, or that ignores it, like a network without
     attention for any ``attn_kwargs``, is not affected)."""
-    kept = {}
+    kept, plain = {}, None
     for key, value in setting.items():
         if key.startswith("train."):
             kept[key] = value
             continue
-        without = run_config(model, {}, 0, base).model_kwargs
+        if plain is None:  # the model without any setting: built once, compared with each
+            plain = _signature(model, run_config(model, {}, 0, base).model_kwargs)
         try:
-            changed = _signature(model, run_config(model, {key: value}, 0, base).model_kwargs) != \
-                _signature(model, without)
+            changed = _signature(model, run_config(model, {key: value}, 0, base).model_kwargs) != plain
         except TypeError:  # an unexpected keyword: this model has no such setting
             changed = False
         if changed:
