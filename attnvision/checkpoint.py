@@ -173,11 +173,13 @@ def load_checkpoint(model: nn.Module, path_or_state_dict, *, source: str = "auto
     sd = read_state_dict(path_or_state_dict)
     own = target.state_dict()
     # a feature extractor has no classifier, final norm or unused stages: their tensors are not expected
-    head = getattr(target, "classifier_path", None)
-    ignorable = ({k for k in sd if head and k.startswith(head + ".")} | set(model.removed_keys)) if features_only \
-        else set()
+    head = _classifier_prefix(target)
+
+    def ignorable(key: str) -> bool:
+        return features_only and (bool(head) and key.startswith(head) or key in model.removed_keys)
+
     if source == "auto":
-        source = "attnvision" if all(k in own or k in ignorable for k in sd) else "official"
+        source = "attnvision" if all(k in own or ignorable(k) for k in sd) else "official"
     if source == "official":
         filter_fn = getattr(target, "checkpoint_filter_fn", None)
         if filter_fn is None:
@@ -189,7 +191,6 @@ def load_checkpoint(model: nn.Module, path_or_state_dict, *, source: str = "auto
         sd = adapt(sd)
 
     dropped: list[str] = []
-    head = _classifier_prefix(target)
     if drop_mismatched_head and head:
         dropped = [k for k in own if k.startswith(head) and k in sd and sd[k].shape != own[k].shape]
         if not any(k.startswith(head) for k in own):  # num_classes=0: the model has no classifier at all
@@ -212,7 +213,7 @@ def load_checkpoint(model: nn.Module, path_or_state_dict, *, source: str = "auto
             missing = [k for k in missing if k not in set(fresh)]
     unexpected = [k for k in sd if k not in own]
     if features_only:
-        unexpected = [k for k in unexpected if k not in ignorable]
+        unexpected = [k for k in unexpected if not ignorable(k)]
     if strict and (missing or unexpected):
         parts = []
         if missing:
