@@ -14,6 +14,11 @@ Linear of the channel MLP; each spatial conv (with bias) followed by BN + ReLU e
   that eqs. 2–3 write, which adjusts the scale of each map before the two are added (Sec. 3): a
   BatchNorm1d(C) after the MLP and a BatchNorm2d(1) after the final 1×1 conv, 2C + 2 parameters
   more than the released code (ResNet-50 + BAM: 25,918,689).
+  Their weights start at 0, so the gate starts as the constant σ(0) = 0.5 (F' = 1.5·F) and
+  learns from there: the rule the authors' ResNets apply to the final BN of CBAM's spatial gate
+  (``model_resnet.py``), applied to the two BNs the paper adds and the released code lacks.
+  With weight 1, BN's unit-variance output makes the untrained gate a random per-image scaling
+  of the features, which slows training and widens the spread between seeds.
 - ``combine="product"`` is the authors' released code exactly: x · (1 + σ(M_c · M_s)), without
   those two BNs (ResNet-50 + BAM: 25,915,099); their checkpoints need it.
 
@@ -82,6 +87,13 @@ class BAM(AttentionLayer):
         paper = combine == "sum"
         self.channel = BAMChannelGate(channels, hidden, out_norm=paper)
         self.spatial = BAMSpatialGate(channels, hidden, dilation, num_dilated, out_norm=paper)
+        for bn in self.gate_norms():
+            nn.init.zeros_(bn.weight)
+
+    def gate_norms(self) -> list[nn.Module]:
+        """The BNs that end each branch in the paper's form (none in the product form); their weights
+        start at 0 so that the gate starts as σ(0) = 0.5."""
+        return [bn for bn in (self.channel.out_bn, self.spatial.out_bn) if not isinstance(bn, nn.Identity)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_feature_map("BAM", x, self.channels)

@@ -255,16 +255,20 @@ def init_attention_module_cnn(model: nn.Module, classifier: nn.Module) -> None:
       one-output-channel CBAM 7×7 and BAM final 1×1 included (fan-out 49 and 1), except the
       shortcut projections: their key is ``downsample.0.weight``, so they keep PyTorch's default;
     - a weight whose key holds "bn": 1, except CBAM's spatial-gate BN (key ``SpatialGate...bn``): 0,
-      so that M_s starts as the constant σ(0) = 0.5;
+      so that M_s starts as the constant σ(0) = 0.5. The same 0 goes to the BNs that end the
+      branches of the paper's BAM (:meth:`~attnvision.layers.BAM.gate_norms`, absent from the
+      released code), so that its gate starts as σ(0) = 0.5 too;
     - every bias: 0 (convolutions, linear layers and BNs);
     - the classifier's weight: He-normal on fan-in (``init.kaiming_normal(self.fc.weight)``). The
       linear layers of the attention MLPs keep PyTorch's default weights.
     """
+    from ..layers.bam import BAM
     from ..layers.cbam import CBAMSpatialGate
 
     shortcut = {id(m) for name, sub in model.named_modules() if name.rpartition(".")[2] == "downsample"
                 for m in sub.modules()}
     spatial_bns = {id(m.bn) for m in model.modules() if isinstance(m, CBAMSpatialGate)}
+    spatial_bns |= {id(bn) for m in model.modules() if isinstance(m, BAM) for bn in m.gate_norms()}
     for m in model.modules():
         if isinstance(m, nn.Conv2d) and id(m) not in shortcut:
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

@@ -224,3 +224,17 @@ def test_create_attn_builds_each_kind_and_identity():
     assert isinstance(av.create_attn(None, 64), torch.nn.Identity)
     assert isinstance(av.create_attn("none", 64), torch.nn.Identity)
     assert av.create_attn("cbam", 64, reduction=8).channel.fc1.out_features == 8
+
+
+def test_bam_sum_form_starts_as_a_constant_half_gate_and_learns_from_there():
+    torch.manual_seed(0)
+    bam = BAM(16, reduction=4)
+    assert [bn.weight.abs().sum().item() for bn in bam.gate_norms()] == [0.0, 0.0]
+    assert BAM(16, reduction=4, combine="product").gate_norms() == []
+    x = torch.randn(4, 16, 8, 8)
+    bam.keep_attention = True
+    y = bam(x)
+    assert torch.all(bam.last_attention == 0.5) and torch.allclose(y, 1.5 * x)
+    y.square().sum().backward()
+    # the branches' last BNs get a gradient, so the gate leaves 0.5 after the first step
+    assert all(bn.weight.grad.abs().sum() > 0 for bn in bam.gate_norms())

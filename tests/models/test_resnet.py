@@ -291,9 +291,17 @@ def test_bam_resnet_starts_as_the_authors_resnet():
     assert len(bams) == 3
     finals = torch.cat([b.spatial.body[-1].weight.flatten() for b in bams])  # 1×1 to one channel: fan-out 1
     assert finals.std().item() == pytest.approx(_he_std(1), rel=0.3)
-    norms = [m for m in model.modules() if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d))]
+    # the BNs ending the paper's two branches start at 0 (the gate starts as σ(0) = 0.5), every other BN at 1
+    gate_norms = [bn for b in bams for bn in b.gate_norms()]
+    assert len(gate_norms) == 6 and all(torch.all(bn.weight == 0) for bn in gate_norms)
+    norms = [m for m in model.modules() if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d))
+             and not any(m is bn for bn in gate_norms)]
     assert all(torch.all(m.weight == 1) for m in norms)
     assert all(torch.all(p == 0) for n, p in model.named_parameters() if n.endswith("bias"))
+    for b in bams:
+        b.keep_attention = True
+    model(torch.randn(2, 3, 64, 64))
+    assert all(torch.all(b.last_attention == 0.5) for b in bams)
     reduce = bams[-1].spatial.body[0]  # 1024 → 64, 1×1
     assert reduce.weight.std().item() == pytest.approx(_he_std(64), rel=0.02)
 
