@@ -101,7 +101,8 @@ class AAResNet(ResNet):
         cfg, num_classes, in_chans, **kwargs: as :class:`~attnvision.models.resnet.ResNet`.
         kappa, upsilon: dk and dv as fractions of each conv's output channels, rounded to multiples of
             ``heads`` (:func:`depth_for_heads`). heads: attention heads.
-        relative: 2-D relative logits. img_size: the input size the relative tables are made for
+        pos_encoding: the AA layers' position encoding, "relative" (default), "sine", "coord" or "none"
+            (:class:`~attnvision.layers.AAConv2d`; the paper's ablation). img_size: the input size the relative tables are made for
             (smaller inputs work; larger ones need a model built for them).
         aa_stages: 0-based stages whose 3×3 convs are augmented.
         attn_downsample_stages: stages whose attention input is pooled by 2.
@@ -113,7 +114,7 @@ class AAResNet(ResNet):
     """
 
     def __init__(self, cfg, num_classes: int = 1000, in_chans: int = 3, *, kappa: float = 0.2,
-                 upsilon: float = 0.1, heads: int = 8, relative: bool = True, img_size=224,
+                 upsilon: float = 0.1, heads: int = 8, pos_encoding: str = "relative", img_size=224,
                  aa_stages=(1, 2, 3), attn_downsample_stages=(1,), evolve: bool = False, alpha: float = 0.5,
                  beta: float = 1.0, attn_kernel_size: int = 3, activation: str = "relu", **kwargs):
         for arg, value in (("kappa", kappa), ("upsilon", upsilon)):
@@ -149,7 +150,7 @@ class AAResNet(ResNet):
                 state["last_attn"] = attn_size
                 convs.append(AAConv2d(c_in, c_out, 3, dk=depth_for_heads(kappa * c_out, heads),
                                       dv=depth_for_heads(upsilon * c_out, heads), heads=heads,
-                                      relative=relative, stride=s, input_size=state["size"], downsample=down,
+                                      pos_encoding=pos_encoding, stride=s, input_size=state["size"], downsample=down,
                                       evolve=role == "evolve", alpha=alpha, beta=beta,
                                       attn_kernel_size=attn_kernel_size, activation=activation))
                 if s > 1:
