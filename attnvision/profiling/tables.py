@@ -89,10 +89,13 @@ def mobilenet_v2_table() -> str:
 
 @register_table("evolving")
 def evolving_table() -> str:
-    names = [f"{e}{b}" for b in ("aa_resnet34", "aa_resnet50", "aa_resnet101", "vit_tiny", "vit_small")
-             for e in ("", "ea_")]
-    body = [[f"`{n}`", f"{p:,}", _fmt_m(cfg.get("paper_params")), _fmt_g(m)] for n, p, m, _, cfg in model_rows(names)]
-    return format_table(["model", "params (ours)", "params (paper)", "MACs (ours)"], body, markdown=True)
+    names = [f"{e}{b}" for b in ("aa_resnet34", "aa_resnet50", "aa_resnet101", "aa_resnet152", "vit_tiny",
+                                 "vit_small") for e in ("", "ea_")]
+    rows = model_rows(names) + model_rows(["aa_wide_resnet28_10"], num_classes=100)
+    body = [[f"`{n}`", f"{cfg['input_size'][1]}×{cfg['input_size'][2]}, {cfg['num_classes']}", f"{p:,}",
+             _fmt_m(cfg.get("paper_params")), _fmt_g(m)] for n, p, m, _, cfg in rows]
+    return format_table(["model", "input, classes", "params (ours)", "params (paper)", "MACs (ours)"], body,
+                        markdown=True)
 
 
 @register_table("attach")
