@@ -9,8 +9,8 @@ The convolution has ``out_channels − dv`` channels, the attention ``dv`` (key 
 ``heads`` heads), with 2-D relative logits S^rel (one row and one column table of
 d_kh-vectors shared by the heads; see :class:`~attnvision.layers.MultiHeadSelfAttention`).
 
-``pos_encoding`` is the paper's position-encoding ablation (Sec. 4.5, the table of position
-encodings for AA-ResNet-34 on ImageNet and RetinaNet on COCO):
+``pos_encoding`` is the paper's position-encoding ablation (Sec. 4.5, its table comparing none, 2-D
+sine, CoordConv and relative encodings on ImageNet):
 
 - ``"relative"`` (default): the 2-D relative logits above;
 - ``"sine"``: the Image Transformer's 2-D sinusoids (half the channels encode the row, half the
