@@ -85,17 +85,16 @@ def test_aa_wide_resnet_augments_the_first_conv_of_every_block_with_20_wide_key_
 
 def test_pre_activation_aa_resnet_trains_at_small_size():
     cfg = ResNetCfg("preact_basic", (1, 2, 1), widths=(8, 16, 16), stem="cifar", stem_width=8)
-    model = AAResNet(cfg, num_classes=5, heads=2, img_size=16, aa_stages=(0, 1, 2), attn_downsample_stages=(),
+    model = AAResNet(cfg, num_classes=5, heads=2, img_size=8, aa_stages=(0, 1, 2), attn_downsample_stages=(),
                      min_dk_per_head=4)
-    x = torch.randn(2, 3, 16, 16)
+    x = torch.randn(2, 3, 8, 8)
     out = model(x)
     assert out.shape == (2, 5)
     out.sum().backward()
     assert all(p.grad is not None for p in model.parameters())
-    assert model.layer1[0].conv1.dk == 8 and model.layer1[0].conv1.rel.size == (16, 16)
+    assert model.layer1[0].conv1.dk == 8 and model.layer1[0].conv1.rel.size == (8, 8)
     maps = collect_attention(model.eval(), x)
-    assert [tuple(m.shape) for m in maps.values()] == [(2, 2, 256, 256), (2, 2, 64, 64), (2, 2, 64, 64),
-                                                       (2, 2, 16, 16)]
+    assert [tuple(m.shape) for m in maps.values()] == [(2, 2, 64, 64), (2, 2, 16, 16), (2, 2, 16, 16), (2, 2, 4, 4)]
 
 
 @pytest.mark.parametrize("depth,heads,expected", [(25.6, 8, 24), (12.8, 8, 16), (12.0, 8, 16), (3.0, 8, 8),
