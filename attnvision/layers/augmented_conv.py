@@ -8,6 +8,20 @@ Convolutional Networks", ICCV 2019), optionally with evolving attention (Wang et
 The convolution has ``out_channels − dv`` channels, the attention ``dv`` (key depth ``dk``,
 ``heads`` heads), with 2-D relative logits S^rel (one row and one column table of
 d_kh-vectors shared by the heads; see :class:`~attnvision.layers.MultiHeadSelfAttention`).
+
+``pos_encoding`` is the paper's position-encoding ablation (Sec. 4.5, its table comparing none, 2-D
+sine, CoordConv and relative encodings on ImageNet):
+
+- ``"relative"`` (default): the 2-D relative logits above;
+- ``"sine"``: the Image Transformer's 2-D sinusoids (half the channels encode the row, half the
+  column; :func:`~attnvision.layers.multihead_attention.sincos_embedding`) added to the attention's
+  input, no relative logits;
+- ``"coord"``: CoordConv (Liu et al., NeurIPS 2018): the coordinate channels (x, y, r), x and y
+  from −1 to 1 across the map and r = √(x² + y²), concatenated to the attention's input (q, k, v
+  read F_in + 3 channels), no relative logits;
+- ``"none"``: content logits QKᵀ/√d_kh only.
+
+The convolution's input never carries the position channels.
 q, k, v come from one 1×1 convolution (with bias) and W^O is a 1×1 convolution dv → dv (with
 bias), as in the authors' code. A stride s is applied to the attention by a 3×3 average pooling
 of stride s of its input (count_include_pad=False). ``downsample=True`` also pools the attention
@@ -34,9 +48,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._base import AttentionLayer, tf_variance_scaling_
-from ._checks import check_feature_map, check_positive_int
+from ._checks import check_choice, check_feature_map, check_positive_int, is_tracing
 from .evolving_attention import evolve_logits, evolving_settings, usable_prev
-from .multihead_attention import RelativeLogits2d
+from .multihead_attention import RelativeLogits2d, sincos_embedding
+
+POS_ENCODINGS = ("relative", "sine", "coord", "none")
 
 
 def _pooled(n: int, stride: int) -> int:
@@ -49,14 +65,16 @@ class AAConv2d(AttentionLayer):
     Args:
         in_channels, out_channels, kernel_size, stride: as ``nn.Conv2d`` (output channels in total).
         dk, dv: key and value depths of the attention (divisible by ``heads``; 0 < dv <= out_channels).
-        heads: attention heads. relative: 2-D relative logits.
-        input_size: the largest (H, W) input the relative tables cover (default 56×56).
+        heads: attention heads.
+        pos_encoding: "relative" (2-D relative logits, default), "sine", "coord" or "none" (see the
+            module docstring).
+        input_size: the largest (H, W) input the relative or sine tables cover (default 56×56).
         downsample: also pool the attention input by 2 and upsample its output.
         evolve, alpha, beta, attn_kernel_size, activation: evolving attention.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, *, dk: int, dv: int, heads: int = 8,
-                 relative: bool = True, stride: int = 1, input_size=(56, 56), downsample: bool = False,
+                 pos_encoding: str = "relative", stride: int = 1, input_size=(56, 56), downsample: bool = False,
                  evolve: bool = False, alpha: float = 0.5, beta: float = 1.0, attn_kernel_size: int = 3,
                  activation: str = "relu"):
         super().__init__()
@@ -68,22 +86,26 @@ class AAConv2d(AttentionLayer):
             raise ValueError(f"AAConv2d: dk and dv must be divisible by heads={heads}, got dk={dk}, dv={dv}")
         if dv > out_channels:
             raise ValueError(f"AAConv2d: dv must be at most out_channels={out_channels}, got {dv}")
+        check_choice(name, "pos_encoding", pos_encoding, POS_ENCODINGS)
+        if pos_encoding == "sine" and in_channels % 4:
+            raise ValueError(f"AAConv2d: pos_encoding='sine' needs in_channels divisible by 4 (half rows, half "
+                             f"columns, sine and cosine), got {in_channels}")
         self.in_channels, self.out_channels, self.dk, self.dv, self.heads = in_channels, out_channels, dk, dv, heads
-        self.stride, self.downsample, self.evolve = stride, downsample, evolve
+        self.stride, self.downsample, self.evolve, self.pos_encoding = stride, downsample, evolve, pos_encoding
         self.conv = (nn.Conv2d(in_channels, out_channels - dv, kernel_size, stride, kernel_size // 2, bias=False)
                      if dv < out_channels else None)
         self.pool = nn.AvgPool2d(3, stride, 1, count_include_pad=False) if stride > 1 else nn.Identity()
         self.pool_attn = nn.AvgPool2d(3, 2, 1, count_include_pad=False) if downsample else nn.Identity()
-        self.qkv = nn.Conv2d(in_channels, 2 * dk + dv, 1)
+        self.qkv = nn.Conv2d(in_channels + (3 if pos_encoding == "coord" else 0), 2 * dk + dv, 1)
         self.proj = nn.Conv2d(dv, dv, 1)
-        if relative:
-            h, w = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
-            h, w = _pooled(h, stride), _pooled(w, stride)
-            if downsample:
-                h, w = _pooled(h, 2), _pooled(w, 2)
-            self.rel = RelativeLogits2d(dk // heads, (h, w))
-        else:
-            self.rel = None
+        h, w = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+        h, w = _pooled(h, stride), _pooled(w, stride)
+        if downsample:
+            h, w = _pooled(h, 2), _pooled(w, 2)
+        self.rel = RelativeLogits2d(dk // heads, (h, w)) if pos_encoding == "relative" else None
+        if pos_encoding == "sine":  # (1, F_in, h, w): smaller maps take its top-left corner, the same positions
+            table = sincos_embedding((h, w), in_channels).T.reshape(1, in_channels, h, w)
+            self.register_buffer("pos_embed", table, persistent=False)
         if evolve:
             self.alpha, self.beta, self.activation, self.attn_conv = evolving_settings(
                 name, heads, alpha, beta, attn_kernel_size, activation, kernel_arg="attn_kernel_size")
@@ -102,7 +124,7 @@ class AAConv2d(AttentionLayer):
         if prev_logits is not None and not self.evolve:
             raise ValueError("AAConv2d: prev_logits needs evolve=True")
         conv_out = self.conv(x) if self.conv is not None else None
-        a = self.pool_attn(self.pool(x))
+        a = self._with_position(self.pool_attn(self.pool(x)))
         b, _, h, w = a.shape
         nh, dkh, dvh = self.heads, self.dk // self.heads, self.dv // self.heads
         q, k, v = self.qkv(a).flatten(2).split([self.dk, self.dk, self.dv], 1)
@@ -130,6 +152,22 @@ class AAConv2d(AttentionLayer):
         out = o if conv_out is None else torch.cat([conv_out, o], 1)  # (B, out_channels, H/s, W/s)
         return (out, logits) if self.evolve or return_logits else out
 
+    def _with_position(self, a: torch.Tensor) -> torch.Tensor:
+        """The attention's input with its absolute position encoding (``"sine"``, ``"coord"``)."""
+        b, _, h, w = a.shape
+        if self.pos_encoding == "sine":
+            big_h, big_w = self.pos_embed.shape[-2:]
+            if not is_tracing() and (h > big_h or w > big_w):
+                raise ValueError(f"AAConv2d: the sine table covers attention maps up to {big_h}×{big_w}, got a "
+                                 f"{h}×{w} map; build the layer with a larger input_size")
+            return a + self.pos_embed[:, :, :h, :w].to(a.dtype)
+        if self.pos_encoding == "coord":
+            ys = torch.linspace(-1.0, 1.0, h, device=a.device, dtype=a.dtype)[:, None].expand(h, w)
+            xs = torch.linspace(-1.0, 1.0, w, device=a.device, dtype=a.dtype)[None, :].expand(h, w)
+            coords = torch.stack([xs, ys, torch.sqrt(xs * xs + ys * ys)])  # (3, h, w): x, y, r
+            return torch.cat([a, coords.expand(b, 3, h, w)], 1)
+        return a
+
     def _logits(self, q, k, hw):
         """QKᵀ/√d_kh + S^rel_H + S^rel_W for scaled queries: (B, heads, N, N)."""
         logits = q @ k.transpose(-2, -1)
@@ -137,5 +175,5 @@ class AAConv2d(AttentionLayer):
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, dk={self.dk}, dv={self.dv}, heads={self.heads}, "
-                f"stride={self.stride}, relative={self.rel is not None}, downsample={self.downsample}, "
+                f"stride={self.stride}, pos_encoding={self.pos_encoding!r}, downsample={self.downsample}, "
                 f"evolve={self.evolve}")

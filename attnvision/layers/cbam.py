@@ -10,7 +10,10 @@ BatchNorm2d(1) (momentum 0.01). The paper's ablations are switches:
 ``pool_types`` (avg, max or both) for the channel gate, as the authors' ``pool_types``
 (Jongchan/attention-module ``MODELS/cbam.py``, ``ChannelGate``: their ``SpatialGate`` always
 pools [max, mean] whatever ``pool_types`` says); ``spatial_pool_types`` for the spatial
-gate's poolings (default both, kept in the order [max, mean]); ``order`` ("channel_first",
+gate's poolings (default both, kept in the order [max, mean]); ``spatial_reduce="conv"`` for the
+paper's Table 2 alternative to that pooling, "1×1 conv": a 1×1 convolution (no bias) reduces the C
+channels to one map, which the k×k conv then reads (one input channel instead of two: C − k²
+parameters more a module), the rest of the gate unchanged; ``order`` ("channel_first",
 "spatial_first", or "parallel" = F ⊗ M_c(F) ⊗ M_s(F)); and ``channel`` / ``spatial``
 to drop a gate.
 """
@@ -24,6 +27,7 @@ from ._checks import check_choice, check_feature_map, check_positive_int, check_
 
 _POOLS = ("avg", "max")
 _ORDERS = ("channel_first", "spatial_first", "parallel")
+_REDUCES = ("pool", "conv")
 
 
 def _check_pool_types(pool_types, name: str = "pool_types") -> tuple[str, ...]:
@@ -50,15 +54,19 @@ class CBAMChannelGate(nn.Module):
 
 
 class CBAMSpatialGate(nn.Module):
-    """M_s before the sigmoid: [max; mean] across channels → k×k conv → BN; returns (B, 1, H, W)."""
+    """M_s before the sigmoid: [max; mean] across channels (or, with ``channels``, a 1×1 conv C → 1)
+    → k×k conv → BN; returns (B, 1, H, W)."""
 
-    def __init__(self, kernel_size: int = 7, pool_types=_POOLS):
+    def __init__(self, kernel_size: int = 7, pool_types=_POOLS, channels: int | None = None):
         super().__init__()
-        self.pool_types = tuple(p for p in ("max", "avg") if p in pool_types)
-        self.conv = nn.Conv2d(len(self.pool_types), 1, kernel_size, padding=(kernel_size - 1) // 2, bias=False)
+        self.pool_types = () if channels else tuple(p for p in ("max", "avg") if p in pool_types)
+        self.reduce = nn.Conv2d(channels, 1, 1, bias=False) if channels else None
+        self.conv = nn.Conv2d(len(self.pool_types) or 1, 1, kernel_size, padding=(kernel_size - 1) // 2, bias=False)
         self.bn = nn.BatchNorm2d(1, eps=1e-5, momentum=0.01)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.reduce is not None:
+            return self.bn(self.conv(self.reduce(x)))  # (B, 1, H, W) before the k×k conv
         pooled = [x.amax(1, keepdim=True) if p == "max" else x.mean(1, keepdim=True) for p in self.pool_types]
         return self.bn(self.conv(torch.cat(pooled, 1)))
 
@@ -66,21 +74,27 @@ class CBAMSpatialGate(nn.Module):
 class CBAM(AttentionLayer):
     def __init__(self, channels: int, reduction: int = 16, spatial_kernel: int = 7,
                  pool_types=("avg", "max"), order: str = "channel_first", *,
-                 channel: bool = True, spatial: bool = True, spatial_pool_types=("max", "avg")):
+                 channel: bool = True, spatial: bool = True, spatial_pool_types=None, spatial_reduce: str = "pool"):
         super().__init__()
         hidden = check_reduction("CBAM", channels, reduction)
         check_positive_int("CBAM", "spatial_kernel", spatial_kernel)
         if spatial_kernel % 2 == 0:
             raise ValueError(f"CBAM: spatial_kernel must be odd to keep H×W, got {spatial_kernel}")
         pool_types = _check_pool_types(pool_types)
-        spatial_pool_types = _check_pool_types(spatial_pool_types, "spatial_pool_types")
+        check_choice("CBAM", "spatial_reduce", spatial_reduce, _REDUCES)
+        if spatial_reduce == "conv" and spatial_pool_types is not None:
+            raise ValueError(f"CBAM: spatial_reduce='conv' replaces the spatial pooling; spatial_pool_types must be "
+                             f"left unset, got {spatial_pool_types!r}")
+        spatial_pool_types = _check_pool_types(("max", "avg") if spatial_pool_types is None else spatial_pool_types,
+                                               "spatial_pool_types")
         check_choice("CBAM", "order", order, _ORDERS)
         if not (channel or spatial):
             raise ValueError("CBAM: at least one of channel=True or spatial=True is needed")
         self.channels = channels
         self.order = order
         self.channel = CBAMChannelGate(channels, hidden, pool_types) if channel else None
-        self.spatial = CBAMSpatialGate(spatial_kernel, spatial_pool_types) if spatial else None
+        self.spatial = (CBAMSpatialGate(spatial_kernel, spatial_pool_types,
+                                        channels if spatial_reduce == "conv" else None) if spatial else None)
 
     def _channel_map(self, x, maps):
         if self.channel is None:

@@ -124,11 +124,13 @@ class ClassifierHead(nn.Module):
 
 @dataclass(frozen=True)
 class CoAtNetCfg:
-    """One CoAtNet size: blocks per stage L1…L4 (S0 is always two convs) and widths D0…D4."""
+    """One CoAtNet size: blocks per stage L1…L4 (S0 is always two convs), widths D0…D4 and the width
+    of an attention head."""
 
     depths: tuple[int, ...]
     dims: tuple[int, ...]
     cfg: dict = field(default_factory=dict)
+    head_dim: int = 32
 
 
 def _ceil_half(size: tuple[int, int]) -> tuple[int, int]:
@@ -144,7 +146,7 @@ class CoAtNet(Backbone):
         layout: "C-C-T-T" (default), "C-C-C-C", "C-C-C-T", "C-T-T-T" (S1…S4) or "ViT_REL".
         rel_attn: "pre" (relative attention), "post" or "none".
         img_size: input size (int or (H, W)) the relative tables are made for; other sizes run too.
-        head_dim: width of an attention head. mlp_ratio, expand_ratio, se_ratio: block widths.
+        head_dim: width of an attention head (default: the size's, ``cfg.head_dim``). mlp_ratio, expand_ratio, se_ratio: block widths.
         stride_in_1x1: MBConvs stride their expansion conv (the paper's equation) instead of
             the depth-wise conv (the reference code).
         head_hidden_size: width of the tanh pre-logits layer (default D4; 0 removes it).
@@ -159,7 +161,7 @@ class CoAtNet(Backbone):
     classifier_path = "head.fc"
 
     def __init__(self, cfg: CoAtNetCfg, num_classes: int = 1000, in_chans: int = 3, *, layout: str = "C-C-T-T",
-                 rel_attn: str = "pre", img_size=224, head_dim: int = 32, mlp_ratio: float = 4.0,
+                 rel_attn: str = "pre", img_size=224, head_dim: int | None = None, mlp_ratio: float = 4.0,
                  expand_ratio: float = 4.0, se_ratio: float = 0.25, stride_in_1x1: bool = False,
                  head_hidden_size: int | None = None, drop_rate: float = 0.0, drop_path_rate: float = 0.0,
                  attn_drop: float = 0.0, channels_last: bool = True, init: str = "authors"):
@@ -177,7 +179,7 @@ class CoAtNet(Backbone):
         d0, *dims = cfg.dims
         vit = layout == "ViT_REL"
         dpr = iter(drop_path_rates(drop_path_rate, sum(cfg.depths)))
-        t_kw = dict(head_dim=head_dim, rel=rel_attn, mlp_ratio=mlp_ratio, attn_drop=attn_drop)
+        t_kw = dict(head_dim=cfg.head_dim if head_dim is None else head_dim, rel=rel_attn, mlp_ratio=mlp_ratio, attn_drop=attn_drop)
 
         if vit:
             width = dims[2]
@@ -258,7 +260,9 @@ _PAPER = "Dai et al., CoAtNet: Marrying Convolution and Attention for All Data S
 _M, _G = 1e6, 1e9
 
 # Paper Table 3 (L, D) and Table 4 (parameters; FLOPs at 224 and at 384, ImageNet-1K rows;
-# CoAtNet-4 appears only at 384 and 512, pre-trained on ImageNet-21K).
+# CoAtNet-4 appears only at 384 and 512, pre-trained on ImageNet-21K). CoAtNet-5 is one of the paper's
+# JFT models (its Table 5: 688 M parameters, 812 G FLOPs at 512): L and D as its table gives them,
+# with 64-wide attention heads (32-wide heads give 691.2 M parameters at 512, 64-wide ones 688.9 M).
 # CoAtNet-2's D4 is 1024 where Table 3 prints 1026: 1026 does not split into 32-wide heads, and
 # 1024 = 2·D3 follows the other sizes and timm's coatnet_2 (74,684,744 parameters at 1000 classes).
 COATNET_CFGS: dict[str, CoAtNetCfg] = {
@@ -272,12 +276,15 @@ COATNET_CFGS: dict[str, CoAtNetCfg] = {
                             dict(paper_params=168 * _M, paper_macs=34.7 * _G, paper_macs_384=107.4 * _G)),
     "coatnet_4": CoAtNetCfg((2, 12, 28, 2), (192, 192, 384, 768, 1536),
                             dict(paper_params=275 * _M, paper_macs=None, paper_macs_384=189.5 * _G)),
+    "coatnet_5": CoAtNetCfg((2, 12, 28, 2), (192, 256, 512, 1280, 2048),
+                            dict(paper_params=688 * _M, paper_macs=None, paper_macs_384=None,
+                                 paper_macs_512=812 * _G), head_dim=64),
 }
 
 
 def _build(num_classes, in_chans, *, name, **kwargs):
     base = COATNET_CFGS[name]
-    cfg = CoAtNetCfg(base.depths, base.dims, make_cfg(paper=_PAPER, **base.cfg))
+    cfg = CoAtNetCfg(base.depths, base.dims, make_cfg(paper=_PAPER, **base.cfg), base.head_dim)
     return CoAtNet(cfg, num_classes, in_chans, **kwargs)
 
 

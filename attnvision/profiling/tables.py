@@ -89,10 +89,13 @@ def mobilenet_v2_table() -> str:
 
 @register_table("evolving")
 def evolving_table() -> str:
-    names = [f"{e}{b}" for b in ("aa_resnet34", "aa_resnet50", "aa_resnet101", "vit_tiny", "vit_small")
-             for e in ("", "ea_")]
-    body = [[f"`{n}`", f"{p:,}", _fmt_m(cfg.get("paper_params")), _fmt_g(m)] for n, p, m, _, cfg in model_rows(names)]
-    return format_table(["model", "params (ours)", "params (paper)", "MACs (ours)"], body, markdown=True)
+    names = [f"{e}{b}" for b in ("aa_resnet34", "aa_resnet50", "aa_resnet101", "aa_resnet152", "vit_tiny",
+                                 "vit_small") for e in ("", "ea_")]
+    rows = model_rows(names) + model_rows(["aa_wide_resnet28_10"], num_classes=100)
+    body = [[f"`{n}`", f"{cfg['input_size'][1]}×{cfg['input_size'][2]}, {cfg['num_classes']}", f"{p:,}",
+             _fmt_m(cfg.get("paper_params")), _fmt_g(m)] for n, p, m, _, cfg in rows]
+    return format_table(["model", "input, classes", "params (ours)", "params (paper)", "MACs (ours)"], body,
+                        markdown=True)
 
 
 @register_table("attach")
@@ -131,7 +134,7 @@ def coatnet_table() -> str:
     body = []
     for name in COATNET_CFGS:
         cells = [f"`{name}`"]
-        for size in (224, 384):
+        for size, paper_key in ((224, "paper_macs"), (384, "paper_macs_384"), (512, "paper_macs_512")):
             kw = dict(img_size=size)
             p = profile(name, (1, 3, size, size), **kw)
             p1 = profile(name, (1, 3, size, size), stride_in_1x1=True, **kw)
@@ -139,10 +142,11 @@ def coatnet_table() -> str:
                 cfg = create_model(name, **kw).pretrained_cfg
             if size == 224:
                 cells += [f"{p.params:,}", _fmt_m(cfg["paper_params"])]
-            cells += [_fmt_g(p.macs), _fmt_g(p1.macs), _fmt_g(cfg["paper_macs" if size == 224 else "paper_macs_384"])]
+            cells += [_fmt_g(p.macs), _fmt_g(p1.macs), _fmt_g(cfg.get(paper_key))]
         body.append(cells)
-    return format_table(["model", "params (ours)", "params (paper)", "MACs 224", "MACs 224, stride in 1×1",
-                         "FLOPs 224 (paper)", "MACs 384", "MACs 384, stride in 1×1", "FLOPs 384 (paper)"], body,
+    return format_table(["model", "params (ours)", "params (paper)"]
+                        + [head for size in (224, 384, 512) for head in (
+                            f"MACs {size}", f"MACs {size}, stride in 1×1", f"FLOPs {size} (paper)")], body,
                         markdown=True)
 
 

@@ -166,6 +166,37 @@ def test_cbam_spatial_pool_types_ablate_the_spatial_pooling():
         CBAM(16, spatial_pool_types=("lse",))
 
 
+def test_cbam_spatial_reduce_conv_replaces_only_the_channel_pooling_by_a_1x1_conv():
+    pooled, conv = _randomize(CBAM(16, reduction=4)), _randomize(CBAM(16, reduction=4, spatial_reduce="conv"))
+    assert conv.spatial.reduce.weight.shape == (1, 16, 1, 1) and conv.spatial.reduce.bias is None
+    assert conv.spatial.conv.in_channels == 1 and conv.channel.pool_types == pooled.channel.pool_types
+    n_pooled, n_conv = (sum(p.numel() for p in m.parameters()) for m in (pooled, conv))
+    assert n_conv - n_pooled == 16 - 7 * 7  # + the 1×1 conv, − the k×k conv's second input channel
+    x = torch.randn(2, 16, 5, 6)
+    reduced = F.conv2d(x, conv.spatial.reduce.weight)  # (B, 1, H, W)
+    expected = conv.spatial.bn(F.conv2d(reduced, conv.spatial.conv.weight, padding=3))
+    torch.testing.assert_close(conv.spatial(x), expected)
+    with torch.no_grad():  # a 1×1 conv of constant weights 1/C is the mean pooling
+        conv.spatial.reduce.weight.fill_(1 / 16)
+    mean_only = _randomize(CBAM(16, reduction=4, spatial_pool_types=("avg",)))
+    mean_only.load_state_dict({k: v for k, v in conv.state_dict().items() if k != "spatial.reduce.weight"})
+    torch.testing.assert_close(conv(x), mean_only(x))
+    with pytest.raises(ValueError, match="CBAM: spatial_reduce='conv' replaces the spatial pooling"):
+        CBAM(16, spatial_reduce="conv", spatial_pool_types=("avg",))
+    with pytest.raises(ValueError, match="CBAM: spatial_reduce must be one of"):
+        CBAM(16, spatial_reduce="1x1")
+
+
+def test_cbam_spatial_reduce_reaches_the_backbones_through_attn_kwargs():
+    with torch.device("meta"):
+        base = av.create_model("resnet18_cbam")
+        conv = av.create_model("resnet18_cbam", attn_kwargs=dict(spatial_reduce="conv"))
+    gates = [m for m in conv.modules() if isinstance(m, CBAM)]
+    assert gates and all(g.spatial.reduce is not None for g in gates)
+    added = sum(g.channels - 7 * 7 for g in gates)
+    assert sum(p.numel() for p in conv.parameters()) - sum(p.numel() for p in base.parameters()) == added
+
+
 @pytest.mark.parametrize("kind", sorted(LAYERS))
 def test_keep_attention_stores_maps_only_when_asked(kind):
     layer = LAYERS[kind](16, reduction=4) if kind != "eca" else ECA(16)

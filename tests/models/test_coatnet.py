@@ -33,6 +33,23 @@ def test_parameter_counts_within_1_5_percent_of_the_paper(size, reference_dir):
     assert params - timm_count == 2 * model.cfg.dims[0]
 
 
+def test_coatnet_5_has_64_wide_heads_and_the_papers_parameters_and_flops_at_512():
+    with torch.device("meta"):
+        model = av.create_model("coatnet_5", img_size=512)
+        narrow = av.create_model("coatnet_5", img_size=512, head_dim=32)
+    assert [len(s.blocks) for s in model.stages] == [2, 12, 28, 2]
+    assert [i["num_chs"] for i in model.feature_info] == [192, 256, 512, 1280, 2048]
+    attn = [m for m in model.modules() if isinstance(m, RelativeAttention2d)]
+    assert {m.head_dim for m in attn} == {64} and attn[0].heads == 20 and attn[-1].heads == 32
+    params = sum(p.numel() for p in model.parameters())
+    cfg = model.pretrained_cfg
+    assert abs(params / cfg["paper_params"] - 1) < 0.015
+    # 64-wide heads fit the paper's 688 M closer than 32-wide ones (half the relative tables)
+    assert abs(params - 688e6) < abs(sum(p.numel() for p in narrow.parameters()) - 688e6)
+    macs = av.profile(model, (1, 3, 512, 512)).macs
+    assert abs(macs / cfg["paper_macs_512"] - 1) < 0.015
+
+
 @pytest.mark.parametrize("size", range(4))
 def test_macs_with_the_papers_stride_placement_within_2_5_percent_of_the_papers_flops(size):
     name = f"coatnet_{size}"

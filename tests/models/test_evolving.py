@@ -6,11 +6,11 @@ import torch
 
 import attnvision as av
 from attnvision.layers import AAConv2d, EvolvingAttention, collect_attention
-from attnvision.models.aa_resnet import AABottleneck, AAResNet, depth_for_heads
+from attnvision.models.aa_resnet import AABottleneck, AAPreActBlock, AAResNet, depth_for_heads
 from attnvision.models.resnet import ResNetCfg
 from attnvision.models.vit import ViTCfg, VisionTransformer
 
-AA_NAMES = ["aa_resnet34", "aa_resnet50", "aa_resnet101"]
+AA_NAMES = ["aa_resnet34", "aa_resnet50", "aa_resnet101", "aa_resnet152"]
 VIT_NAMES = ["vit_tiny", "vit_small"]
 
 
@@ -44,6 +44,57 @@ def test_aa_resnet50_builds_at_the_papers_kappa_and_is_near_its_count():
     assert params == 25_115_374
     assert model.pretrained_cfg["paper_params"] == 25.8e6
     assert abs(params - 25.8e6) / 25.8e6 < 0.03
+
+
+def test_aa_resnet152_has_the_aa_resnet50_layers_with_more_blocks():
+    _, r50 = _meta_params("aa_resnet50")
+    params, r152 = _meta_params("aa_resnet152")
+    depths = {(m.out_channels, m.dk, m.dv) for m in r50.modules() if isinstance(m, AAConv2d)}
+    assert {(m.out_channels, m.dk, m.dv) for m in r152.modules() if isinstance(m, AAConv2d)} == depths
+    assert sum(isinstance(m, AAConv2d) for m in r152.modules()) == 8 + 36 + 3  # every block of stages 2-4
+    assert r152.pretrained_cfg["paper_params"] is None  # the paper gives no AA-ResNet-152 count we could check
+    _, ea = _meta_params("ea_aa_resnet152")
+    roles = {n: m.roles[0] for n, m in ea.named_modules() if isinstance(m, AABottleneck)}
+    assert [n for n, r in roles.items() if r == "start"] == ["layer2.0", "layer4.0"]
+
+
+@pytest.mark.parametrize("name,paper", [("aa_resnet34", 20.7e6), ("aa_wide_resnet28_10", 36.2e6)])
+def test_aa_parameters_are_within_1_5_percent_of_the_paper(name, paper):
+    num_classes = 100 if "wide" in name else 1000  # Bello et al. Table 1 is CIFAR-100
+    params, model = _meta_params(name, num_classes=num_classes)
+    assert model.pretrained_cfg["paper_params"] == paper
+    assert abs(params - paper) / paper < 0.015
+
+
+def test_aa_wide_resnet_augments_the_first_conv_of_every_block_with_20_wide_key_heads():
+    params, model = _meta_params("aa_wide_resnet28_10", num_classes=100)
+    cfg = model.pretrained_cfg
+    assert cfg["input_size"] == (3, 32, 32) and cfg["num_classes"] == 100
+    blocks = [m for m in model.modules() if isinstance(m, AAPreActBlock)]
+    assert len(blocks) == 12 and all(not isinstance(b.conv2, AAConv2d) for b in blocks)
+    assert [(b.conv1.out_channels, b.conv1.dk, b.conv1.dv, b.conv1.stride) for b in blocks[::4]] == [
+        (160, 160, 16, 1), (320, 160, 32, 2), (640, 160, 64, 2)]  # dk = max(κ·F_out, 20·8)
+    assert not any(b.conv1.downsample for b in blocks)
+    assert [b.conv1.rel.size for b in blocks[::4]] == [(32, 32), (16, 16), (8, 8)]
+    narrower, plain = _meta_params("aa_wide_resnet28_10", num_classes=100, min_dk_per_head=1)
+    assert [b.conv1.dk for b in plain.modules() if isinstance(b, AAPreActBlock)][::4] == [32, 64, 128]
+    assert narrower < params
+    with pytest.raises(ValueError, match="AAResNet: min_dk_per_head must be a positive integer, got 0"):
+        _meta_params("aa_wide_resnet28_10", min_dk_per_head=0)
+
+
+def test_pre_activation_aa_resnet_trains_at_small_size():
+    cfg = ResNetCfg("preact_basic", (1, 2, 1), widths=(8, 16, 16), stem="cifar", stem_width=8)
+    model = AAResNet(cfg, num_classes=5, heads=2, img_size=8, aa_stages=(0, 1, 2), attn_downsample_stages=(),
+                     min_dk_per_head=4)
+    x = torch.randn(2, 3, 8, 8)
+    out = model(x)
+    assert out.shape == (2, 5)
+    out.sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+    assert model.layer1[0].conv1.dk == 8 and model.layer1[0].conv1.rel.size == (8, 8)
+    maps = collect_attention(model.eval(), x)
+    assert [tuple(m.shape) for m in maps.values()] == [(2, 2, 64, 64), (2, 2, 16, 16), (2, 2, 16, 16), (2, 2, 4, 4)]
 
 
 @pytest.mark.parametrize("depth,heads,expected", [(25.6, 8, 24), (12.8, 8, 16), (12.0, 8, 16), (3.0, 8, 8),
