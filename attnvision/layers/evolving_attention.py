@@ -225,7 +225,7 @@ class EvolvingAttention(MultiHeadSelfAttention):
         q, k, v = self.project(x)
         n = x.shape[1]
         prev = usable_prev(type(self).__name__, (x.shape[0], self.heads, n), prev_logits)
-        if self._fused(prev):
+        if self._fused(prev, x):
             out, logits = EvolvingAttentionFunction.apply(
                 q, k, v, prev, self.conv.weight, self.conv.bias, self.alpha, self.beta, self.scale,
                 0.0 if self.activation == "relu" else 0.01)
@@ -236,12 +236,13 @@ class EvolvingAttention(MultiHeadSelfAttention):
         self._keep(attn)
         return self.attend(attn, v, x.shape), logits
 
-    def _fused(self, prev) -> bool:
+    def _fused(self, prev, x) -> bool:
         """Whether :class:`EvolvingAttentionFunction` computes this call: ``fused`` on, a chain to continue
         through the convolution, and nothing it does not handle (relative logits, the kept map, dropout on
-        the map, tracing, which records the composite path)."""
+        the map, autocast's mixed precisions, tracing, which records the composite path)."""
         return (self.fused and prev is not None and self.beta > 0.0 and self.pos != "relative"
-                and not self.keep_attention and not (self.training and self.attn_drop.p > 0.0) and not is_tracing())
+                and not self.keep_attention and not (self.training and self.attn_drop.p > 0.0)
+                and not torch.is_autocast_enabled(x.device.type) and not is_tracing())
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", alpha={self.alpha}, beta={self.beta}, activation={self.activation!r}"

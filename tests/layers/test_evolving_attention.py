@@ -248,7 +248,7 @@ def test_fused_chain_equals_the_op_by_op_chain():
         torch.testing.assert_close(got, want, rtol=0, atol=1e-10)
 
 
-@pytest.mark.parametrize("case", ["keep_attention", "relative", "attn_drop", "no_prev", "beta0"])
+@pytest.mark.parametrize("case", ["keep_attention", "relative", "attn_drop", "no_prev", "beta0", "autocast"])
 def test_what_the_fused_function_does_not_handle_runs_op_by_op(case):
     kw = dict(pos="relative", input_size=(3, 3)) if case == "relative" else {}
     if case == "attn_drop":
@@ -258,12 +258,13 @@ def test_what_the_fused_function_does_not_handle_runs_op_by_op(case):
         layer.eval()
     layer.keep_attention = case == "keep_attention"
     prev = None if case == "no_prev" else torch.randn(2, 4, 9, 9, dtype=torch.float64)
-    out, logits = layer(_tokens().requires_grad_(), prev)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=case == "autocast"):
+        out, logits = layer(_tokens().requires_grad_(), prev)
     assert type(logits.grad_fn).__name__ != "EvolvingAttentionFunctionBackward"
     if case == "keep_attention":
         torch.testing.assert_close(layer.last_attention, logits.softmax(-1).detach())
     layer.keep_attention = False
-    if case in ("keep_attention", "relative"):  # the same call through the fused function otherwise
+    if case in ("keep_attention", "relative", "autocast"):  # the same call through the fused function otherwise
         _, fused_logits = layer(_tokens(), prev)
         assert case == "relative" or type(fused_logits.grad_fn).__name__ == "EvolvingAttentionFunctionBackward"
 
