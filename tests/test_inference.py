@@ -130,3 +130,12 @@ def test_training_mode_and_bad_arguments_are_refused():
         av.optimize_for_inference(model, channels_last="yes")
     with pytest.raises(TypeError, match="compile must be True, False or a dict of torch.compile arguments, got str"):
         av.optimize_for_inference(model, compile="inductor")
+
+
+def test_a_torchvision_model_is_folded_too():
+    model = _random_statistics(av.create_model("torchvision:resnet18", num_classes=5)).eval()
+    fast = av.optimize_for_inference(model)
+    assert _batchnorms(fast) == []
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), model(x), rtol=1e-4, atol=1e-5)
