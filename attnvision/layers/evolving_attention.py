@@ -240,9 +240,12 @@ class EvolvingAttention(MultiHeadSelfAttention):
         """Whether :class:`EvolvingAttentionFunction` computes this call: ``fused`` on, a chain to continue
         through the convolution, and nothing it does not handle (relative logits, the kept map, dropout on
         the map, autocast's mixed precisions, tracing, which records the composite path)."""
-        return (self.fused and prev is not None and self.beta > 0.0 and self.pos != "relative"
-                and not self.keep_attention and not (self.training and self.attn_drop.p > 0.0)
-                and not torch.is_autocast_enabled(x.device.type) and not is_tracing())
+        if not self.fused or prev is None or is_tracing():
+            return False
+        device = x.device.type  # autocast exists for some device types only (not for "meta")
+        autocast = torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device)
+        return (self.beta > 0.0 and self.pos != "relative" and not self.keep_attention
+                and not (self.training and self.attn_drop.p > 0.0) and not autocast)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", alpha={self.alpha}, beta={self.beta}, activation={self.activation!r}"
