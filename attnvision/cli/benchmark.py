@@ -16,6 +16,8 @@ def add_parser(sub):
     p.add_argument("--threads", type=int, help="torch threads (default: PyTorch's)")
     p.add_argument("--channels-last", action="store_true", help="models and input in channels-last memory")
     p.add_argument("--compile", action="store_true", help="torch.compile every model")
+    p.add_argument("--optimize", action="store_true",
+                   help="also time each of our models after attnvision.optimize_for_inference (needs --no-train)")
     p.add_argument("--no-train", dest="train", action="store_false", help="inference only")
     p.add_argument("--repeats", type=int, default=5, help="timed repeats per model (median kept)")
     p.add_argument("--num-classes", type=int, default=1000)
@@ -33,8 +35,8 @@ def run(args) -> int:
 
     results, peak = benchmark(args.models, batch_size=args.batch_size, input_size=args.input_size,
                               threads=args.threads, channels_last=args.channels_last, compile=args.compile,
-                              train=args.train, repeats=args.repeats, num_classes=args.num_classes,
-                              device=args.device, progress=True)
+                              optimize=args.optimize, train=args.train, repeats=args.repeats,
+                              num_classes=args.num_classes, device=args.device, progress=True)
     first = results[0]
     headers = ["model", "params", "GMACs", "infer img/s", f"vs {first.name}", "infer GFLOP/s", "of peak", "infer MiB"]
     if args.train:

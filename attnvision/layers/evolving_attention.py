@@ -109,6 +109,94 @@ def evolve_logits(logits: torch.Tensor, prev_logits: torch.Tensor | None, weight
     return conv if beta == 1.0 else torch.lerp(a_input, conv, beta)
 
 
+class EvolvingAttentionFunction(torch.autograd.Function):
+    """The evolving step and the attention it weights, with a hand-written backward that keeps less.
+
+    ``apply(q, k, v, prev, weight, bias, alpha, beta, scale, slope) -> (A V, A_logit)`` for q, k, v of
+    (B, K, N, d) and ``prev`` of (B, K, N, N); ``slope`` is the activation's negative slope (0: ReLU).
+    It computes what :func:`evolve_logits`, a softmax and A·V compute, in fewer passes over the
+    N×N maps:
+
+    - A_input = α·prev + (1 − α)·s·QKᵀ is one ``baddbmm`` (no separate logits map, no lerp pass);
+    - the activation writes A_logit straight back from the convolution's channels-last layout;
+    - the softmax backward's row sum Σ_j ∂L/∂A_ij · A_ij is ∂L/∂(AV)_i · (AV)_i (the identity flash
+      attention uses), so ∂L/∂A − rowsum comes out of one ``baddbmm`` and is multiplied by A in place;
+    - backward keeps A_input (channels-last, the convolution's input) and A_logit, not A: A is
+      recomputed, and ∂L/∂prev is written in the pass that leaves the convolution's layout.
+
+    Gradients are those of the composite path up to float rounding (tests: gradcheck in float64 and
+    equality to it). Once differentiable: a second derivative needs the composite path.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, prev, weight, bias, alpha: float, beta: float, scale: float, slope: float):
+        b, heads, n, d = q.shape
+        # one copy each of the projections' strided views; every product below reads them as (B·K, N, d)
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+        a_in = torch.baddbmm(prev.reshape(b * heads, n, n), q.view(-1, n, d), k.view(-1, n, d).transpose(1, 2),
+                             beta=alpha, alpha=(1.0 - alpha) * scale).view(b, heads, n, n)  # A_input
+        a_cl = a_in.contiguous(memory_format=torch.channels_last)
+        if beta == 1.0:
+            del a_in  # N×N maps are the memory here: each is dropped as soon as it is no longer needed
+        conv = F.conv2d(a_cl, weight, bias, padding=weight.shape[-1] // 2)  # channels-last
+        logits = torch.empty(b, heads, n, n, dtype=q.dtype, device=q.device)  # A_logit, contiguous
+        mask = None
+        if beta == 1.0:
+            torch.ops.aten.leaky_relu.out(conv, slope, out=logits)
+        else:
+            mask = conv > 0
+            torch.lerp(a_in, F.leaky_relu(conv, slope), beta, out=logits)
+            del a_in
+        del conv
+        out = torch.bmm(torch.softmax(logits, -1).view(-1, n, n), v.view(-1, n, d)).view(b, heads, n, d)  # A·V
+        ctx.save_for_backward(q, k, v, weight, a_cl, logits, out, mask)
+        ctx.settings = alpha, beta, scale, slope, bias is not None
+        return out, logits
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g_out, g_logits):
+        q, k, v, weight, a_cl, logits, out, mask = ctx.saved_tensors
+        alpha, beta, scale, slope, has_bias = ctx.settings
+        b, heads, n, d = q.shape
+        q3, k3, v3 = q.view(-1, n, d), k.view(-1, n, d), v.view(-1, n, d)
+        if g_out is None:
+            g_out = torch.zeros_like(out)
+        g_out3 = g_out.contiguous().view(-1, n, d)
+        attn = torch.softmax(logits, -1).view(-1, n, n)  # A, recomputed rather than kept
+        g_v = torch.bmm(attn.transpose(1, 2), g_out3).view(b, heads, n, d)
+        # softmax backward: ∂L/∂A_logit = A ⊙ (∂L/∂A − Σ_j ∂L/∂A_ij A_ij) with ∂L/∂A = ∂L/∂(AV)·Vᵀ; the row
+        # sum is ∂L/∂(AV)_i · (AV)_i: one baddbmm and one in-place product, no other N×N map
+        row = torch.linalg.vecdot(g_out, out).view(-1, n, 1)
+        g = torch.baddbmm(row.neg_(), g_out3, v3.transpose(1, 2)).mul_(attn).view(b, heads, n, n)
+        del attn
+        if g_logits is not None:
+            g.add_(g_logits)
+        g_conv = torch.empty_like(a_cl)  # the convolution's backward wants its own layout
+        if mask is None:  # β = 1: A_logit = act(conv), positive exactly where conv is
+            torch.ops.aten.leaky_relu_backward.grad_input(g, logits, slope, True, grad_input=g_conv)
+        else:
+            torch.where(mask, g, g * slope, out=g_conv).mul_(beta)
+        g_in, g_weight, g_bias = torch.ops.aten.convolution_backward(
+            g_conv, a_cl, weight, [heads] if has_bias else None, [1, 1], [weight.shape[-1] // 2] * 2, [1, 1], False,
+            [0, 0], 1, [True, True, has_bias])
+        del g_conv
+        if beta != 1.0:
+            g_in.add_(g, alpha=1.0 - beta)
+        del g
+        # ∂L/∂prev = α·∂L/∂A_input, written contiguous in the pass that leaves the convolution's layout;
+        # ∂L/∂(s·QKᵀ) = (1 − α)·∂L/∂A_input is the same map times (1 − α)/α
+        g_prev = torch.mul(g_in, alpha if alpha > 0 else 1.0, out=torch.empty_like(logits))
+        del g_in
+        g3, c = g_prev.view(-1, n, n), (1.0 - alpha) * scale / (alpha if alpha > 0 else 1.0)
+        unread = g3.new_empty(1, 1, 1)  # baddbmm with beta = 0 scales the product and never reads its input
+        g_q = torch.baddbmm(unread, g3, k3, beta=0.0, alpha=c).view(b, heads, n, d)
+        g_k = torch.baddbmm(unread, g3.transpose(1, 2), q3, beta=0.0, alpha=c).view(b, heads, n, d)
+        if alpha == 0 or not ctx.needs_input_grad[3]:
+            g_prev = None
+        return g_q, g_k, g_v, g_prev, g_weight, g_bias, None, None, None, None
+
+
 class EvolvingAttention(MultiHeadSelfAttention):
     """Evolving multi-head self-attention on (B, N, C) tokens: ``forward(x, prev_logits=None) -> (out, logits)``.
 
@@ -119,7 +207,13 @@ class EvolvingAttention(MultiHeadSelfAttention):
         alpha: weight of the previous layer's logits. beta: weight of the convolved map.
         kernel_size: the k×k convolution over the heads' logit image.
         activation: "relu" (the authors' ImageNet code) or "leaky_relu" (their 1-D code).
+
+    ``fused`` (default True): continue a chain through :class:`EvolvingAttentionFunction`, which keeps
+    less memory for backward; False runs the same equations op by op (PyTorch's autograd), which also
+    gives second derivatives.
     """
+
+    fused: bool = True
 
     def __init__(self, dim: int, heads: int = 8, alpha: float = 0.5, beta: float = 1.0, kernel_size: int = 3,
                  activation: str = "relu", **kwargs):
@@ -131,11 +225,27 @@ class EvolvingAttention(MultiHeadSelfAttention):
         q, k, v = self.project(x)
         n = x.shape[1]
         prev = usable_prev(type(self).__name__, (x.shape[0], self.heads, n), prev_logits)
+        if self._fused(prev, x):
+            out, logits = EvolvingAttentionFunction.apply(
+                q, k, v, prev, self.conv.weight, self.conv.bias, self.alpha, self.beta, self.scale,
+                0.0 if self.activation == "relu" else 0.01)
+            return self.merge_heads(out, x.shape), logits
         logits = evolve_logits(self.logits(q, k, hw), prev, self.conv.weight, self.conv.bias, self.alpha, self.beta,
                                self.activation)  # (B, heads, N, N)
         attn = logits.softmax(-1)
         self._keep(attn)
         return self.attend(attn, v, x.shape), logits
+
+    def _fused(self, prev, x) -> bool:
+        """Whether :class:`EvolvingAttentionFunction` computes this call: ``fused`` on, a chain to continue
+        through the convolution, and nothing it does not handle (relative logits, the kept map, dropout on
+        the map, autocast's mixed precisions, tracing, which records the composite path)."""
+        if not self.fused or prev is None or is_tracing():
+            return False
+        device = x.device.type  # autocast exists for some device types only (not for "meta")
+        autocast = torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device)
+        return (self.beta > 0.0 and self.pos != "relative" and not self.keep_attention
+                and not (self.training and self.attn_drop.p > 0.0) and not autocast)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", alpha={self.alpha}, beta={self.beta}, activation={self.activation!r}"

@@ -204,7 +204,10 @@ class MultiHeadSelfAttention(AttentionLayer):
 
     def attend(self, attn: torch.Tensor, v: torch.Tensor, shape) -> torch.Tensor:
         """Dropout on the map A, A·V, heads concatenated, output projection: (B, N, C)."""
-        out = self.attn_drop(attn) @ v  # (B, heads, N, head_dim)
+        return self.merge_heads(self.attn_drop(attn) @ v, shape)
+
+    def merge_heads(self, out: torch.Tensor, shape) -> torch.Tensor:
+        """(B, heads, N, head_dim) heads concatenated to ``shape`` (B, N, C), output projection and its dropout."""
         return self.proj_drop(self.proj(out.transpose(1, 2).reshape(shape)))
 
     def forward(self, x: torch.Tensor, return_logits: bool = False, *, hw=None):
@@ -213,7 +216,7 @@ class MultiHeadSelfAttention(AttentionLayer):
             rel = self.relative_logits(q * self.scale, hw) if self.pos == "relative" else None
             p = self.attn_drop.p if self.training else 0.0
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=rel, dropout_p=p, scale=self.scale)
-            return self.proj_drop(self.proj(out.transpose(1, 2).reshape(x.shape)))
+            return self.merge_heads(out, x.shape)
         logits = self.logits(q, k, hw)  # (B, heads, N, N)
         attn = logits.softmax(-1)
         self._keep(attn)

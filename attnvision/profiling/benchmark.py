@@ -159,9 +159,17 @@ def _threads(n: int | None):
         torch.set_num_threads(before)
 
 
+OPTIMIZED = " (optimized)"
+
+
 def _build(name: str, num_classes: int, channels_last: bool, compile: bool, device: torch.device) -> nn.Module:
     from ..registry import create_model
 
+    if name.endswith(OPTIMIZED):
+        from ..inference import optimize_for_inference
+
+        model = create_model(name[:-len(OPTIMIZED)], num_classes=num_classes).to(device).eval()
+        return optimize_for_inference(model, channels_last=True, compile=compile)
     model = create_model(name, num_classes=num_classes).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -179,14 +187,17 @@ def _input_size(model: nn.Module, given) -> tuple[int, int, int]:
 
 
 def benchmark(names: Sequence[str], *, batch_size: int = 8, input_size=None, threads: int | None = None,
-              channels_last: bool = False, compile: bool = False, train: bool = True, repeats: int = 5,
+              channels_last: bool = False, compile: bool = False, optimize: bool = False, train: bool = True,
+              repeats: int = 5,
               warmup: int = 1, num_classes: int = 1000, device: str = "cpu", gemm_size: int = 1024,
               progress: bool = False) -> tuple[list[BenchResult], float]:
     """Measure ``names`` side by side; returns the results (in the order given) and the GEMM peak in GFLOP/s.
 
     All models take the same input: ``input_size`` (C, H, W), or else the first model's
     ``pretrained_cfg["input_size"]``. ``channels_last`` moves models and input to channels-last
-    memory; ``compile`` wraps every model in ``torch.compile``.
+    memory; ``compile`` wraps every model in ``torch.compile``. ``optimize`` (inference only) also times
+    each of our models after :func:`attnvision.optimize_for_inference` (BatchNorm folded, channels-last),
+    as a row "NAME (optimized)" after NAME; its MACs are counted on the eager model.
     """
     if not names:
         raise ValueError("benchmark: give at least one model name")
@@ -194,6 +205,11 @@ def benchmark(names: Sequence[str], *, batch_size: int = 8, input_size=None, thr
         raise ValueError(f"benchmark: each model once, got {list(names)}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"benchmark: batch_size must be a positive integer, got {batch_size!r}")
+    if optimize:
+        if train:
+            raise ValueError("benchmark: optimize times inference only (the optimized copy has no BatchNorm to "
+                             "train); pass train=False (--no-train)")
+        names = [m for n in names for m in ((n,) if ":" in n else (n, n + OPTIMIZED))]
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("benchmark: device 'cuda' asked for, but PyTorch sees no GPU; use device='cpu'")
@@ -210,7 +226,8 @@ def benchmark(names: Sequence[str], *, batch_size: int = 8, input_size=None, thr
         y = torch.randint(0, max(num_classes, 1), (batch_size,), device=dev)
         peak = gemm_peak_gflops(gemm_size, device=dev)
         step("GEMM peak")
-        counts = {n: _count(m, size) for n, m in models.items()}
+        counts = {n: _count(models[n[:-len(OPTIMIZED)]] if n.endswith(OPTIMIZED) else m, size)
+                  for n, m in models.items()}
         step("MACs")
         infer = {n: infer_fn(m, x) for n, m in models.items()}
         t_inf = interleaved_medians(infer, repeats, warmup)

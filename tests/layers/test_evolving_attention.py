@@ -8,6 +8,7 @@ from torch import nn
 
 from attnvision.layers import (AAConv2d, EvolvingAttention, EvolvingTransformerEncoder, MultiHeadSelfAttention,
                                collect_attention, evolve_logits)
+from attnvision.layers.evolving_attention import EvolvingAttentionFunction
 
 
 def _tokens(b=2, n=9, c=24):
@@ -184,6 +185,88 @@ def test_evolving_attention_rejects_weights_outside_unit_interval():
         EvolvingAttention(8, 2, alpha=1.5)
     with pytest.raises(ValueError, match="activation"):
         EvolvingAttention(8, 2, activation="gelu")
+
+
+# -- the fused autograd function -----------------------------------------------------------------
+
+SETTINGS = [(0.5, 1.0, "relu"), (0.3, 0.5, "leaky_relu"), (0.0, 1.0, "relu"), (1.0, 0.7, "relu"),
+            (0.5, 1.0, "leaky_relu")]
+
+
+@pytest.mark.parametrize("alpha,beta,activation", SETTINGS)
+def test_fused_function_passes_gradcheck_in_float64(alpha, beta, activation):
+    b, heads, n, d = 2, 3, 6, 4
+    q, k, v = (torch.randn(b, heads, n, d, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    prev = torch.randn(b, heads, n, n, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(heads, heads, 3, 3, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(heads, dtype=torch.float64, requires_grad=True)
+    slope = 0.0 if activation == "relu" else 0.01
+
+    def fn(*inputs):
+        return EvolvingAttentionFunction.apply(*inputs, alpha, beta, 0.5, slope)
+
+    assert torch.autograd.gradcheck(fn, (q, k, v, prev, weight, bias))
+
+
+@pytest.mark.parametrize("alpha,beta,activation", SETTINGS)
+def test_fused_layer_equals_the_op_by_op_layer_in_outputs_and_gradients(alpha, beta, activation):
+    fused = _evolving(alpha, beta, activation=activation)
+    plain = _evolving(alpha, beta, activation=activation)
+    plain.load_state_dict(fused.state_dict())
+    plain.fused = False
+    x, prev, weights = _tokens(), torch.randn(2, 4, 9, 9, dtype=torch.float64), torch.randn(2, 4, 9, 9)
+    results = []
+    for layer in (fused, plain):
+        xi, pi = x.clone().requires_grad_(), prev.clone().requires_grad_()
+        out, logits = layer(xi, pi)
+        results.append((out, logits, type(logits.grad_fn).__name__))
+        loss = (out ** 2).sum() + (logits * weights).sum()  # a gradient through the output and the next layer's map
+        grads = torch.autograd.grad(loss, [xi, pi, *layer.parameters()], allow_unused=True)
+        results[-1] += tuple(grads)
+    (out_f, logits_f, fn_f, *grads_f), (out_p, logits_p, fn_p, *grads_p) = results
+    assert fn_f == "EvolvingAttentionFunctionBackward" and fn_p != fn_f
+    torch.testing.assert_close(out_f, out_p, rtol=0, atol=1e-12)
+    torch.testing.assert_close(logits_f, logits_p, rtol=0, atol=1e-12)
+    for got, want in zip(grads_f, grads_p):
+        if want is None:
+            assert got is None  # α = 0: prev does not enter the layer
+        else:
+            torch.testing.assert_close(got, want, rtol=0, atol=1e-10)
+
+
+def test_fused_chain_equals_the_op_by_op_chain():
+    fused = EvolvingTransformerEncoder(32, depth=3, heads=4, dropout=0.0).double()
+    plain = EvolvingTransformerEncoder(32, depth=3, heads=4, dropout=0.0).double()
+    plain.load_state_dict(fused.state_dict())
+    for block in plain.blocks[1:]:
+        block.attn.fused = False
+    x = torch.randn(2, 49, 32, dtype=torch.float64)
+    outs = [enc(x) for enc in (fused, plain)]
+    torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=1e-12)
+    grads = [torch.autograd.grad(out.square().sum(), enc.parameters()) for out, enc in zip(outs, (fused, plain))]
+    for got, want in zip(*grads):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("case", ["keep_attention", "relative", "attn_drop", "no_prev", "beta0", "autocast"])
+def test_what_the_fused_function_does_not_handle_runs_op_by_op(case):
+    kw = dict(pos="relative", input_size=(3, 3)) if case == "relative" else {}
+    if case == "attn_drop":
+        kw["attn_drop"] = 0.5
+    layer = _evolving(0.5, 0.0 if case == "beta0" else 1.0, **kw)
+    if case != "attn_drop":
+        layer.eval()
+    layer.keep_attention = case == "keep_attention"
+    prev = None if case == "no_prev" else torch.randn(2, 4, 9, 9, dtype=torch.float64)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=case == "autocast"):
+        out, logits = layer(_tokens().requires_grad_(), prev)
+    assert type(logits.grad_fn).__name__ != "EvolvingAttentionFunctionBackward"
+    if case == "keep_attention":
+        torch.testing.assert_close(layer.last_attention, logits.softmax(-1).detach())
+    layer.keep_attention = False
+    if case in ("keep_attention", "relative", "autocast"):  # the same call through the fused function otherwise
+        _, fused_logits = layer(_tokens(), prev)
+        assert case == "relative" or type(fused_logits.grad_fn).__name__ == "EvolvingAttentionFunctionBackward"
 
 
 # -- the authors' 1-D PyTorch module ---------------------------------------------------------------

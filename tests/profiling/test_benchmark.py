@@ -73,3 +73,19 @@ def test_cli_unknown_model_is_one_line_and_exit_code_2(capsys):
     assert main(["benchmark", "resnet20", "no_such_model", "--input-size", "3", "16", "16"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("attnvision benchmark: error:") and "no_such_model" in err[-1]
+
+
+def test_optimize_adds_a_folded_row_after_each_of_our_models_with_the_eager_macs():
+    results, _ = benchmark(["resnet20_cbam", "timm:resnet18"], optimize=True, train=False, **SMALL)
+    assert [r.name for r in results] == ["resnet20_cbam", "resnet20_cbam (optimized)", "timm:resnet18"]
+    assert (results[1].params, results[1].macs) == (results[0].params, results[0].macs)
+    assert results[1].infer_images_per_s > 0
+
+
+def test_cli_optimize_needs_no_train_and_writes_nothing_otherwise(tmp_path, capsys):
+    out = tmp_path / "bench.csv"
+    assert main(["benchmark", "resnet20", "--optimize", "--input-size", "3", "16", "16", "--csv", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["attnvision benchmark: error: optimize times inference only (the optimized copy has no BatchNorm "
+                   "to train); pass train=False (--no-train)"]
+    assert not out.exists()

@@ -1,0 +1,115 @@
+"""A model made ready for inference: BatchNorm folded into convolutions, channels-last, optionally compiled.
+
+``optimize_for_inference(model)`` returns a copy of an eval-mode model that computes the same
+function with less work:
+
+- every BatchNorm that reads only the output of a convolution of the same dimension is folded
+  into it (y = γ (Wx + b − μ)/√(σ² + ε) + β is a convolution with weight γW/√(σ² + ε) and bias
+  γ(b − μ)/√(σ² + ε) + β; ``torch.nn.utils.fusion.fuse_conv_bn_eval``) and replaced by an
+  identity. This covers the BN after each ResNet convolution and the BN inside the attention
+  gates (CBAM's spatial 7×7 conv + BN(1), BAM's dilated spatial branch and its final BN(1));
+  BatchNorm after a Linear layer or before a convolution (pre-activation blocks) is left as it is;
+- parameters in channels-last memory, so that the CPU convolution kernels take the fast layout
+  from the first layer on;
+- optionally ``torch.compile``, which fuses the remaining element-wise work (gate products, ReLU,
+  residual sums) into the convolutions' neighbours.
+
+Which convolution feeds which BatchNorm is read from a ``torch.fx`` trace of the model (the
+models of this library are traceable); the model itself keeps its class, methods and control
+flow. A model that cannot be traced keeps its BatchNorms, with a warning that says why.
+"""
+from __future__ import annotations
+
+import copy
+import warnings
+
+import torch
+from torch import nn
+
+_CONV_BN = {nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d, nn.Conv3d: nn.BatchNorm3d}
+
+
+def _foldable_pairs(model: nn.Module) -> list[tuple[str, str]]:
+    """(conv name, BN name) pairs where the BN's only input is the conv's output and nothing else reads that output."""
+    graph = torch.fx.symbolic_trace(model).graph
+    calls: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
+    pairs = []
+    for node in graph.nodes:
+        if node.op != "call_module" or len(node.args) != 1 or node.kwargs:
+            continue
+        src = node.args[0]
+        if not isinstance(src, torch.fx.Node) or src.op != "call_module" or len(src.users) != 1:
+            continue
+        conv, bn = model.get_submodule(src.target), model.get_submodule(node.target)
+        # exact types only: a subclass may change what forward computes (weight standardisation, ...)
+        if _CONV_BN.get(type(conv)) is not type(bn):
+            continue
+        if bn.running_mean is None or calls[src.target] != 1 or calls[node.target] != 1:
+            continue  # batch statistics at eval time, or a module called twice: no fixed affine map to fold
+        pairs.append((src.target, node.target))
+    return pairs
+
+
+def fold_batchnorm(model: nn.Module) -> list[tuple[str, str]]:
+    """Fold in place every BatchNorm that only reads a convolution's output into that convolution.
+
+    The model must be in eval mode. Returns the folded (conv name, BN name) pairs; each BN is
+    replaced by ``nn.Identity``. Raises what ``torch.fx.symbolic_trace`` raises for a model it
+    cannot trace.
+    """
+    _check_eval("fold_batchnorm", model)
+    pairs = _foldable_pairs(model)
+    _fold(model, pairs)
+    return pairs
+
+
+def _fold(model: nn.Module, pairs) -> None:
+    for conv_name, bn_name in pairs:
+        fused = torch.nn.utils.fusion.fuse_conv_bn_eval(model.get_submodule(conv_name), model.get_submodule(bn_name))
+        model.set_submodule(conv_name, fused)
+        model.set_submodule(bn_name, nn.Identity())
+
+
+def _check_eval(caller: str, model) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{caller}: expected an nn.Module, got {type(model).__name__}")
+    training = [name or type(model).__name__ for name, m in model.named_modules() if m.training]
+    if training:
+        raise ValueError(f"{caller}: the model must be in eval mode (call model.eval() first); "
+                         f"{len(training)} module(s) are in training mode, e.g. {training[0]!r}")
+
+
+def optimize_for_inference(model: nn.Module, *, channels_last: bool = True, compile: bool | dict = False) -> nn.Module:
+    """A copy of eval-mode ``model`` for inference: BN folded, channels-last, optionally ``torch.compile``-d.
+
+    Args:
+        model: an ``nn.Module`` in eval mode (``model.eval()``); it is not changed.
+        channels_last: move 4-D parameters to channels-last memory.
+        compile: True for ``torch.compile(model)``, or a dict of ``torch.compile`` keyword arguments
+            (``{"mode": "max-autotune"}``, ``{"backend": "aot_eager"}``, ...).
+
+    Outputs equal the eager model's up to float rounding (the folded weights are rounded once).
+    The copy is for inference only: its BatchNorms are gone, so training it is not training the model.
+    """
+    _check_eval("optimize_for_inference", model)
+    if not isinstance(channels_last, bool):
+        raise TypeError(f"optimize_for_inference: channels_last must be True or False, got {channels_last!r}")
+    if not isinstance(compile, (bool, dict)):
+        raise TypeError(f"optimize_for_inference: compile must be True, False or a dict of torch.compile "
+                        f"arguments, got {type(compile).__name__}")
+    model = copy.deepcopy(model)
+    try:
+        pairs = _foldable_pairs(model)
+    except Exception as e:  # noqa: BLE001 - any tracing failure leaves the BatchNorms unfolded, said aloud
+        warnings.warn(f"optimize_for_inference: {type(model).__name__} cannot be traced by torch.fx "
+                      f"({type(e).__name__}: {e}); its BatchNorm layers are not folded", stacklevel=2)
+        pairs = []
+    _fold(model, pairs)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if compile is not False:
+        model = torch.compile(model, **(compile if isinstance(compile, dict) else {}))
+    return model
