@@ -199,7 +199,7 @@ def _add_run_metrics(cfg: TrainConfig, summary: dict, run_dir: str) -> dict:
     from .trainer import build_datasets, build_model, model_pretrained_cfg
 
     _, val_set = build_datasets(cfg, model_pretrained_cfg(cfg))
-    model = build_model(cfg, val_set.num_classes, val_set.in_chans)
+    model = build_model(cfg, val_set)
     load_checkpoint(model, os.path.join(run_dir, LAST_WEIGHTS), source="attnvision")
     model.eval()
     ctx = RunContext(model=model, val_set=val_set, summary=summary, run_dir=run_dir)
@@ -414,9 +414,9 @@ def measure_throughput(cfg: TrainConfig, sample_shape: tuple[int, ...], num_clas
     """Training (forward, backward, SGD step at ``cfg.batch_size``) and inference (no-grad forward at
     ``cfg.eval_batch_size``) images per second of ``cfg``'s model on random inputs, on the CPU threads
     this process has; run alone, so that parallel runs do not share the cores being measured."""
-    from .trainer import build_model
+    from .tasks import ClassificationTask
 
-    model = build_model(cfg, num_classes, sample_shape[0])
+    model = ClassificationTask().model(cfg, num_classes, sample_shape[0])
     x = torch.randn(cfg.batch_size, *sample_shape)
     y = torch.randint(num_classes, (cfg.batch_size,))
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
