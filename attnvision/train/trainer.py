@@ -467,6 +467,8 @@ class _Loop:
                    train_images_per_s=train_ips)
         if self.log is not None:
             self.log.add(row)
+        else:  # the other ranks keep the rows too: their summaries count the same epochs
+            self.rows.append(row)
         if d.is_main and cfg.progress:
             print(f"epoch {epoch + 1}/{cfg.epochs}  train loss {row['train_loss']:.4f}  {task.describe(values)}  "
                   f"({row['seconds']:.1f} s, {train_ips:.0f} img/s)", flush=True)
