@@ -85,9 +85,46 @@ def test_a_detection_run_directory_rebuilds_its_detector(detection_run, capsys):
     assert f"map_50 {result['map_50']:.4f}" in capsys.readouterr().out
 
 
+@pytest.fixture(scope="module")
+def segmentation_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("seg")
+    return out, _run("segmentation", out, epochs=60)
+
+
+def _canvas_png(task: str, path) -> None:
+    """The first training canvas as an 8-bit PNG, as a user's image would come."""
+    from PIL import Image
+
+    canvas = _canvases(task).sample(0)[0]
+    Image.fromarray((canvas * 255).round().to(torch.uint8).numpy()).save(path)
+
+
 @pytest.mark.slow
-def test_segmentation_run_learns_its_canvases(tmp_path):
-    summary = _run("segmentation", tmp_path, epochs=60)
+def test_cam_draws_a_detection_runs_boxes_and_the_map_of_one(detection_run, tmp_path, capsys):
+    out, _ = detection_run
+    _canvas_png("detection", tmp_path / "canvas.png")
+    assert main(["cam", "--run", str(out), "--image", str(tmp_path / "canvas.png"), "--detection", "1",
+                 "--out", str(tmp_path / "cam.png")]) == 0
+    printed = capsys.readouterr().out
+    explained = [line for line in printed.splitlines() if line.endswith("(explained)")]
+    assert len(explained) == 1 and explained[0].split()[0] == "1" and (tmp_path / "cam.png").stat().st_size > 0
+    assert main(["cam", "--run", str(out), "--image", str(tmp_path / "canvas.png"), "--class", "3"]) == 2
+    assert "--class is for segmentation and classification runs" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cam_draws_a_segmentation_runs_classes_and_the_map_of_one(segmentation_run, tmp_path, capsys):
+    out, _ = segmentation_run
+    _canvas_png("segmentation", tmp_path / "canvas.png")
+    assert main(["cam", "--run", str(out), "--image", str(tmp_path / "canvas.png"), "--out",
+                 str(tmp_path / "cam.png")]) == 0
+    printed = capsys.readouterr().out
+    assert "% of the pixels predicted" in printed and (tmp_path / "cam.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_segmentation_run_learns_its_canvases(segmentation_run):
+    tmp_path, summary = segmentation_run
     rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
     assert list(rows[0])[:4] == ["epoch", "train_loss", "val_miou", "val_pixel_acc"]
     first = float(rows[0]["val_miou"])
