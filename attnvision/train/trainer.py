@@ -1,14 +1,20 @@
-"""The training loop: one recipe for every registered model, on one process or many.
+"""The training loop: one recipe for every registered model and every task, on one process or many.
 
 ``train(TrainConfig(model="resnet20_cbam", data="cluttered-digits", epochs=10, out="runs/x"))``
 trains, evaluates after every epoch and writes into ``out``:
 
 - ``metrics.csv`` and ``metrics.jsonl``: one row per epoch (``epoch, train_loss, train_acc1,
-  val_loss, val_acc1, val_acc5, lr, seconds, train_images_per_s``), and TensorBoard events
-  when ``tensorboard`` is installed;
-- ``last.safetensors``, ``best.safetensors``, ``last.state.pt`` (see :mod:`.checkpoints`);
-- ``summary.json``: final and best ``val_acc1``, parameters, MACs, train and inference throughput;
+  val_loss, val_acc1, val_acc5, lr, seconds, train_images_per_s`` for classification; the task's
+  own ``train_*``/``val_*`` columns otherwise), and TensorBoard events when ``tensorboard`` is installed;
+- ``last.safetensors``, ``best.safetensors`` (the best ``val_acc1``, ``val_map`` or ``val_miou``),
+  ``last.state.pt`` (see :mod:`.checkpoints`);
+- ``summary.json``: final and best metrics, parameters, MACs, train and inference throughput;
 - ``run.json``: the record of the run, written before the first step (see :mod:`.rundir`).
+
+``TrainConfig(task="detection", model="fasterrcnn", backbone="resnet18_cbam", data="cluttered-digits-det")``
+trains a detector, ``task="segmentation"`` a segmenter: the loop (:class:`_Loop`: build, restore, train an
+epoch, evaluate, save and log) is the same; what differs comes from the task object
+(:mod:`.tasks`, :mod:`attnvision.dense.tasks`).
 
 A directory that holds another run is refused unless ``resume`` (continue it: the recipe must
 be the same, but for more ``epochs``) or ``overwrite`` (replace it) is set.
