@@ -1,7 +1,15 @@
-"""``attnvision cam --model NAME --image PATH``: Grad-CAM, predictions and attention maps in one figure."""
+"""``attnvision cam --model NAME --image PATH``: Grad-CAM, predictions and attention maps in one figure.
+
+For a detection run (``--run DIR``) the figure shows the detections and the Grad-CAM map of one of them
+(``--detection K``, its box score explained); for a segmentation run the predicted classes and the map of
+one class (``--class C``, default: the non-background class predicted on most pixels).
+"""
 from __future__ import annotations
 
 import json
+
+
+RUN_MODEL_FLAGS = ("model", "model_kwargs", "num_classes")  # what --run gives already
 
 
 def add_parser(sub):
@@ -27,6 +35,10 @@ def add_parser(sub):
                    help="object box in input pixels (after resizing and cropping), end-exclusive: drawn, "
                    "and its CAM energy and pointing-game result are reported")
     p.add_argument("--max-maps", type=int, default=8, help="at most this many spatial attention maps")
+    p.add_argument("--detection", type=int, default=0, help="detection runs: the detection to explain, by rank "
+                   "of score (default 0, the highest)")
+    p.add_argument("--score-thresh", type=float, default=0.5,
+                   help="detection runs: draw the detections scoring at least this (default 0.5)")
     p.add_argument("--dpi", type=int, default=100)
     p.set_defaults(func=run)
 
@@ -84,7 +96,7 @@ def _model(args):
     from ..train.rundir import model_from_record, record_from_args
 
     if args.run:
-        record = record_from_args(args, "cam", ("model", "model_kwargs", "num_classes"))
+        record = record_from_args(args, "cam", RUN_MODEL_FLAGS)
         model = model_from_record(record, "cam")
         checkpoint = args.checkpoint or os.path.join(args.run, "last.safetensors")
         load_checkpoint(model, checkpoint)
@@ -107,6 +119,11 @@ def run(args) -> int:
     for option, value, low in (("--topk", args.topk, 1), ("--max-maps", args.max_maps, 0), ("--dpi", args.dpi, 1)):
         if value < low:
             raise ValueError(f"cam: {option} must be at least {low}, got {value}")
+    if args.run:
+        from ..train.rundir import record_from_args
+        task = record_from_args(args, "cam", RUN_MODEL_FLAGS).get("task", "classification")
+        if task != "classification":
+            return _run_dense(args, task)
     model, names, title = _model(args)
     cfg = getattr(model, "pretrained_cfg", {}) or {}
     in_chans, *size = cfg.get("input_size", (3, 224, 224))
@@ -122,5 +139,51 @@ def run(args) -> int:
     top = probs.topk(min(args.topk, probs.numel()))
     for p, k in zip(top.values.tolist(), top.indices.tolist()):
         print(f"{p:7.2%}  {names[k] if names else f'class {k}'}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _run_dense(args, record_task: str) -> int:
+    """``cam --run DIR`` of a detection or segmentation run: the model's output and one Grad-CAM map."""
+    import torch
+
+    from ..explain.dense import detection_cam, segmentation_cam
+    from ..explain.figure import dense_figure, save_figure
+
+    model, names, title = _model(args)
+    if args.box or args.input_size:
+        raise ValueError(f"cam: --box and --input-size are for classifiers; a {record_task} run reads the image "
+                         f"at its trained size and draws its own boxes or classes")
+    cfg = model.pretrained_cfg
+    size = cfg["input_size"][1:]
+    if record_task == "detection":
+        if args.target is not None:
+            raise ValueError("cam: --class is for segmentation and classification runs; choose a detection with "
+                             "--detection K")
+        image, display = load_image(args.image, size, 1.0, None, None)  # the detector normalises itself
+        cam, detections = detection_cam(model, image, args.detection, layer=args.layer, method=args.method)
+        fig = dense_figure(display, cam, detections=detections, chosen=args.detection,
+                           score_thresh=args.score_thresh, class_names=names, title=title)
+        for k, (box, score, label) in enumerate(zip(detections["boxes"].tolist(), detections["scores"].tolist(),
+                                                    detections["labels"].tolist())):
+            if score >= args.score_thresh or k == args.detection:
+                print(f"{k:3d}  {score:.3f}  {names[label]:>12}  box {', '.join(f'{v:.1f}' for v in box)}"
+                      + ("  (explained)" if k == args.detection else ""))
+    else:
+        if args.detection:
+            raise ValueError("cam: --detection is for detection runs; choose a class with --class C")
+        image, display = load_image(args.image, size, 1.0, cfg["mean"], cfg["std"])
+        with torch.no_grad():
+            prediction = model.eval()(image[None]).argmax(1)[0]                   # (H, W)
+        target = args.target
+        if target is None:
+            counts = torch.bincount(prediction.flatten(), minlength=model.num_classes)
+            counts[0] = 0
+            target = int(counts.argmax()) if counts.any() else 0
+        cam, _ = segmentation_cam(model, image[None], target, layer=args.layer, method=args.method)
+        fig = dense_figure(display, cam[0], prediction=prediction, target=target, class_names=names, title=title)
+        share = (prediction == target).float().mean().item()
+        print(f"class {names[target]}: {share:.1%} of the pixels predicted")
+    save_figure(fig, args.out, dpi=args.dpi)
     print(f"wrote {args.out}")
     return 0

@@ -16,6 +16,12 @@ def add_parser(sub):
 
     p = sub.add_parser("compare", help="train a grid of models and settings over seeds; write results.csv/.md/.png")
     p.add_argument("--models", help=f"comma-separated model names (default: {','.join(DEFAULT['models'])})")
+    p.add_argument("--task", choices=("classification", "detection", "segmentation"), default="classification",
+                   help="detection|segmentation: compare --backbones under one head (--model), by mAP or mIoU")
+    p.add_argument("--backbones", help="with --task detection|segmentation: comma-separated backbones, the first "
+                   "the baseline")
+    p.add_argument("--model", help="with --task: the head (default fasterrcnn for detection, semantic_fpn for "
+                   "segmentation)")
     p.add_argument("--set", dest="sets", action="append", metavar="KEY=V1,V2",
                    help="a grid axis: a dotted model keyword (attn_kwargs.reduction=8,16) or train.FIELD=V1,V2; "
                    "repeatable")
@@ -39,16 +45,24 @@ def add_parser(sub):
 def run(args) -> int:
     from ..train.compare import DEFAULT, PRESETS, compare, parse_sets
 
-    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+    dense = args.task != "classification"
+    if dense and args.models:
+        raise ValueError(f"compare: --task {args.task} compares --backbones under one head (--model); drop --models")
+    if not dense and (args.backbones or args.model):
+        raise ValueError("compare: --backbones and --model go with --task detection|segmentation; "
+                         "compare classifiers with --models")
+    names = args.backbones if dense else args.models
+    models = [m.strip() for m in names.split(",") if m.strip()] if names else None
     # the default recipe; its model keywords (the small ResNet's stem) only go with the default models
     source = PRESETS[args.preset] if args.preset else DEFAULT
-    recipe = {k: v for k, v in source["recipe"].items() if k != "model_kwargs" or models is None}
+    recipe = {k: v for k, v in source["recipe"].items() if k != "model_kwargs" or models is None} if not dense else {}
     for key in ("batch_size", "lr", "opt", "model_kwargs", "threads"):
         if getattr(args, key) is not None:
             recipe[key] = getattr(args, key)
     jobs = args.jobs or min(2, os.cpu_count() or 1)
     rows = compare(models, parse_sets(args.sets) if args.sets else None, preset=args.preset, data=args.data,
-                   epochs=args.epochs, seeds=args.seeds, out=args.out, recipe=recipe, jobs=jobs)
+                   epochs=args.epochs, seeds=args.seeds, out=args.out, recipe=recipe, jobs=jobs, task=args.task,
+                   head=args.model)
     if not rows:
         return 130
     print(summary_table(rows))
@@ -60,17 +74,22 @@ def summary_table(rows) -> str:
     """The terminal table: accuracy and (on data with boxes) Grad-CAM energy in the box, each with its
     paired difference to the baseline and what that difference says, then how to read it."""
     from ..cli._table import format_table
-    from ..train.compare import delta_cell, group, mean_cell, verdict
+    from ..train.compare import delta_cell, group, mean_cell, task_columns, verdict
 
     groups = group(rows, getattr(rows, "partner", None))
+    spec = task_columns(rows)
     boxes = all(g.get("cam_energy") is not None for g in groups)
-    headers = ["model", "settings", "val acc1 %", "Δ acc1 [95% CI]", "accuracy"]
+    if spec.primary == "val_acc1":
+        headers = ["model", "settings", "val acc1 %", "Δ acc1 [95% CI]", "accuracy"]
+    else:
+        headers = ["backbone", "settings", spec.label, f"Δ {spec.label} [95% CI]", spec.label]
     headers += ["cam energy", "Δ energy [95% CI]", "looks at the digit"] if boxes else []
     table = []
     for g in groups:
         paired = g["paired"]
-        acc = paired["val_acc1"] if paired else None
-        line = [g["model"], g["settings"], mean_cell(g["val_acc1"], g["n"]), delta_cell(acc), verdict(acc)]
+        acc = paired[spec.primary] if paired else None
+        line = [g["model"], g["settings"], mean_cell(g[spec.primary], g["n"], spec.digits),
+                delta_cell(acc, spec.digits), verdict(acc)]
         if boxes:
             energy = paired["cam_energy"] if paired else None
             line += [mean_cell(g["cam_energy"], g["n"], 3), delta_cell(energy, 3),

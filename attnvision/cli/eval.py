@@ -1,4 +1,6 @@
-"""``attnvision eval --run DIR`` or ``--model NAME --checkpoint PATH --data SPEC``: top-1/top-5 and loss."""
+"""``attnvision eval --run DIR`` or ``--model NAME --checkpoint PATH --data SPEC``: top-1/top-5 and loss;
+for a detection run COCO AP (mAP, mAP50, mAP75, per-size AP; mask AP for Mask R-CNN), for a segmentation
+run mIoU, pixel accuracy and per-class IoU."""
 from __future__ import annotations
 
 import json
@@ -57,6 +59,8 @@ def run(args) -> int:
 
     device = resolve_device(args.device, "eval")
     record, pc = _model_and_data(args)
+    if record and record.get("task", "classification") != "classification":
+        return _run_dense(args, record, device)
     checkpoint = args.checkpoint or os.path.join(args.run, "last.safetensors")
     if not os.path.isfile(checkpoint):
         raise FileNotFoundError(f"eval: no checkpoint file at {checkpoint!r}")
@@ -95,3 +99,56 @@ def run(args) -> int:
     atomic_write_text(out, json.dumps(record_out, indent=1) + "\n")
     print(f"wrote {out}")
     return 0
+
+
+def _run_dense(args, record: dict, device) -> int:
+    """Evaluate a detection or segmentation run (``record["task"]``) on its data's split."""
+    from .. import load_checkpoint
+    from ..data import create_dataset, data_task, parse_spec
+    from ..io import atomic_write_text
+    from ..train.rundir import model_from_record
+    from ..train.tasks import get_task
+    from ._table import format_table
+
+    task = get_task(record["task"])
+    if args.per_class and task.name == "detection":
+        raise ValueError("eval: --per-class is for classification and segmentation runs (a detection run reports "
+                         "AP per object size)")
+    if args.input_size:
+        raise ValueError(f"eval: --input-size does not apply to a {task.name} run")
+    checkpoint = args.checkpoint or os.path.join(args.run, "last.safetensors")
+    if not os.path.isfile(checkpoint):
+        raise FileNotFoundError(f"eval: no checkpoint file at {checkpoint!r}")
+    data_spec = args.data or record["data"]
+    if data_task(data_spec) != task.name:
+        raise ValueError(f"eval: the run is a {task.name} run; {data_spec!r} is {data_task(data_spec)} data")
+    kw = dict(num_classes=record["num_classes"]) if parse_spec(data_spec)[0] == "segfolder" else {}
+    data = create_dataset(data_spec, args.split, augment=False, **kw)
+    if data.num_classes != record["num_classes"]:
+        raise ValueError(f"eval: the run's model has {record['num_classes']} classes; {data_spec!r} has "
+                         f"{data.num_classes}")
+    model = model_from_record(record, "eval")
+    report = load_checkpoint(model, checkpoint, source=args.source)
+    values, result = task.evaluate(model.to(device), data, batch_size=args.batch_size, device=device,
+                                   workers=args.workers)
+    name = f"{record['model']} on {record['backbone']}"
+    print(f"{name} ({report.source} checkpoint {checkpoint}) on {data_spec} {args.split}, {len(data)} images:")
+    print("  ".join(f"{k[4:]} {v:.4f}" for k, v in result.items() if k.startswith("val_") and isinstance(v, float)))
+    per_class = result.get("val_per_class_iou")
+    if per_class is not None and args.per_class:
+        names = list(getattr(data, "classes", None) or [str(i) for i in range(data.num_classes)])
+        print(format_table(["class", "IoU"], [[n, "absent" if v != v else f"{v:.4f}"] for n, v in zip(names, per_class)]))
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "eval.json")
+    record_out = dict(model=record["model"], backbone=record["backbone"], task=task.name, checkpoint=checkpoint,
+                      source=report.source, data=data_spec, split=args.split, count=len(data),
+                      **{k[4:] if k.startswith("val_") else k: _no_nan(v) for k, v in result.items()})
+    atomic_write_text(out, json.dumps(record_out, indent=1) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+def _no_nan(value):
+    """JSON has no NaN: an undefined IoU (a class absent from predictions and targets) is written as null."""
+    if isinstance(value, list):
+        return [_no_nan(v) for v in value]
+    return None if isinstance(value, float) and value != value else value

@@ -13,9 +13,23 @@ def add_parser(sub):
     # can tell them from the stored recipe; the defaults are TrainConfig's.
     p = sub.add_parser("train", argument_default=argparse.SUPPRESS,
                        help="train a model on a dataset (torchrun --nproc_per_node=N -m attnvision train ...)")
-    p.add_argument("--model", help="registered model name (see `attnvision models`)")
+    p.add_argument("--task", choices=("classification", "detection", "segmentation"),
+                   help="what to train (default classification); detection and segmentation put the head --model "
+                   "(fasterrcnn, maskrcnn, retinanet, fcos; semantic_fpn, upernet) on --backbone")
+    p.add_argument("--model", help="registered model name (see `attnvision models`), or the detection/segmentation "
+                   "head with --task")
+    p.add_argument("--backbone", help="with --task detection|segmentation: the backbone (a registered name, "
+                   "timm:NAME or torchvision:NAME)")
     p.add_argument("--data", help="digits | cluttered-digits | imagefolder:PATH | cifar10:PATH | "
-                   "cifar100:PATH | synthetic[:CxHxW] (default: digits)")
+                   "cifar100:PATH | synthetic[:CxHxW] (default: digits); detection: cluttered-digits-det | "
+                   "coco:PATH | voc:PATH; segmentation: cluttered-digits-seg | segfolder:PATH")
+    p.add_argument("--num-classes", type=int, help="segfolder: classes of its masks (elsewhere they follow the data)")
+    p.add_argument("--min-size", type=int, help="detection: resize the shorter side to this (default: 64 for the "
+                   "built-in canvases, else 800)")
+    p.add_argument("--max-size", type=int, help="detection: longest side at most this (default: 64 for the "
+                   "built-in canvases, else 1333)")
+    p.add_argument("--trainable-stages", type=int, help="detection/segmentation: backbone stages trained, from the "
+                   "last (default: all)")
     p.add_argument("--epochs", type=int, help="number of epochs (with --resume DIR: may grow)")
     p.add_argument("--batch-size", type=int, help="global batch, split over processes (default 128)")
     p.add_argument("--lr", type=float, help="peak learning rate (default: 0.1 for sgd, 1e-3 for adamw)")
@@ -38,7 +52,7 @@ def add_parser(sub):
                         "otherwise): the weights then equal one process's")
     p.add_argument("--seed", type=int, help="(default 0)")
     p.add_argument("--model-kwargs", type=json.loads, help="JSON dict passed to create_model (num_classes and "
-                   "in_chans follow the data)")
+                   "in_chans follow the data); with --task, to create_detector/create_segmenter")
     p.add_argument("--attach", metavar="KIND", help="retrofit attention KIND into the model (attnvision.attach)")
     p.add_argument("--attach-init", choices=("identity", "default"), help="(default identity)")
     p.add_argument("--input-size", nargs=3, type=int, metavar=("C", "H", "W"),
@@ -87,10 +101,18 @@ def run(args) -> int:
     if summary["interrupted"]:
         return 130
     if summary["world_size"] == 1 or _is_main():
-        print(f"{cfg.model} on {cfg.data}: val acc1 {summary['val_acc1']:.2f} (best {summary['best_val_acc1']:.2f} "
-              f"at epoch {summary['best_epoch']}), {summary['params']:,} params, {summary['macs']:,} MACs; "
-              f"wrote {cfg.out}/")
+        from ..train.tasks import get_task
+
+        best = get_task(cfg.task).best  # val_acc1, val_map or val_miou
+        name = cfg.model if cfg.task == "classification" else f"{cfg.model} on {cfg.backbone}"
+        print(f"{name} on {cfg.data}: {best.replace('_', ' ', 1)} {summary[best]:.{_digits(best)}f} (best "
+              f"{summary['best_' + best]:.{_digits(best)}f} at epoch {summary['best_epoch']}), {summary['params']:,} "
+              f"params, {summary['macs']:,} MACs; wrote {cfg.out}/")
     return 0
+
+
+def _digits(metric: str) -> int:
+    return 2 if metric == "val_acc1" else 4  # accuracy in %, AP and IoU in [0, 1]
 
 
 def _is_main() -> bool:

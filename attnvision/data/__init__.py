@@ -29,7 +29,7 @@ BUILTIN = ("digits", "cluttered-digits", "synthetic") + DENSE_BUILTIN
 WITH_PATH = ("imagefolder", "cifar10", "cifar100") + DENSE_WITH_PATH
 
 __all__ = ["Augmented", "CIFAR", "ClutteredDigits", "Digits", "ImageFolder", "Synthetic", "create_dataset",
-           "parse_spec"]
+           "data_task", "parse_spec"]
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:
@@ -45,6 +45,16 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
     if name in ("digits", "cluttered-digits", *DENSE_BUILTIN) and sep:
         raise ValueError(f"data: {name!r} takes no argument, got {spec!r}")
     return name, arg or None
+
+
+def data_task(spec: str) -> str:
+    """The task whose items ``spec`` gives: "classification", "detection" or "segmentation"."""
+    name, _ = parse_spec(spec)
+    if name in ("cluttered-digits-det", "coco", "voc"):
+        return "detection"
+    if name in ("cluttered-digits-seg", "segfolder"):
+        return "segmentation"
+    return "classification"
 
 
 def create_dataset(spec: str, split: str = "train", *, input_size=None, mean=None, std=None,

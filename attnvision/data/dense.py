@@ -131,6 +131,7 @@ class ClutteredDigitsDense(_EpochSeeded):
     """
 
     in_chans = 3
+    image_size = CANVAS
     classes = ("background",) + tuple(str(d) for d in range(10))
     num_classes = 11  # the background and ten digits (torchvision's detector convention, and the seg classes)
     ignore_index = IGNORE_INDEX

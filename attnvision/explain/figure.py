@@ -194,3 +194,58 @@ def save_figure(fig, path, dpi: int = 100) -> None:
     """Write ``fig`` to ``path`` atomically; the format follows the suffix (PNG when there is none)."""
     suffix = os.path.splitext(os.fspath(path))[1][1:].lower() or "png"
     atomic_write(path, lambda tmp: fig.savefig(tmp, format=suffix, dpi=dpi))
+
+
+def dense_figure(display: np.ndarray, cam: torch.Tensor, *, detections: dict | None = None, chosen: int | None = None,
+                 score_thresh: float = 0.5, prediction: torch.Tensor | None = None, target: int | None = None,
+                 class_names=None, title: str = ""):
+    """Where a detector or segmenter looks, in two panels: its output over the image (the detections
+    scoring at least ``score_thresh``, ``chosen`` in red; or the predicted class map), and the Grad-CAM map
+    of the explained detection (its box drawn) or class (the outline of its predicted pixels)."""
+    Figure, Rectangle, _, _ = _import_matplotlib()
+    height, width = display.shape[:2]
+    fig = Figure(figsize=(2 * PANEL_W, PANEL_H + 0.4), constrained_layout=True)
+    left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+
+    def name(k: int) -> str:
+        return class_names[k] if class_names is not None and k < len(class_names) else f"class {k}"
+
+    for ax in (left, right):
+        ax.imshow(display, extent=(0, width, height, 0))
+        ax.axis("off")
+    right.imshow(cam.detach().float().cpu().numpy(), cmap="jet", alpha=0.5, extent=(0, width, height, 0))
+    if detections is not None:
+        shown = 0
+        for k, (box, score, label) in enumerate(zip(detections["boxes"].tolist(), detections["scores"].tolist(),
+                                                    detections["labels"].tolist())):
+            if score < score_thresh and k != chosen:
+                continue
+            shown += score >= score_thresh
+            x0, y0, x1, y1 = box
+            color = "red" if k == chosen else "lime"
+            for ax in (left, right) if k == chosen else (left,):
+                ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=color, linewidth=1.5))
+            left.text(x0, y0, f"{name(label)} {score:.2f}", color=color, fontsize=7, va="bottom")
+        left.set_title(f"{shown} detection(s) with score ≥ {score_thresh:g}", fontsize=9)
+        box_label = detections["labels"][chosen].item()
+        right.set_title(f"Grad-CAM of detection {chosen}: {name(box_label)} "
+                        f"{detections['scores'][chosen].item():.2f}" + _empty_note(cam), fontsize=9)
+    else:
+        classes = prediction.cpu().numpy()
+        left.imshow(np.ma.masked_equal(classes, 0), cmap="tab20", alpha=0.6, vmin=0, vmax=19,
+                    extent=(0, width, height, 0), interpolation="nearest")
+        present = sorted(set(classes.ravel().tolist()) - {0})
+        left.set_title("predicted classes: " + (", ".join(name(k) for k in present[:6]) or "background only"),
+                       fontsize=9)
+        region = (classes == target).astype(float)
+        if 0 < region.sum() < region.size:  # pixel centres, in the images' (top-down) coordinates
+            right.contour(np.arange(width) + 0.5, np.arange(height) + 0.5, region, levels=[0.5], colors="white",
+                          linewidths=1)
+        right.set_title(f"Grad-CAM of {name(target)} (its predicted pixels outlined)" + _empty_note(cam), fontsize=9)
+    fig.suptitle(title, fontsize=11)
+    return fig
+
+
+def _empty_note(cam: torch.Tensor) -> str:
+    """Said under a map that is zero everywhere: the ReLU of eq. 2 found no positive evidence in the layer."""
+    return "\n(zero everywhere: no positive evidence in this layer)" if not cam.any() else ""

@@ -23,6 +23,7 @@ not call itself (it loops over the blocks) is read through the last of its block
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Sequence
 
 import torch
@@ -124,8 +125,11 @@ def _last_child_run(model, images, name, module) -> tuple[str, nn.Module]:
     return f"{name}.{order[-1]}", module.get_submodule(order[-1])
 
 
-def _activation_and_gradient(model, images, name, module, target, use_input: bool):
-    """One forward pass; the layer's output (or input) A, and ∂y^c/∂A for the target classes."""
+@contextlib.contextmanager
+def captured_layer(model: nn.Module, name: str, module: nn.Module, use_input: bool = False):
+    """Run ``model`` in eval mode (train/eval states restored after) while ``module``'s output (or input)
+    is replaced by a fresh leaf tensor, appended to the yielded list on each call: gradients of any
+    score with respect to it are the layer's."""
     captured = []
 
     def leaf_of(value, what):
@@ -148,27 +152,40 @@ def _activation_and_gradient(model, images, name, module, target, use_input: boo
         handle = module.register_forward_hook(lambda mod, args, output: leaf_of(output, "returned"))
     try:
         with torch.enable_grad():
-            logits = model(images)
+            yield captured
     finally:
         handle.remove()
         for m, training in modes:
             m.training = training
-    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != images.shape[0]:
-        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-        raise ValueError(f"gradcam: expected the model to return ({images.shape[0]}, num_classes) logits, got "
-                         f"{shape}")
+
+
+def layer_gradient(name: str, captured: list, score: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(A, ∂score/∂A)`` of the one captured activation A of layer ``name``."""
     if not captured:
         raise _NotRun(name)
     if len(captured) > 1:
         raise ValueError(f"gradcam: layer {name!r} ran {len(captured)} times in one forward pass; expected "
                          f"exactly once")
-    classes = _target_classes(target, logits)
     with torch.enable_grad():
-        score = logits.gather(1, classes[:, None]).sum()
         (grad,) = torch.autograd.grad(score, captured[0], allow_unused=True)
     if grad is None:
         raise ValueError(f"gradcam: the class scores do not depend on layer {name!r}")
-    return logits.detach(), captured[0].detach(), grad
+    return captured[0].detach(), grad
+
+
+def _activation_and_gradient(model, images, name, module, target, use_input: bool):
+    """One forward pass; the layer's output (or input) A, and ∂y^c/∂A for the target classes."""
+    with captured_layer(model, name, module, use_input) as captured:
+        logits = model(images)
+        if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != images.shape[0]:
+            shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+            raise ValueError(f"gradcam: expected the model to return ({images.shape[0]}, num_classes) logits, got "
+                             f"{shape}")
+        if not captured:
+            raise _NotRun(name)
+        classes = _target_classes(target, logits)
+        act, grad = layer_gradient(name, captured, logits.gather(1, classes[:, None]).sum())
+    return logits.detach(), act, grad
 
 
 def cam_from_activations(act: torch.Tensor, grad: torch.Tensor, method: str = "gradcam") -> torch.Tensor:
@@ -230,7 +247,11 @@ def gradcam(model: nn.Module, images: torch.Tensor, target: int | Sequence[int] 
     cam = cam_from_activations(act, grad, method)                                  # (B, h, w)
     cam = F.interpolate(cam[:, None], size=tuple(images.shape[-2:]), mode="bilinear",
                         align_corners=False)[:, 0]                                 # (B, H, W)
-    if normalize:
-        peak = cam.amax((1, 2), keepdim=True)
-        cam = cam / torch.where(peak > 0, peak, torch.ones_like(peak))
+    cam = normalize_peak(cam) if normalize else cam
     return (cam, logits) if return_logits else cam
+
+
+def normalize_peak(cam: torch.Tensor) -> torch.Tensor:
+    """Each (H, W) map of ``cam`` (B, H, W) divided by its maximum; an all-zero map stays zero."""
+    peak = cam.amax((1, 2), keepdim=True)
+    return cam / torch.where(peak > 0, peak, torch.ones_like(peak))

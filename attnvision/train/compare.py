@@ -75,6 +75,48 @@ BASE_COLUMNS = ("model", "settings", "seed", "val_acc1", "val_acc5", "best_val_a
                 "train_images_per_s", "infer_images_per_s", "seconds")
 
 
+@dataclass(frozen=True)
+class TaskColumns:
+    """What a comparison of one task reports: its metric columns, the one ranked and paired (``primary``),
+    how it is printed (``label``, ``digits``)."""
+
+    metrics: tuple[str, ...]
+    primary: str
+    label: str
+    digits: int
+
+    @property
+    def base(self) -> tuple[str, ...]:
+        return ("model", "settings", "seed", *self.metrics, "params", "macs", *SPEED_COLUMNS, "seconds")
+
+    @property
+    def paired(self) -> tuple[str, ...]:
+        return (self.primary, *PAIRED_COLUMNS[1:])
+
+
+# ``compare --task detection|segmentation --backbones A,B``: the groups are backbones under one head.
+TASK_COLUMNS = {
+    "classification": TaskColumns(BASE_COLUMNS[3:6], "val_acc1", "val acc1 %", 2),
+    "detection": TaskColumns(("val_map", "val_map_50", "val_map_75", "best_val_map"), "val_map", "mAP", 4),
+    "segmentation": TaskColumns(("val_miou", "val_pixel_acc", "best_val_miou"), "val_miou", "mIoU", 4),
+}
+# Dense comparisons without other arguments: the head, data and schedule of the README's examples.
+DENSE_DEFAULTS = dict(
+    detection=dict(model="fasterrcnn", data="cluttered-digits-det", epochs=4, seeds=3,
+                   recipe=dict(batch_size=8, lr=3e-3, opt="adamw", model_kwargs=dict(fpn_channels=64))),
+    segmentation=dict(model="semantic_fpn", data="cluttered-digits-seg", epochs=4, seeds=3,
+                      recipe=dict(batch_size=8, lr=3e-3, opt="adamw", model_kwargs=dict(fpn_channels=64, channels=64))),
+)
+
+
+def task_columns(rows: list[dict]) -> TaskColumns:
+    """The :class:`TaskColumns` of a comparison's rows (told apart by their primary metric)."""
+    for spec in TASK_COLUMNS.values():
+        if rows and spec.primary in rows[0]:
+            return spec
+    return TASK_COLUMNS["classification"]
+
+
 @dataclass
 class RunContext:
     """What a run metric sees: the trained model (final weights, eval mode), the validation set,
@@ -94,7 +136,7 @@ def register_run_metric(name: str, fn: Callable[[RunContext], float | None]) -> 
     """Add a ``name`` column to every comparison: ``fn(RunContext) -> float``, averaged over seeds.
 
     ``fn`` returns None where the metric does not apply (the column is then left out)."""
-    if name in BASE_COLUMNS:
+    if any(name in spec.base for spec in TASK_COLUMNS.values()):
         raise ValueError(f"register_run_metric: {name!r} is a built-in column")
     RUN_METRICS[name] = fn
 
@@ -145,7 +187,9 @@ def settings_label(setting: dict) -> str:
 
 
 def run_config(model: str, setting: dict, seed: int, base: TrainConfig) -> TrainConfig:
-    cfg = dataclasses.replace(base, model=model, seed=seed, model_kwargs=json.loads(json.dumps(base.model_kwargs)))
+    """The run of ``model`` (the backbone, for detection and segmentation) under ``setting`` and ``seed``."""
+    named = dict(model=model) if base.task == "classification" else dict(backbone=model)
+    cfg = dataclasses.replace(base, **named, seed=seed, model_kwargs=json.loads(json.dumps(base.model_kwargs)))
     for key, value in setting.items():
         if key.startswith("train."):
             setattr(cfg, key[6:], value)
@@ -199,7 +243,7 @@ def _add_run_metrics(cfg: TrainConfig, summary: dict, run_dir: str) -> dict:
     from .trainer import build_datasets, build_model, model_pretrained_cfg
 
     _, val_set = build_datasets(cfg, model_pretrained_cfg(cfg))
-    model = build_model(cfg, val_set.num_classes, val_set.in_chans)
+    model = build_model(cfg, val_set)
     load_checkpoint(model, os.path.join(run_dir, LAST_WEIGHTS), source="attnvision")
     model.eval()
     ctx = RunContext(model=model, val_set=val_set, summary=summary, run_dir=run_dir)
@@ -231,7 +275,7 @@ def applicable(model: str, setting: dict, base: TrainConfig) -> dict:
     attention for any ``attn_kwargs``, is not affected)."""
     kept, plain = {}, None
     for key, value in setting.items():
-        if key.startswith("train."):
+        if key.startswith("train.") or base.task != "classification":  # a head's keywords change every run
             kept[key] = value
             continue
         if plain is None:  # the model without any setting: built once, compared with each
@@ -292,8 +336,13 @@ def plan(models: list[str], settings: list[dict], seeds: int, base: TrainConfig)
 
 def compare(models: list[str] | None = None, settings: list[dict] | None = None, *, preset: str | None = None,
             data: str | None = None, epochs: int | None = None, seeds: int | None = None,
-            out: str = "runs/compare", recipe: dict | None = None, jobs: int = 1, progress: bool = True) -> Results:
+            out: str = "runs/compare", recipe: dict | None = None, jobs: int = 1, progress: bool = True,
+            task: str = "classification", head: str | None = None) -> Results:
     """Train the grid (skipping finished runs), write the results files and return the rows.
+
+    ``task="detection"`` or ``"segmentation"``: ``models`` are backbones under one ``head`` (default
+    :data:`DENSE_DEFAULTS`: Faster R-CNN on ``cluttered-digits-det``, Semantic FPN on ``cluttered-digits-seg``),
+    ranked and paired by mAP or mIoU; throughput is then each run's own (training and validation).
 
     ``None`` arguments take the value of :data:`DEFAULT` (``settings`` and ``recipe`` only when
     ``models`` is also left out), or of ``PRESETS[preset]`` (whose recipe applies to any models).
@@ -303,7 +352,19 @@ def compare(models: list[str] | None = None, settings: list[dict] | None = None,
     once in separate processes (one thread each); throughput is then measured afterwards, one
     model at a time.
     """
-    source = _preset(preset)
+    if task != "classification":
+        if task not in DENSE_DEFAULTS:
+            raise ValueError(f"compare: task must be one of {sorted(TASK_COLUMNS)}, got {task!r}")
+        if preset or not models:
+            raise ValueError(f"compare: --task {task} compares the backbones given (--backbones A,B,...); "
+                             f"presets are classification protocols")
+        source = dict(DENSE_DEFAULTS[task], models=models, settings=[{}])
+        recipe = dict(source["recipe"], **(recipe or {}))
+        recipe.update(task=task, model=head or source["model"])
+    elif head is not None:
+        raise ValueError("compare: a head (--model) goes with --task detection|segmentation")
+    else:
+        source = _preset(preset)
     use_default = models is None
     models = list(models or source["models"])
     settings = settings if settings is not None else (source["settings"] if use_default else [{}])
@@ -326,6 +387,7 @@ def compare(models: list[str] | None = None, settings: list[dict] | None = None,
     base = TrainConfig(data=data, epochs=epochs, out=None, progress=progress and jobs == 1,
                        threads=1 if jobs > 1 else threads, **recipe)
 
+    columns = TASK_COLUMNS[task]
     grid = plan(models, settings, seeds, base)
     todo, summaries = [], {}
     for m, s, k in grid.runs:
@@ -353,8 +415,8 @@ def compare(models: list[str] | None = None, settings: list[dict] | None = None,
                                     f"run the same command again to continue")
         summaries[(m, settings_label(s), k)] = (cfg, summary)
         if progress:
-            print(f"  {m} {settings_label(s)} seed {k}: val acc1 {summary['val_acc1']:.2f} "
-                  f"({summary['seconds']:.0f} s)", flush=True)
+            print(f"  {m} {settings_label(s)} seed {k}: {columns.label.removesuffix(' %')} "
+                  f"{summary[columns.primary]:.{columns.digits}f} ({summary['seconds']:.0f} s)", flush=True)
 
     if jobs > 1 and len(todo) > 1:
         import multiprocessing as mp
@@ -372,19 +434,19 @@ def compare(models: list[str] | None = None, settings: list[dict] | None = None,
     rows, outer_threads = [], torch.get_num_threads()
     torch.set_num_threads(base.threads or outer_threads)
     try:
-        speed = _throughputs(grid, base, out, progress)
+        speed = _throughputs(grid, base, out, progress) if task == "classification" else {}
         for m, s, k in grid.runs:
             cfg, summary = summaries[(m, settings_label(s), k)]
             summary = _add_run_metrics(cfg, summary, cfg.out)  # metrics registered in this process only
             row = dict(model=m, settings=settings_label(s), seed=k)
-            row.update({c: summary[c] for c in BASE_COLUMNS[3:] if c not in SPEED_COLUMNS})
-            row.update(speed[_dirname(m, s)])
+            row.update({c: summary[c] for c in columns.base[3:] if c not in SPEED_COLUMNS})
+            row.update(speed.get(_dirname(m, s)) or {c: summary[c] for c in SPEED_COLUMNS})
             row.update({name: summary["run_metrics"][name] for name in RUN_METRICS})
             rows.append(row)
     finally:
         torch.set_num_threads(outer_threads)
     rows = Results(rows, grid.partner)
-    write_results(rows, out, dict(data=data, epochs=epochs, seeds=seeds, recipe=recipe, jobs=jobs,
+    write_results(rows, out, dict(data=data, epochs=epochs, seeds=seeds, recipe=recipe, jobs=jobs, task=task,
                                   threads=torch.get_num_threads() if base.threads is None else base.threads,
                                   partner=grid.partner,
                                   wall_seconds=time.perf_counter() - started))
@@ -414,9 +476,9 @@ def measure_throughput(cfg: TrainConfig, sample_shape: tuple[int, ...], num_clas
     """Training (forward, backward, SGD step at ``cfg.batch_size``) and inference (no-grad forward at
     ``cfg.eval_batch_size``) images per second of ``cfg``'s model on random inputs, on the CPU threads
     this process has; run alone, so that parallel runs do not share the cores being measured."""
-    from .trainer import build_model
+    from .tasks import ClassificationTask
 
-    model = build_model(cfg, num_classes, sample_shape[0])
+    model = ClassificationTask().model(cfg, num_classes, sample_shape[0])
     x = torch.randn(cfg.batch_size, *sample_shape)
     y = torch.randint(num_classes, (cfg.batch_size,))
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
@@ -467,8 +529,9 @@ def _throughputs(grid: _Plan, base: TrainConfig, out: str, progress: bool) -> di
 # -- results files -----------------------------------------------------------------------------
 
 def _columns(rows: list[dict]) -> list[str]:
-    extra = [c for c in rows[0] if c not in BASE_COLUMNS and any(r[c] is not None for r in rows)] if rows else []
-    return [*BASE_COLUMNS, *extra]
+    base = task_columns(rows).base
+    extra = [c for c in rows[0] if c not in base and any(r[c] is not None for r in rows)] if rows else []
+    return [*base, *extra]
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -494,7 +557,7 @@ def group(rows: list[dict], partner: dict[tuple[str, str], tuple[str, str]] | No
         base = (partner or {}).get((model, setting), first)
         g["baseline"] = base
         g["paired"] = None if base == (model, setting) else {
-            c: _paired(rs, groups[base], c) for c in PAIRED_COLUMNS if g.get(c) is not None}
+            c: _paired(rs, groups[base], c) for c in task_columns(rows).paired if g.get(c) is not None}
         out.append(g)
     return out
 
@@ -546,16 +609,22 @@ def _markdown(rows: list[dict], info: dict) -> str:
     from ..cli._table import format_table
 
     groups = group(rows, info.get("partner"))
-    extra = _columns(rows)[len(BASE_COLUMNS):]
-    headers = ["model", "settings", "seeds", "val acc1 %", "Δ acc1 [95% CI]", "best acc1 %", "params", "MACs",
-               "train img/s", "infer img/s"]
+    spec = task_columns(rows)
+    extra = _columns(rows)[len(spec.base):]
+    if spec.primary == "val_acc1":
+        metric_headers = ["val acc1 %", "Δ acc1 [95% CI]", "best acc1 %"]
+    else:
+        metric_headers = [spec.label, f"Δ {spec.label} [95% CI]", *spec.metrics[1:]]
+    headers = ["model", "settings", "seeds", *metric_headers, "params", "MACs", "train img/s", "infer img/s"]
     for c in extra:
         headers += [c, f"Δ {c} [95% CI]"] if c in PAIRED_COLUMNS else [c]
     table = []
     for g in groups:
         n, paired = g["n"], g["paired"] or {}
-        line = [f"`{g['model']}`", g["settings"], str(n), mean_cell(g["val_acc1"], n),
-                delta_cell(paired.get("val_acc1") if g["paired"] else None), mean_cell(g["best_val_acc1"], n),
+        others = ["best_val_acc1"] if spec.primary == "val_acc1" else spec.metrics[1:]
+        line = [f"`{g['model']}`", g["settings"], str(n), mean_cell(g[spec.primary], n, spec.digits),
+                delta_cell(paired.get(spec.primary) if g["paired"] else None, spec.digits),
+                *(mean_cell(g[c], n, spec.digits) for c in others),
                 f"{int(g['params'][0]):,}", f"{g['macs'][0] / 1e6:.2f} M", f"{g['train_images_per_s'][0]:.0f}",
                 f"{g['infer_images_per_s'][0]:.0f}"]
         for c in extra:
@@ -567,12 +636,15 @@ def _markdown(rows: list[dict], info: dict) -> str:
     seeds = sorted({g["n"] for g in groups})
     spread = (f"mean ± std over {'/'.join(map(str, seeds))} seeds" if seeds != [1] else
               "one seed: single values, no spread and no interval")
-    return (f"Data `{info['data']}`, {info['epochs']} epochs, {spread}; recipe: {recipe}. Accuracy is the final "
+    speed = (f"throughput measured after training, one model at a time, on {info.get('threads', '?')} thread(s)"
+             if spec.primary == "val_acc1" else "throughput of each run's own training and validation, mean over seeds")
+    measured = ("Accuracy is" if spec.primary == "val_acc1" else
+                f"{spec.label} ({spec.primary}; {', '.join(spec.metrics[1:])} beside it) is")
+    return (f"Data `{info['data']}`, {info['epochs']} epochs, {spread}; recipe: {recipe}. {measured} the final "
             f"epoch's on the validation split. Δ: the mean over seeds of the difference to the baseline trained "
             f"with the same seed (same data order and initialisation seed), with its 95% Student-t interval; `*` "
             f"marks an interval that excludes 0 (a difference larger than the seed spread explains). MACs for one "
-            f"image; throughput measured after training, one model at a time, on {info.get('threads', '?')} "
-            f"thread(s). Machine: {os.cpu_count()} CPUs, torch {torch.__version__}, {platform.machine()}; "
+            f"image; {speed}. Machine: {os.cpu_count()} CPUs, torch {torch.__version__}, {platform.machine()}; "
             f"{info['jobs']} run(s) at a time.\n\n" + format_table(headers, table, markdown=True) + "\n")
 
 
@@ -586,18 +658,18 @@ def _plot(rows: list[dict], path: str) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = group(rows)
+    groups, spec = group(rows), task_columns(rows)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
     for ax, key, label in ((axes[0], "macs", "MACs (M)"), (axes[1], "params", "parameters (M)")):
         for g in groups:
             x = g[key][0] / 1e6
-            ax.errorbar(x, g["val_acc1"][0], yerr=g["val_acc1"][1], fmt="o", capsize=4,
+            ax.errorbar(x, g[spec.primary][0], yerr=g[spec.primary][1], fmt="o", capsize=4,
                         label=g["model"] + ("" if g["settings"] == "-" else f" {g['settings']}"))
         ax.set_xlabel(label)
-        ax.set_ylabel("val top-1 accuracy (%)")
+        ax.set_ylabel("val top-1 accuracy (%)" if spec.primary == "val_acc1" else f"val {spec.label}")
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=8, loc="best")
-    fig.suptitle("accuracy (mean ± std over seeds) against cost")
+    fig.suptitle(f"{'accuracy' if spec.primary == 'val_acc1' else spec.label} (mean ± std over seeds) against cost")
 
     def write(tmp):
         fig.savefig(tmp, format="png", dpi=110)

@@ -74,6 +74,16 @@ def all_sum(values: torch.Tensor, d: Dist) -> torch.Tensor:
     return values
 
 
+def all_gather_objects(obj, d: Dist) -> list:
+    """``[rank 0's obj, rank 1's obj, ...]`` on every rank (``[obj]`` in one process); for results that are
+    not tensors of one shape, such as a detector's per-image predictions."""
+    if not d.enabled:
+        return [obj]
+    gathered = [None] * d.world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
 class DistributedBatchNorm(nn.modules.batchnorm._BatchNorm):
     """Batch normalisation over the union of every process's batch, on any device and backend.
 

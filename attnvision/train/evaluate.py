@@ -34,7 +34,7 @@ class EvalResult:
         return out
 
 
-class _Shard(torch.utils.data.Sampler):
+class Shard(torch.utils.data.Sampler):
     """Indices ``rank, rank + world, ...``: every sample is seen by exactly one rank, none twice."""
 
     def __init__(self, n: int, d: Dist):
@@ -56,7 +56,7 @@ def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 256, num_c
     d = d or Dist()
     device = torch.device(device) if device is not None else next(model.parameters()).device
     num_classes = num_classes or dataset.num_classes
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=_Shard(len(dataset), d), num_workers=workers,
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=Shard(len(dataset), d), num_workers=workers,
                         generator=torch.Generator())
     was_training = model.training
     model.eval()

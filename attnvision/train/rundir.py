@@ -71,9 +71,11 @@ def _tuple(values):
     return None if values is None else tuple(values)
 
 
-def write_record(out: str, config: dict, dataset, pretrained_cfg: dict, custom_model: bool = False) -> dict:
+def write_record(out: str, config: dict, dataset, pretrained_cfg: dict, custom_model: bool = False,
+                 **dense) -> dict:
     """Write ``out/run.json``; ``custom_model``: the model was passed to ``train`` in Python, so
-    the record cannot name a registered model to rebuild (``model`` is null)."""
+    the record cannot name a registered model to rebuild (``model`` is null). ``dense``: ``task``,
+    ``backbone`` and the head builder's complete ``model_kwargs`` of a detection/segmentation run."""
     num_classes = dataset.num_classes
     classes = list(getattr(dataset, "classes", None) or [str(i) for i in range(num_classes)])
     keep = ("input_size", "mean", "std", "crop_pct")
@@ -81,6 +83,7 @@ def write_record(out: str, config: dict, dataset, pretrained_cfg: dict, custom_m
                   attach=config["attach"], attach_init=config["attach_init"], data=config["data"],
                   num_classes=num_classes, in_chans=pretrained_cfg["input_size"][0], classes=classes,
                   pretrained_cfg={k: pretrained_cfg[k] for k in keep}, config=config)
+    record.update(dense)
     atomic_write_text(os.path.join(out, RUN_RECORD), json.dumps(record, indent=1) + "\n")
     return record
 
@@ -91,9 +94,13 @@ MODEL_METADATA = "attnvision.model"
 _MODEL_FIELDS = ("model", "model_kwargs", "attach", "attach_init", "num_classes", "in_chans", "pretrained_cfg")
 
 
+_DENSE_FIELDS = ("task", "backbone")  # detection/segmentation records only
+
+
 def model_metadata(record: dict) -> dict[str, str]:
     """The part of a run record that rebuilds the model, as safetensors metadata (strings only)."""
-    return {MODEL_METADATA: json.dumps({k: record[k] for k in _MODEL_FIELDS})}
+    fields = _MODEL_FIELDS + tuple(k for k in _DENSE_FIELDS if k in record)
+    return {MODEL_METADATA: json.dumps({k: record[k] for k in fields})}
 
 
 def record_from_metadata(metadata: dict | None, path: str, who: str) -> dict:
@@ -140,9 +147,9 @@ def model_from_record(record: dict, who: str) -> nn.Module:
     if record["model"] is None:
         raise ValueError(f"{who}: the run trained a model passed to train() in Python, which its record cannot "
                          f"rebuild; build it yourself and load the weights with attnvision.load_checkpoint")
-    model = create_run_model(record["model"], record.get("model_kwargs") or {}, num_classes=record["num_classes"],
-                             in_chans=record["in_chans"], attach=record.get("attach"),
-                             attach_init=record.get("attach_init") or "identity", who=who)
+    from .tasks import get_task
+
+    model = get_task(record.get("task", "classification")).model_from_record(record, who)
     cfg = dict(record["pretrained_cfg"])
     cfg["input_size"], cfg["mean"], cfg["std"] = (_tuple(cfg[k]) for k in ("input_size", "mean", "std"))
     model.pretrained_cfg = dict(getattr(model, "pretrained_cfg", {}) or {}, **cfg)

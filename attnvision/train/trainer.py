@@ -1,14 +1,20 @@
-"""The training loop: one recipe for every registered model, on one process or many.
+"""The training loop: one recipe for every registered model and every task, on one process or many.
 
 ``train(TrainConfig(model="resnet20_cbam", data="cluttered-digits", epochs=10, out="runs/x"))``
 trains, evaluates after every epoch and writes into ``out``:
 
 - ``metrics.csv`` and ``metrics.jsonl``: one row per epoch (``epoch, train_loss, train_acc1,
-  val_loss, val_acc1, val_acc5, lr, seconds, train_images_per_s``), and TensorBoard events
-  when ``tensorboard`` is installed;
-- ``last.safetensors``, ``best.safetensors``, ``last.state.pt`` (see :mod:`.checkpoints`);
-- ``summary.json``: final and best ``val_acc1``, parameters, MACs, train and inference throughput;
+  val_loss, val_acc1, val_acc5, lr, seconds, train_images_per_s`` for classification; the task's
+  own ``train_*``/``val_*`` columns otherwise), and TensorBoard events when ``tensorboard`` is installed;
+- ``last.safetensors``, ``best.safetensors`` (the best ``val_acc1``, ``val_map`` or ``val_miou``),
+  ``last.state.pt`` (see :mod:`.checkpoints`);
+- ``summary.json``: final and best metrics, parameters, MACs, train and inference throughput;
 - ``run.json``: the record of the run, written before the first step (see :mod:`.rundir`).
+
+``TrainConfig(task="detection", model="fasterrcnn", backbone="resnet18_cbam", data="cluttered-digits-det")``
+trains a detector, ``task="segmentation"`` a segmenter: the loop (:class:`_Loop`: build, restore, train an
+epoch, evaluate, save and log) is the same; what differs comes from the task object
+(:mod:`.tasks`, :mod:`attnvision.dense.tasks`).
 
 A directory that holds another run is refused unless ``resume`` (continue it: the recipe must
 be the same, but for more ``epochs``) or ``overwrite`` (replace it) is set.
@@ -44,7 +50,6 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -53,12 +58,11 @@ from ..io import atomic_write_text
 from . import checkpoints as ckpt
 from . import rundir
 from .distributed import Dist, all_sum, barrier, broadcast_buffers, convert_sync_batchnorm, init
-from .evaluate import evaluate
 from .optim import OPTIMIZERS, create_ema, create_optimizer, create_scheduler
+from .tasks import ClassificationTask, get_task
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-METRIC_COLUMNS = ("epoch", "train_loss", "train_acc1", "val_loss", "val_acc1", "val_acc5", "lr", "seconds",
-                  "train_images_per_s")
+METRIC_COLUMNS = ClassificationTask().columns()  # classification's; each task names its own (Task.columns)
 # Settings that change how a run is executed, not what it trains: free to differ when resuming.
 RUNTIME_KEYS = ("workers", "threads", "eval_batch_size", "device", "out", "resume", "overwrite", "progress")
 
@@ -74,6 +78,12 @@ class TrainConfig:
 
     model: str = "resnet20"
     data: str = "digits"
+    task: str = "classification"       # or "detection", "segmentation" (attnvision.dense.tasks)
+    backbone: str | None = None        # detection/segmentation: the network under the head named by model
+    num_classes: int | None = None     # detection/segmentation: checked against the data; segfolder needs it
+    min_size: int | None = None        # detection: torchvision's resizing (default: the built-in canvases' 64,
+    max_size: int | None = None        # else 800 and 1333)
+    trainable_stages: int | None = None  # detection/segmentation: backbone stages trained (default all)
     epochs: int = 10
     batch_size: int = 128
     lr: float | None = None
@@ -142,25 +152,18 @@ def _set_deterministic(on: bool) -> None:
 
 
 def build_datasets(cfg: TrainConfig, pretrained_cfg: dict | None = None):
-    from ..data import create_dataset
-
-    pc = pretrained_cfg or {}
-    kw = dict(input_size=cfg.input_size or pc.get("input_size"), mean=pc.get("mean"), std=pc.get("std"),
-              crop_pct=pc.get("crop_pct", 0.875), seed=cfg.seed)
-    return create_dataset(cfg.data, "train", **kw), create_dataset(cfg.data, "val", **kw)
+    """The train and val datasets of ``cfg`` (its task's)."""
+    return get_task(cfg.task).datasets(cfg, pretrained_cfg)
 
 
-def build_model(cfg: TrainConfig, num_classes: int, in_chans: int) -> nn.Module:
-    torch.manual_seed(cfg.seed)
-    return rundir.create_run_model(cfg.model, cfg.model_kwargs, num_classes=num_classes, in_chans=in_chans,
-                                   attach=cfg.attach, attach_init=cfg.attach_init)
+def build_model(cfg: TrainConfig, train_set) -> nn.Module:
+    """The model of ``cfg`` for ``train_set``'s classes (and channels), seeded by ``cfg.seed``."""
+    return get_task(cfg.task).build_model(cfg, train_set)
 
 
 def model_pretrained_cfg(cfg: TrainConfig) -> dict:
-    from ..registry import create_model
-
-    with torch.device("meta"):
-        return dict(getattr(create_model(cfg.model, **cfg.model_kwargs), "pretrained_cfg", {}) or {})
+    """The preprocessing of ``cfg``'s model (of its backbone for dense tasks)."""
+    return get_task(cfg.task).model_pretrained_cfg(cfg)
 
 
 class _StopFlag:
@@ -195,8 +198,8 @@ class _StopFlag:
 class MetricsLog:
     """``metrics.csv`` and ``metrics.jsonl`` (rewritten atomically each epoch) and TensorBoard if installed."""
 
-    def __init__(self, out: str, rows: list[dict]):
-        self.out, self.rows = out, list(rows)
+    def __init__(self, out: str, rows: list[dict], columns: tuple[str, ...] = METRIC_COLUMNS):
+        self.out, self.rows, self.columns = out, list(rows), columns
         try:
             from torch.utils.tensorboard import SummaryWriter
             self.tb = SummaryWriter(os.path.join(out, "tensorboard"))
@@ -205,7 +208,7 @@ class MetricsLog:
 
     def add(self, row: dict) -> None:
         self.rows.append(row)
-        lines = [",".join(METRIC_COLUMNS)] + [",".join(_fmt(r[c]) for c in METRIC_COLUMNS) for r in self.rows]
+        lines = [",".join(self.columns)] + [",".join(_fmt(r[c]) for c in self.columns) for r in self.rows]
         atomic_write_text(os.path.join(self.out, "metrics.csv"), "\n".join(lines) + "\n")
         atomic_write_text(os.path.join(self.out, "metrics.jsonl"), "".join(json.dumps(r) + "\n" for r in self.rows))
         if self.tb is not None:
@@ -264,92 +267,229 @@ def train(cfg: TrainConfig, *, model: nn.Module | None = None, train_set=None, v
         torch.use_deterministic_algorithms(deterministic)
 
 
-def _train(cfg: TrainConfig, d: Dist, model, train_set, val_set, on_step) -> dict:
-    custom_model = model is not None
-    if model is not None:
-        pretrained_cfg = dict(getattr(model, "pretrained_cfg", {}) or {})
-    else:
-        pretrained_cfg = model_pretrained_cfg(cfg)
-    if train_set is None or val_set is None:
-        built_train, built_val = build_datasets(cfg, pretrained_cfg)
-        train_set, val_set = train_set or built_train, val_set or built_val
-    if model is None:
-        model = build_model(cfg, train_set.num_classes, train_set.in_chans)
-    device = d.device
-    sample_shape = tuple(val_set[0][0].shape)
-    if cfg.input_size is not None and tuple(cfg.input_size) != sample_shape:
-        raise ValueError(f"train: input_size {'x'.join(map(str, cfg.input_size))} does not fit the data {cfg.data!r}, "
-                         f"whose images are {'x'.join(map(str, sample_shape))} (only image folders are resized, "
-                         f"to square sizes); leave input_size out or match it")
+class _Loop:
+    """One run, step by step: :meth:`build` the data, model and optimiser, :meth:`restore` a saved state,
+    :meth:`train_epoch`, :meth:`evaluate`, :meth:`save` (and log); the task supplies what differs."""
 
-    from ..profiling import profile
-    prof = profile(model, (1, *sample_shape))
-    model.to(device)
-    if cfg.sync_bn:
-        model = convert_sync_batchnorm(model, device)
-    ema = create_ema(model, cfg.ema) if cfg.ema else None
-    opt_defaults = dict(sgd=(0.1, 5e-4), adamw=(1e-3, 0.05))[cfg.opt]
-    lr = cfg.lr if cfg.lr is not None else opt_defaults[0]
-    wd = cfg.weight_decay if cfg.weight_decay is not None else opt_defaults[1]
-    optimizer = create_optimizer(model, cfg.opt, lr, weight_decay=wd, momentum=cfg.momentum, nesterov=cfg.nesterov)
-    steps_per_epoch = len(train_set) // cfg.batch_size
-    if steps_per_epoch == 0:
-        raise ValueError(f"train: the training set ({len(train_set)} samples) is smaller than one batch "
-                         f"({cfg.batch_size})")
-    scheduler = create_scheduler(optimizer, cfg.sched, total_steps=cfg.epochs * steps_per_epoch,
-                                 warmup_steps=int(cfg.warmup_epochs * steps_per_epoch),
-                                 step_every=int(cfg.step_epochs * steps_per_epoch), gamma=cfg.step_gamma,
-                                 milestones=tuple(int(m * steps_per_epoch) for m in cfg.step_milestones))
-    amp_dtype = AMP_DTYPES.get(cfg.amp)
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
-    net = model
-    if d.enabled:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.compile:
-        net = torch.compile(net)
-    eval_model = ema.module if ema is not None else model
+    def __init__(self, cfg: TrainConfig, d: Dist, task, on_step):
+        self.cfg, self.d, self.task, self.on_step = cfg, d, task, on_step
+        self.out = cfg.out if cfg.out else None
+        self.start_epoch, self.start_batch, self.global_step, self.best, self.rows = 0, 0, 0, None, []
+        self.running = self._zeros()  # the task's sums over the epoch so far (count last)
 
-    out = cfg.out
-    start_epoch, start_batch, global_step, best, rows = 0, 0, 0, None, []
-    running = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, count of the epoch so far
-    if cfg.resume:
-        state = ckpt.load_state(os.path.join(out, ckpt.LAST_STATE))
-        check_resumable(state["recipe"], cfg.recipe(), state["epoch"])
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        if ema is not None:
-            ema.load_state_dict(state["ema"])
-        ckpt.set_rng_state(state["rng"])
-        start_epoch, start_batch, global_step = state["epoch"], state["batch"], state["global_step"]
-        best, rows, running = state["best"], state["rows"], state["running"]
-    if out and d.is_main:  # the first write into out
-        if cfg.overwrite:
-            rundir.clear_run(out)
-        run_cfg = rundir.data_pretrained_cfg(cfg.data, train_set, sample_shape, pretrained_cfg)
-        record = rundir.write_record(out, _config(cfg), train_set, run_cfg, custom_model)
-    # the weights carry what rebuilds their model, unless the record cannot name one
-    model_meta = rundir.model_metadata(record) if out and d.is_main and not custom_model else {}
-    log = MetricsLog(out, rows) if out and d.is_main else None
+    def _zeros(self) -> torch.Tensor:
+        return torch.zeros(len(self.task.train_columns) + 1, dtype=torch.float64)
 
-    def save(epoch: int, batch: int, row: dict | None) -> None:
-        nonlocal best
-        if row is not None and (best is None or row["val_acc1"] > best["val_acc1"]):
-            best = dict(epoch=row["epoch"], val_acc1=row["val_acc1"])
-            if out and d.is_main:
-                ckpt.save_weights(os.path.join(out, ckpt.BEST_WEIGHTS), eval_model.state_dict(),
-                                  dict(model_meta, epoch=row["epoch"], val_acc1=row["val_acc1"]))
-        if not (out and d.is_main):
+    # -- build ---------------------------------------------------------------------------------
+    def build(self, model, train_set, val_set) -> None:
+        cfg, d, task = self.cfg, self.d, self.task
+        self.custom_model = model is not None
+        if model is not None:
+            self.pretrained_cfg = dict(getattr(model, "pretrained_cfg", {}) or {})
+        else:
+            self.pretrained_cfg = task.model_pretrained_cfg(cfg)
+        if train_set is None or val_set is None:
+            built_train, built_val = task.datasets(cfg, self.pretrained_cfg)
+            train_set, val_set = train_set or built_train, val_set or built_val
+        if model is None:
+            model = task.build_model(cfg, train_set)
+        self.train_set, self.val_set = train_set, val_set
+        device = self.device = d.device
+        self.sample_shape = tuple(val_set[0][0].shape)
+        if cfg.input_size is not None and tuple(cfg.input_size) != self.sample_shape:
+            raise ValueError(f"train: input_size {'x'.join(map(str, cfg.input_size))} does not fit the data "
+                             f"{cfg.data!r}, whose images are {'x'.join(map(str, self.sample_shape))} (only image "
+                             f"folders are resized, to square sizes); leave input_size out or match it")
+
+        from ..profiling import profile
+        self.prof = profile(model, (1, *self.sample_shape))
+        model.to(device)
+        if cfg.sync_bn:
+            model = convert_sync_batchnorm(model, device)
+        self.model = model
+        self.ema = create_ema(model, cfg.ema) if cfg.ema else None
+        opt_defaults = dict(sgd=(0.1, 5e-4), adamw=(1e-3, 0.05))[cfg.opt]
+        lr = cfg.lr if cfg.lr is not None else opt_defaults[0]
+        wd = cfg.weight_decay if cfg.weight_decay is not None else opt_defaults[1]
+        self.optimizer = create_optimizer(model, cfg.opt, lr, weight_decay=wd, momentum=cfg.momentum,
+                                          nesterov=cfg.nesterov)
+        self.steps_per_epoch = len(train_set) // cfg.batch_size
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"train: the training set ({len(train_set)} samples) is smaller than one batch "
+                             f"({cfg.batch_size})")
+        steps = self.steps_per_epoch
+        self.scheduler = create_scheduler(self.optimizer, cfg.sched, total_steps=cfg.epochs * steps,
+                                          warmup_steps=int(cfg.warmup_epochs * steps),
+                                          step_every=int(cfg.step_epochs * steps), gamma=cfg.step_gamma,
+                                          milestones=tuple(int(m * steps) for m in cfg.step_milestones))
+        self.amp_dtype = AMP_DTYPES.get(cfg.amp)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
+        net = model
+        if d.enabled:
+            net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+                                                      else None)
+        if cfg.compile:
+            net = torch.compile(net)
+        self.net = net
+        self.eval_model = self.ema.module if self.ema is not None else model
+
+    # -- restore -------------------------------------------------------------------------------
+    def restore(self) -> None:
+        """Continue from ``last.state.pt`` (with ``resume``), then write the run record (the first write)."""
+        cfg, d, out = self.cfg, self.d, self.out
+        if cfg.resume:
+            state = ckpt.load_state(os.path.join(out, ckpt.LAST_STATE))
+            check_resumable(state["recipe"], cfg.recipe(), state["epoch"])
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.scaler.load_state_dict(state["scaler"])
+            if self.ema is not None:
+                self.ema.load_state_dict(state["ema"])
+            ckpt.set_rng_state(state["rng"])
+            self.start_epoch, self.start_batch, self.global_step = state["epoch"], state["batch"], state["global_step"]
+            self.best, self.rows, self.running = state["best"], state["rows"], state["running"]
+        self.model_meta, self.log = {}, None
+        if out and d.is_main:
+            if cfg.overwrite:
+                rundir.clear_run(out)
+            run_cfg = rundir.data_pretrained_cfg(cfg.data, self.train_set, self.sample_shape, self.pretrained_cfg)
+            record = rundir.write_record(out, _config(cfg), self.train_set, run_cfg, self.custom_model,
+                                         **self._dense_record())
+            # the weights carry what rebuilds their model, unless the record cannot name one
+            self.model_meta = {} if self.custom_model else rundir.model_metadata(record)
+            self.log = MetricsLog(out, self.rows, self.task.columns())
+
+    def _dense_record(self) -> dict:
+        if self.task.name == "classification":
+            return {}
+        return dict(task=self.task.name, backbone=self.cfg.backbone,
+                    model_kwargs=self.task.model_kwargs(self.cfg, self.train_set))
+
+    # -- save and log --------------------------------------------------------------------------
+    def save(self, epoch: int, batch: int, row: dict | None) -> None:
+        """``best`` when ``row`` beats it, then ``last`` and the training state (rank 0 writes)."""
+        task, out, writes = self.task, self.out, self.out and self.d.is_main
+        if row is not None and (self.best is None or task.best_value(row) > self.best[task.best]):
+            self.best = {"epoch": row["epoch"], task.best: task.best_value(row)}
+            if writes:
+                ckpt.save_weights(os.path.join(out, ckpt.BEST_WEIGHTS), self.eval_model.state_dict(),
+                                  dict(self.model_meta, epoch=row["epoch"], **{task.best: row[task.best]}))
+        if not writes:
             return
-        ckpt.save_weights(os.path.join(out, ckpt.LAST_WEIGHTS), eval_model.state_dict(),
-                          dict(model_meta, epoch=epoch, batch=batch))
+        ckpt.save_weights(os.path.join(out, ckpt.LAST_WEIGHTS), self.eval_model.state_dict(),
+                          dict(self.model_meta, epoch=epoch, batch=batch))
         ckpt.save_state(os.path.join(out, ckpt.LAST_STATE), dict(
-            recipe=cfg.recipe(), model=model.state_dict(), ema=ema.state_dict() if ema is not None else None,
-            optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), scaler=scaler.state_dict(),
-            rng=ckpt.rng_state(), epoch=epoch, batch=batch, global_step=global_step, best=best,
-            rows=log.rows if log else [], running=running))
+            recipe=self.cfg.recipe(), model=self.model.state_dict(),
+            ema=self.ema.state_dict() if self.ema is not None else None, optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(), scaler=self.scaler.state_dict(), rng=ckpt.rng_state(),
+            epoch=epoch, batch=batch, global_step=self.global_step, best=self.best,
+            rows=self.log.rows if self.log else [], running=self.running))
 
+    # -- train one epoch -----------------------------------------------------------------------
+    def train_epoch(self, epoch: int, stop: "_StopFlag") -> tuple[bool, int, float]:
+        """Train ``epoch`` from ``start_batch``; ``(interrupted, images, seconds)``."""
+        cfg, d, device, task = self.cfg, self.d, self.device, self.task
+        steps, start_batch = self.steps_per_epoch, self.start_batch
+        if hasattr(self.train_set, "set_epoch"):
+            self.train_set.set_epoch(epoch)
+        order = torch.randperm(len(self.train_set), generator=torch.Generator().manual_seed(_mix(cfg.seed, epoch)))
+        batches = order[:steps * cfg.batch_size].view(steps, cfg.batch_size)
+        batches = batches[start_batch:, d.rank::d.world_size]  # (steps, batch per rank)
+        loader = DataLoader(self.train_set, batch_sampler=batches.tolist(), num_workers=cfg.workers,
+                            pin_memory=device.type == "cuda", generator=torch.Generator(), collate_fn=task.collate_fn)
+        bar = None
+        if cfg.progress and d.is_main:
+            from tqdm import tqdm
+            bar = tqdm(total=steps, initial=start_batch, desc=f"epoch {epoch + 1}/{cfg.epochs}", dynamic_ncols=True,
+                       leave=False)
+        self.model.train()
+        epoch_start, images, interrupted = time.perf_counter(), 0, False
+        try:
+            for batch, data in enumerate(loader, start=start_batch):
+                with torch.autocast(device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                    loss, sums = task.forward(self.net, data, cfg, device)
+                flags = torch.tensor([not torch.isfinite(loss).item(), stop.requested], dtype=torch.float64)
+                step_stats = all_sum(torch.cat([sums, flags]).to(device), d).cpu()
+                n = len(sums)
+                if step_stats[n] > 0:
+                    self._non_finite(loss, epoch, batch)
+                self._step(loss)
+                self.running += step_stats[:n]
+                images += int(step_stats[n - 1])
+                if bar is not None:
+                    ips = images / max(time.perf_counter() - epoch_start, 1e-9)
+                    bar.set_postfix(**task.postfix(self.running), img_s=f"{ips:.0f}", refresh=False)
+                    bar.update()
+                if self.on_step is not None:
+                    self.on_step(self.global_step)
+                if step_stats[n + 1] > 0 or stop.requested:
+                    interrupted = True
+                    self.save(epoch, batch + 1, None)
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
+        return interrupted, images, time.perf_counter() - epoch_start
+
+    def _step(self, loss: torch.Tensor) -> None:
+        cfg = self.cfg
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if cfg.clip_grad:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        self.global_step += 1
+
+    def _non_finite(self, loss: torch.Tensor, epoch: int, batch: int):
+        out, start_batch = self.out, self.start_batch
+        value = loss.item() if not torch.isfinite(loss) else "non-finite on another rank"
+        kept = (f"the last good checkpoint is {os.path.join(out, ckpt.LAST_STATE)} (epoch {epoch}, "
+                f"batch {start_batch})" if out and (epoch or start_batch) else "no checkpoint was written")
+        raise NonFiniteLossError(
+            f"train: the loss became {value} at step {self.global_step + 1} (epoch {epoch + 1}, batch "
+            f"{batch + 1} of {self.steps_per_epoch}); stopped before updating the weights; {kept}. "
+            f"Lower the learning rate or clip gradients (--clip-grad).")
+
+    # -- evaluate ------------------------------------------------------------------------------
+    def evaluate(self, **kw) -> tuple[dict, object]:
+        """The validation metrics of the evaluated weights (the EMA's when on), every rank alike."""
+        return self.task.evaluate(self.eval_model, self.val_set, batch_size=self.cfg.eval_batch_size,
+                                  device=self.device, d=self.d, **kw)
+
+    def end_epoch(self, epoch: int, epoch_start: float, images: int, seconds: float) -> tuple[dict, object]:
+        """Evaluate after ``epoch``, log its row, save, and start the next epoch's sums."""
+        cfg, d, task = self.cfg, self.d, self.task
+        train_ips = images / max(seconds, 1e-9)
+        broadcast_buffers(self.model, d)
+        values, result = self.evaluate(workers=cfg.workers, amp_dtype=self.amp_dtype)
+        row = dict(epoch=epoch + 1, **task.train_metrics(self.running), **values,
+                   lr=self.optimizer.param_groups[0]["lr"], seconds=time.perf_counter() - epoch_start,
+                   train_images_per_s=train_ips)
+        if self.log is not None:
+            self.log.add(row)
+        else:  # the other ranks keep the rows too: their summaries count the same epochs
+            self.rows.append(row)
+        if d.is_main and cfg.progress:
+            print(f"epoch {epoch + 1}/{cfg.epochs}  train loss {row['train_loss']:.4f}  {task.describe(values)}  "
+                  f"({row['seconds']:.1f} s, {train_ips:.0f} img/s)", flush=True)
+        self.start_batch, self.running = 0, self._zeros()
+        self.save(epoch + 1, 0, row)
+        return row, result
+
+
+def _train(cfg: TrainConfig, d: Dist, model, train_set, val_set, on_step) -> dict:
+    task = get_task(cfg.task)
+    task.check(cfg)
+    run = _Loop(cfg, d, task, on_step)
+    run.build(model, train_set, val_set)
+    run.restore()
+    out = run.out
     started = time.perf_counter()
     interrupted, result, train_ips = False, None, 0.0
     resume_hint = f"continue with `attnvision train --resume {out}`" if out else "no out directory: nothing is saved"
@@ -361,105 +501,49 @@ def _train(cfg: TrainConfig, d: Dist, model, train_set, val_set, on_step) -> dic
             return f"train: stopped at once by a second Ctrl-C; {out} keeps its last complete checkpoint; {resume_hint}"
         return "train: stopped at once by a second Ctrl-C, before anything was saved; start the run again"
     with _StopFlag(notice, abort) as stop:
-        for epoch in range(start_epoch, cfg.epochs):
-            if hasattr(train_set, "set_epoch"):
-                train_set.set_epoch(epoch)
-            order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(_mix(cfg.seed, epoch)))
-            batches = order[:steps_per_epoch * cfg.batch_size].view(steps_per_epoch, cfg.batch_size)
-            batches = batches[start_batch:, d.rank::d.world_size]  # (steps, batch per rank)
-            loader = DataLoader(train_set, batch_sampler=batches.tolist(), num_workers=cfg.workers,
-                                pin_memory=device.type == "cuda", generator=torch.Generator())
-            bar = None
-            if cfg.progress and d.is_main:
-                from tqdm import tqdm
-                bar = tqdm(total=steps_per_epoch, initial=start_batch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                           dynamic_ncols=True, leave=False)
-            model.train()
-            epoch_start, images = time.perf_counter(), 0
-            for batch, (x, y) in enumerate(loader, start=start_batch):
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    logits = net(x)
-                    loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
-                local = torch.tensor([loss.item() * len(y), (logits.argmax(1) == y).sum().item(), len(y),
-                                      not torch.isfinite(loss).item(), stop.requested], dtype=torch.float64)
-                step_stats = all_sum(local.to(device), d).cpu()
-                if step_stats[3] > 0:
-                    if bar is not None:
-                        bar.close()
-                    value = loss.item() if not torch.isfinite(loss) else "non-finite on another rank"
-                    kept = (f"the last good checkpoint is {os.path.join(out, ckpt.LAST_STATE)} (epoch {epoch}, "
-                            f"batch {start_batch})" if out and (epoch or start_batch) else "no checkpoint was written")
-                    raise NonFiniteLossError(
-                        f"train: the loss became {value} at step {global_step + 1} (epoch {epoch + 1}, batch "
-                        f"{batch + 1} of {steps_per_epoch}); stopped before updating the weights; {kept}. "
-                        f"Lower the learning rate or clip gradients (--clip-grad).")
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if cfg.clip_grad:
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                if ema is not None:
-                    ema.update_parameters(model)
-                global_step += 1
-                running += step_stats[:3]
-                images += int(step_stats[2])
-                if bar is not None:
-                    ips = images / max(time.perf_counter() - epoch_start, 1e-9)
-                    bar.set_postfix(loss=f"{running[0] / running[2]:.4f}", acc=f"{100 * running[1] / running[2]:.2f}",
-                                    img_s=f"{ips:.0f}", refresh=False)
-                    bar.update()
-                if on_step is not None:
-                    on_step(global_step)
-                if step_stats[4] > 0 or stop.requested:
-                    interrupted = True
-                    save(epoch, batch + 1, None)
-                    break
-            if bar is not None:
-                bar.close()
+        for epoch in range(run.start_epoch, cfg.epochs):
+            epoch_start = time.perf_counter()
+            interrupted, images, seconds = run.train_epoch(epoch, stop)
             if interrupted:
                 break
-            seconds = time.perf_counter() - epoch_start
             train_ips = images / max(seconds, 1e-9)
-            broadcast_buffers(model, d)
-            result = evaluate(eval_model, val_set, batch_size=cfg.eval_batch_size, device=device, workers=cfg.workers,
-                              amp_dtype=amp_dtype, d=d)
-            row = dict(epoch=epoch + 1, train_loss=(running[0] / running[2]).item(),
-                       train_acc1=(100 * running[1] / running[2]).item(), val_loss=result.loss,
-                       val_acc1=result.acc1, val_acc5=result.acc5, lr=optimizer.param_groups[0]["lr"],
-                       seconds=time.perf_counter() - epoch_start, train_images_per_s=train_ips)
-            if log is not None:
-                log.add(row)
-            if d.is_main and cfg.progress:
-                print(f"epoch {epoch + 1}/{cfg.epochs}  train loss {row['train_loss']:.4f}  "
-                      f"val loss {result.loss:.4f}  val acc1 {result.acc1:.2f}  acc5 {result.acc5:.2f}  "
-                      f"({row['seconds']:.1f} s, {train_ips:.0f} img/s)", flush=True)
-            start_batch, running = 0, torch.zeros(3, dtype=torch.float64)
-            save(epoch + 1, 0, row)
-    if log is not None:
-        log.close()
+            values, result = run.end_epoch(epoch, epoch_start, images, seconds)
+    if run.log is not None:
+        run.log.close()
     barrier(d)
-    all_rows = log.rows if log is not None else rows
+    all_rows = run.log.rows if run.log is not None else run.rows
     if result is None and not interrupted and all_rows:  # resumed after the last epoch: evaluate once
-        result = evaluate(eval_model, val_set, batch_size=cfg.eval_batch_size, device=device, d=d)
+        values, result = run.evaluate()
+    elif result is None:
+        values = None
+    best = run.best
     summary = dict(
         model=cfg.model, data=cfg.data, seed=cfg.seed, model_kwargs=cfg.model_kwargs, attach=cfg.attach,
         epochs=cfg.epochs, epochs_done=all_rows[-1]["epoch"] if all_rows else 0, interrupted=interrupted,
-        val_acc1=result.acc1 if result else None, val_acc5=result.acc5 if result else None,
-        val_loss=result.loss if result else None,
-        best_val_acc1=best["val_acc1"] if best else None, best_epoch=best["epoch"] if best else None,
-        params=prof.params, macs=prof.macs, input_size=list(sample_shape),
+        **task.summary_metrics(_as_dict(result, values)),
+        **{f"best_{task.best}": best[task.best] if best else None}, best_epoch=best["epoch"] if best else None,
+        params=run.prof.params, macs=run.prof.macs, input_size=list(run.sample_shape),
         train_images_per_s=train_ips or (all_rows[-1]["train_images_per_s"] if all_rows else None),
-        infer_images_per_s=result.images_per_s if result else None,
+        infer_images_per_s=_images_per_s(result),
         seconds=time.perf_counter() - started, world_size=d.world_size,
         config=_config(cfg),
     )
+    if task.name != "classification":
+        summary.update(task=task.name, backbone=cfg.backbone)
     if out and d.is_main and not interrupted:
         atomic_write_text(os.path.join(out, "summary.json"), json.dumps(summary, indent=1) + "\n")
     if interrupted and d.is_main:
         print(f"train: interrupted: saved {os.path.join(out, ckpt.LAST_STATE)}; {resume_hint}" if out else
               f"train: interrupted: {resume_hint}", file=sys.stderr, flush=True)
     return summary
+
+
+def _as_dict(result, values: dict | None) -> dict | None:
+    """Everything an evaluation measured: the dense tasks' result dict, or the classification row values."""
+    return result if isinstance(result, dict) else values
+
+
+def _images_per_s(result) -> float | None:
+    if result is None:
+        return None
+    return result["images_per_s"] if isinstance(result, dict) else result.images_per_s

@@ -157,14 +157,14 @@ def test_detection_task_steps_and_evaluates_with_coco_metrics():
     from attnvision.data.dense import ClutteredDigitsDense
 
     task = DetectionTask()
-    model = task.build_model(dict(arch="fcos", backbone=BUILDERS["resnet_cbam"](), num_classes=11,
-                                  min_size=SIZE, max_size=SIZE, fpn_channels=32))
+    model = task.create(dict(arch="fcos", backbone=BUILDERS["resnet_cbam"](), num_classes=11,
+                             min_size=SIZE, max_size=SIZE, fpn_channels=32))
     data = ClutteredDigitsDense("val", "detection", length=2)
     batch = task.collate_fn([data[0], data[1]])
     loss = task.train_step(model.train(), batch)
     assert loss.ndim == 0 and torch.isfinite(loss)
     loss.backward()
-    metrics = task.evaluate(model, [batch])
+    metrics = task.evaluate_loader(model, [batch])
     assert {"map", "map_50", "map_75", "map_small", "map_medium", "map_large"} <= set(metrics)
     assert model.training
 

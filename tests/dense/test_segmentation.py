@@ -26,7 +26,7 @@ def test_both_heads_on_every_family_give_input_resolution_logits_and_train(arch,
     assert torch.isfinite(loss)
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.body.parameters()), name
     assert model.eval()(x).shape == (2, 5, SIZE, SIZE)
-    metrics = task.evaluate(model, [(x, target)])
+    metrics = task.evaluate_loader(model, [(x, target)])
     assert 0 <= metrics["pixel_acc"] <= 1 and len(metrics["per_class_iou"]) == 5
 
 

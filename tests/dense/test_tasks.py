@@ -11,17 +11,17 @@ from attnvision.dense import DetectionTask, SegmentationTask
 
 
 def _fit(task, cfg, kind: str, metric: str, steps: int, lr: float) -> tuple[float, float]:
-    model = task.build_model(dict(cfg, backbone=BUILDERS["resnet_cbam"](), num_classes=11))
+    model = task.create(dict(cfg, backbone=BUILDERS["resnet_cbam"](), num_classes=11))
     data = ClutteredDigitsDense("val", kind, length=8)
     batch = task.collate_fn([data[i] for i in range(len(data))])
-    before = task.evaluate(model, [batch])[metric]
+    before = task.evaluate_loader(model, [batch])[metric]
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     for _ in range(steps):
         loss = task.train_step(model.train(), batch)
         opt.zero_grad()
         loss.backward()
         opt.step()
-    return before, task.evaluate(model, [batch])[metric]
+    return before, task.evaluate_loader(model, [batch])[metric]
 
 
 @pytest.mark.slow

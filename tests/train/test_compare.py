@@ -231,3 +231,41 @@ def test_cifar_preset_trains_with_he_et_al_schedule(tmp_path, capsys):
     assert main(["compare", "--preset", "cifar", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert "attnvision compare: error: the 'cifar' preset needs data" in err and not (tmp_path / "x").exists()
+
+
+def test_detection_compare_pairs_backbones_by_map_seed_by_seed(tmp_path, monkeypatch, capsys):
+    from attnvision.cli.compare import summary_table
+    from attnvision.data.dense import ClutteredDigitsDense
+    from attnvision.dense import DetectionTask
+
+    canvases = ClutteredDigitsDense("val", "detection", length=4)
+    monkeypatch.setattr(DetectionTask, "datasets", lambda self, cfg, pc=None: (canvases, canvases))
+    rows = compare(["resnet20", "resnet20_se"], task="detection", epochs=1, seeds=2, out=str(tmp_path),
+                   progress=False, recipe=dict(batch_size=4, threads=1, model_kwargs=dict(
+                       fpn_channels=16, box_head_width=32, backbone_kwargs=dict(stem="imagenet"))))
+    table = _csv(tmp_path / "results.csv")
+    assert list(table[0])[:7] == ["model", "settings", "seed", "val_map", "val_map_50", "val_map_75", "best_val_map"]
+    assert [(r["model"], r["seed"]) for r in table] == [("resnet20", "0"), ("resnet20", "1"), ("resnet20_se", "0"),
+                                                        ("resnet20_se", "1")]
+    record = json.loads((tmp_path / "runs" / "resnet20_se" / "seed1" / "run.json").read_text())
+    assert (record["task"], record["model"], record["backbone"]) == ("detection", "fasterrcnn", "resnet20_se")
+    groups = {g["model"]: g for g in group(rows, rows.partner)}
+    by = {(r["model"], r["seed"]): r["val_map"] for r in rows}
+    diffs = [by[("resnet20_se", k)] - by[("resnet20", k)] for k in (0, 1)]
+    assert groups["resnet20_se"]["paired"]["val_map"].mean == pytest.approx(sum(diffs) / 2)
+    assert groups["resnet20"]["paired"] is None
+    printed = summary_table(rows)
+    assert printed.splitlines()[0].split()[:4] == ["backbone", "settings", "mAP", "Δ"]
+    assert "mAP" in (tmp_path / "results.md").read_text()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--task", "detection"], "--task detection compares the backbones given (--backbones A,B,...)"),
+    (["--task", "detection", "--models", "resnet20"], "--task detection compares --backbones under one head"),
+    (["--backbones", "resnet20,resnet20_se"], "--backbones and --model go with --task detection|segmentation"),
+])
+def test_compare_refuses_dense_options_that_do_not_fit_in_one_line(tmp_path, capsys, argv, message):
+    assert main(["compare", *argv, "--out", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "c").exists()
