@@ -48,6 +48,18 @@ def complete_cfg(model: nn.Module) -> nn.Module:
     return model
 
 
+# timm's ``MATCH_PREV_GROUP`` (timm/models/_manipulate.py): a ``group_matcher`` entry whose ordinal ends
+# with it joins the group sorted just before it (a stage's final norm or between-stage attention joins
+# the stage's last block).
+MATCH_PREV = 99999
+
+
+def stage_attn_matchers(ends) -> list[tuple[str, tuple]]:
+    """``group_matcher`` entries putting ``stage_attn.i`` (the attention after stage i) into the group of
+    ``ends[i]``, the ordinal of that stage's last entry."""
+    return [(rf"^stage_attn\.{i}\.", (end, MATCH_PREV)) for i, end in enumerate(ends)]
+
+
 def take_indices(model_name: str, num_features: int, indices, arg: str = "indices") -> list[int]:
     """timm's index convention for ``feature_info`` entries: None = all, an int n = the last n, a
     sequence = those entries (negative ones count from the end). Sorted, unique; out of range raises."""
@@ -137,6 +149,13 @@ class Backbone(nn.Module):
         if self.grad_checkpointing and torch.is_grad_enabled() and not is_tracing():
             return checkpoint(module, *args, use_reentrant=False)
         return module(*args)
+
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """timm's parameter grouping (used by its layer-wise learning-rate decay,
+        ``timm.optim.param_groups_layer_decay``): ``stem`` and ``blocks`` regexes whose captured numbers
+        order the groups, one group per block (per stage when ``coarse``) in forward order; parameters
+        matching neither (the head) form the last group."""
+        raise NotImplementedError(f"{type(self).__name__}: group_matcher is not implemented")
 
     def no_weight_decay(self) -> set[str]:
         """Names of parameters to train without weight decay (timm's convention: position

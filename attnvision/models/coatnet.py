@@ -231,6 +231,11 @@ class CoAtNet(Backbone):
             x = self._run(stage, x)
             yield x
 
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """S0 (the stem), then each block of S1…S4 (each stage when ``coarse``), then the head (timm's
+        ``MaxxVit.group_matcher``)."""
+        return dict(stem=r"^stem\.", blocks=r"^stages\.(\d+)\." if coarse else r"^stages\.(\d+)\.blocks\.(\d+)\.")
+
     def _keep_stages(self, n):
         self.stages = self.stages[:n - 1]
 

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..layers import create_attn
 from ._base import (Backbone, check_image, check_init, init_attention_module_cnn, init_torchvision_cnn, make_cfg,
-                    register_variant)
+                    register_variant, stage_attn_matchers)
 from .resnet import _PAPERS, ATTN_KINDS, STAGE_ATTN
 
 # (output channels, stride) of the 13 depth-wise separable blocks, split into stages.
@@ -99,6 +99,12 @@ class MobileNetV1(Backbone):
         for stage, attn in zip(self.stages, self.stage_attn):
             x = attn(self._run(stage, x))
         return x
+
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """The stem, then each depth-wise separable block (each stage when ``coarse``); BAM joins the
+        stage it follows."""
+        blocks = r"^stages\.(\d+)\." if coarse else r"^stages\.(\d+)\.(\d+)\."
+        return dict(stem=r"^stem\.", blocks=[(blocks, None), *stage_attn_matchers(range(len(self.stages)))])
 
     def _keep_stages(self, n):
         self.stages, self.stage_attn = self.stages[:n], self.stage_attn[:n]

@@ -27,8 +27,8 @@ from torch import nn
 from ..checkpoint import remap_keys
 from ..layers import BAM, DropPath, create_attn, drop_path_rates
 from ..layers.bam import OFFICIAL_BAM_NEEDS_PRODUCT
-from ._base import (Backbone, CIFAR_MEAN, CIFAR_STD, check_image, check_init, init_attention_module_cnn,
-                    init_torchvision_cnn, keep_layers, make_cfg, register_variant)
+from ._base import (MATCH_PREV, Backbone, CIFAR_MEAN, CIFAR_STD, check_image, check_init, init_attention_module_cnn,
+                    init_torchvision_cnn, keep_layers, make_cfg, register_variant, stage_attn_matchers)
 
 ATTN_KINDS = ("se", "eca", "bam", "cbam")
 STAGE_ATTN = ("bam",)  # placed between stages rather than inside blocks
@@ -299,6 +299,15 @@ class ResNet(Backbone):
         for stage, attn in zip(self.stages, self.stage_attn):
             x = attn(self._run(stage, x))
             yield x
+
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """timm's ResNet grouping (``timm/models/resnet.py``, ``ResNet.group_matcher``): the stem, then each
+        block of ``layer1``… (each stage when ``coarse``); BAM and the pre-activation final norm join the
+        stage they follow."""
+        blocks = r"^layer(\d+)\." if coarse else r"^layer(\d+)\.(\d+)\."
+        return dict(stem=r"^conv1\.|^bn1\.",
+                    blocks=[(blocks, None), *stage_attn_matchers(range(1, self.num_stages + 1)),
+                            (r"^final_norm\.", (MATCH_PREV,))])
 
     def final_norm_module(self):
         return None if isinstance(self.final_norm, nn.Identity) else self.final_norm

@@ -163,6 +163,10 @@ class SASAResNet(Backbone):
             x = self._run(stage, x)
             yield x
 
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """The stem, then each bottleneck of ``layer1``… (each stage when ``coarse``), then the head."""
+        return dict(stem=r"^stem\.", blocks=r"^layer(\d+)\." if coarse else r"^layer(\d+)\.(\d+)\.")
+
     def _keep_stages(self, n):
         keep_layers(self, n)
 

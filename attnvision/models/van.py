@@ -39,7 +39,7 @@ from ..checkpoint import remap_keys
 from ..layers import LKA, DropPath, LayerScale, drop_path_rates
 from ..layers.lka import FAST_CHANNELS_LAST, pointwise_conv
 from ..layers._checks import check_positive_int, is_tracing
-from ._base import Backbone, check_image, init_fan_out_trunc_normal, make_cfg, register_variant
+from ._base import MATCH_PREV, Backbone, check_image, init_fan_out_trunc_normal, make_cfg, register_variant
 
 
 class OverlapPatchEmbed(nn.Module):
@@ -183,6 +183,15 @@ class VAN(Backbone):
         for stage in self.stages:
             x = self._run(stage, x)
             yield x
+
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """The first patch embedding, then each later patch embedding, each block (each stage when
+        ``coarse``), the stage's norm joining its last block, then the head."""
+        if coarse:
+            return dict(stem=r"^stages\.0\.patch_embed\.", blocks=r"^stages\.(\d+)\.")
+        return dict(stem=r"^stages\.0\.patch_embed\.",
+                    blocks=[(r"^stages\.(\d+)\.patch_embed\.", (-1,)), (r"^stages\.(\d+)\.blocks\.(\d+)\.", None),
+                            (r"^stages\.(\d+)\.norm\.", (MATCH_PREV,))])
 
     def _keep_stages(self, n):
         self.stages = self.stages[:n]

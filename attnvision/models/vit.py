@@ -27,7 +27,7 @@ from torch import nn
 
 from ..layers import EvolvingBlock, drop_path_rates
 from ..layers._checks import is_tracing
-from ._base import Backbone, check_image, make_cfg, register_variant
+from ._base import MATCH_PREV, Backbone, check_image, make_cfg, register_variant
 
 _PAPER_VIT = "Touvron et al., Training data-efficient image transformers & distillation through attention, ICML 2021"
 _PAPER_EA = "Wang et al., Evolving Attention with Residual Convolutions, ICML 2021"
@@ -136,6 +136,12 @@ class VisionTransformer(Backbone):
 
     def _drop_final_norm(self):
         self.norm = nn.Identity()
+
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """timm's ViT grouping (``timm/models/vision_transformer.py``, ``VisionTransformer.group_matcher``):
+        the embeddings, then each block, the final norm joining the last one, then the head."""
+        return dict(stem=r"^cls_token$|^pos_embed$|^patch_embed\.",
+                    blocks=[(r"^blocks\.(\d+)\.", None), (r"^norm\.", (MATCH_PREV,))])
 
     def _keep_stages(self, n):
         self.blocks = self.blocks[:n]
