@@ -47,7 +47,8 @@ class MobileNetV1(Backbone):
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, *, width_mult: float = 1.0,
                  attn: str | None = None, attn_kwargs: dict | None = None, drop_rate: float = 0.0,
-                 drop_path_rate: float | None = None, paper: str = "", init: str = "authors"):
+                 drop_path_rate: float | None = None, paper: str = "", init: str = "authors",
+                 global_pool: str = "avg"):
         super().__init__()
         check_init("MobileNetV1", init)
         if drop_path_rate:  # timm's scripts pass None or 0.0; anything else would be silently ignored
@@ -79,7 +80,8 @@ class MobileNetV1(Backbone):
         self.stage_attn = nn.ModuleList(stage_attn)
         self.feature_info = info
         self.num_features = cin
-        self.fc = nn.Linear(cin, num_classes) if num_classes > 0 else nn.Identity()
+        self.global_pool = self.make_pool(global_pool, num_classes)
+        self.fc = nn.Linear(self.head_hidden_size, num_classes) if num_classes > 0 else nn.Identity()
         self.pretrained_cfg = make_cfg(paper=paper)
         if init == "authors" and attn in ("bam", "cbam"):
             init_attention_module_cnn(self, self.fc)

@@ -75,7 +75,7 @@ class MobileNetV2(Backbone):
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, *, width_mult: float = 1.0,
                  attn: str | None = None, attn_kwargs: dict | None = None, drop_rate: float = 0.2, paper: str = "",
-                 init: str = "authors", **cfg_extra):
+                 init: str = "authors", global_pool: str = "avg", **cfg_extra):
         super().__init__()
         check_init("MobileNetV2", init)
         if attn is not None and attn not in ATTN_KINDS:
@@ -108,7 +108,8 @@ class MobileNetV2(Backbone):
             create_attn(attn, f["num_chs"], **(attn_kwargs or {})) if attn in STAGE_ATTN and i < len(info) - 1
             else nn.Identity() for i, f in enumerate(info))
         self.feature_info = info
-        self.classifier = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.global_pool = self.make_pool(global_pool, num_classes)
+        self.classifier = nn.Linear(self.head_hidden_size, num_classes) if num_classes > 0 else nn.Identity()
         self.pretrained_cfg = make_cfg(paper=paper, **cfg_extra)
         self._init_weights()
         if init == "authors":

@@ -176,6 +176,8 @@ class ResNet(Backbone):
         stem_pool: "pad" (3×3/2 max pool with padding 1, torchvision) or "ceil" (no padding, output
             size rounded up: the Caffe layout of the SENet authors' models, timm's ``legacy_seresnet*``).
         drop_rate: dropout before the classifier; drop_path_rate: stochastic depth, linear in depth.
+        global_pool: the head's pooling, "avg" (default), "max", "avgmax", "catavgmax" (2× the features)
+            or "" (none: ``forward`` returns the final map; needs ``num_classes=0``).
         block_dropout: dropout inside pre-activation blocks (Wide ResNet).
         init: "authors" (default): the initialisation of the code each variant comes from —
             with BAM or CBAM the authors' ResNets' (:func:`~attnvision.models._base.init_attention_module_cnn`:
@@ -195,7 +197,7 @@ class ResNet(Backbone):
                  attn_kwargs: dict | None = None, stem: str | None = None, stride_in_1x1: bool = False,
                  drop_rate: float = 0.0, drop_path_rate: float = 0.0, block_dropout: float = 0.0,
                  zero_init_last: bool = False, make_block=None, channels_last: bool = True, stem_pool: str = "pad",
-                 init: str = "authors"):
+                 init: str = "authors", global_pool: str = "avg"):
         super().__init__()
         check_init(type(self).__name__, init)
         if attn is not None and attn not in ATTN_KINDS:
@@ -259,7 +261,8 @@ class ResNet(Backbone):
         self.final_norm = nn.Sequential(nn.BatchNorm2d(cin), nn.ReLU(inplace=True)) if preact else nn.Identity()
         self.feature_info = info
         self.num_features = cin
-        self.fc = nn.Linear(cin, num_classes) if num_classes > 0 else nn.Identity()
+        self.global_pool = self.make_pool(global_pool, num_classes)
+        self.fc = nn.Linear(self.head_hidden_size, num_classes) if num_classes > 0 else nn.Identity()
         self.pretrained_cfg = dict(cfg.cfg)
         self.init_weights(init)
         if zero_init_last:

@@ -141,13 +141,14 @@ class VAN(Backbone):
             in the authors' ``VAN`` (Visual-Attention-Network/VAN-Classification ``models/van.py``:
             ``drop_rate`` reaches only ``Mlp(drop=...)``). drop_path_rate: stochastic depth,
             rising linearly over all blocks; layer_scale_init: λ at initialisation.
+        global_pool: the head's pooling (:class:`~attnvision.layers.SelectAdaptivePool2d`; "avg" by default).
     """
 
     classifier_path = "head"
 
     def __init__(self, cfg: VANCfg, num_classes: int = 1000, in_chans: int = 3, *, lka_kernel: int = 21,
                  lka_dilation: int = 3, lka_kwargs: dict | None = None, drop_rate: float = 0.0,
-                 drop_path_rate: float = 0.0, layer_scale_init: float = 1e-2):
+                 drop_path_rate: float = 0.0, layer_scale_init: float = 1e-2, global_pool: str = "avg"):
         super().__init__()
         check_positive_int("VAN", "in_chans", in_chans)
         if lka_kwargs is not None and not isinstance(lka_kwargs, dict):
@@ -167,7 +168,8 @@ class VAN(Backbone):
         self.stages = nn.ModuleList(stages)
         self.feature_info = info
         self.num_features = cin
-        self.head = nn.Linear(cin, num_classes) if num_classes > 0 else nn.Identity()
+        self.global_pool = self.make_pool(global_pool, num_classes)
+        self.head = nn.Linear(self.head_hidden_size, num_classes) if num_classes > 0 else nn.Identity()
         self.pretrained_cfg = dict(cfg.cfg)
         self.apply(init_fan_out_trunc_normal)  # the authors' initialisation
 
