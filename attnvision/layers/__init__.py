@@ -20,6 +20,7 @@ from .squeeze_excite import SE
 __all__ = [
     "AAConv2d", "AttentionLayer", "BAM", "CBAM", "DropPath", "ECA", "EvolvingAttention", "EvolvingBlock",
     "EvolvingTransformerEncoder", "LKA", "LayerScale", "LocalSelfAttention2d", "MBConv", "Mlp", "MultiHeadSelfAttention",
-    "RelativeAttention2d", "SE", "SelectAdaptivePool2d", "SpatiallyAwareStem", "attn_names", "collect_attention", "create_attn", "drop_path",
+    "RelativeAttention2d", "SE", "SelectAdaptivePool2d", "SpatiallyAwareStem", "attn_names", "collect_attention",
+    "create_attn", "drop_path",
     "drop_path_rates", "eca_kernel_size", "evolve_logits", "lka_cost", "register_attn", "resize_relative_table",
 ]

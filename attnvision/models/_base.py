@@ -98,7 +98,6 @@ class Backbone(nn.Module):
 
     classifier_path = "head.fc"
     pool_types: tuple[str, ...] = POOL_TYPES  # the ``global_pool`` options of the family's head
-    global_pool: nn.Module
     drop_rate: float = 0.0
     grad_checkpointing: bool = False
     num_classes: int
