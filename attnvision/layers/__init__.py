@@ -1,6 +1,7 @@
 """Attention mechanisms for vision, one per file, each citing the equation it implements."""
 from ._base import AttentionLayer, collect_attention
 from .augmented_conv import AAConv2d
+from .adaptive_pool import SelectAdaptivePool2d
 from .bam import BAM
 from .cbam import CBAM
 from .create_attn import attn_names, create_attn, register_attn
@@ -19,6 +20,7 @@ from .squeeze_excite import SE
 __all__ = [
     "AAConv2d", "AttentionLayer", "BAM", "CBAM", "DropPath", "ECA", "EvolvingAttention", "EvolvingBlock",
     "EvolvingTransformerEncoder", "LKA", "LayerScale", "LocalSelfAttention2d", "MBConv", "Mlp", "MultiHeadSelfAttention",
-    "RelativeAttention2d", "SE", "SpatiallyAwareStem", "attn_names", "collect_attention", "create_attn", "drop_path",
+    "RelativeAttention2d", "SE", "SelectAdaptivePool2d", "SpatiallyAwareStem", "attn_names", "collect_attention",
+    "create_attn", "drop_path",
     "drop_path_rates", "eca_kernel_size", "evolve_logits", "lka_cost", "register_attn", "resize_relative_table",
 ]

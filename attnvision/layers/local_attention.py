@@ -25,7 +25,9 @@ in the backward pass, so what autograd keeps is q, k, v and the output, and noth
 of k²·C·H·W is ever allocated. The kernel is one custom operator
 (``attnvision::local_attention``) with its own backward and its own MAC formula, so
 ``torch.compile`` treats it as a single op and the profiler counts the attention's true
-multiply-adds, B·heads·H·W·k²·(d_qk + d_v).
+multiply-adds, B·heads·H·W·k²·(d_qk + d_v). Exporters (``torch.export``, ``torch.onnx.export``) see
+the same function written in standard operators instead (:func:`local_attention_decomposed`: the
+keys and values unfolded into their k×k windows, k²-fold memory), which ONNX runtimes run.
 """
 from __future__ import annotations
 
@@ -289,7 +291,32 @@ def local_attention(q: Tensor, k: Tensor, v: Tensor, kernel_size: int, bias_row:
     """
     if (bias_row is None) != (bias_col is None):
         raise ValueError("local_attention: give both bias_row and bias_col, or neither")
+    if torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export():
+        return local_attention_decomposed(q, k, v, kernel_size, bias_row, bias_col)
     return _local_attention_op(q, k, v, bias_row, bias_col, kernel_size, tile)
+
+
+def _windows(x: Tensor, kernel_size: int, pad_value: float = 0.0) -> Tensor:
+    """(B, h, H, W, e) → (B, h, H, W, k², e): the k×k window of every pixel, row-major, ``pad_value``
+    outside the image."""
+    B, h, H, W, e = x.shape
+    c = (kernel_size - 1) // 2
+    x = F.pad(x.permute(0, 1, 4, 2, 3).reshape(B, h * e, H, W), (c, kernel_size - 1 - c, c, kernel_size - 1 - c),
+              value=pad_value)
+    x = F.unfold(x, kernel_size)                                                    # (B, h·e·k², H·W)
+    return x.reshape(B, h, e, kernel_size * kernel_size, H, W).permute(0, 1, 4, 5, 3, 2)
+
+
+def local_attention_decomposed(q: Tensor, k: Tensor, v: Tensor, kernel_size: int, bias_row: Tensor | None = None,
+                               bias_col: Tensor | None = None) -> Tensor:
+    """:func:`local_attention` in standard operators (pad, unfold, softmax), for exporters: the window
+    (a, b) of pixel (i, j) has logit q_ijᵀ k_(i+a−c, j+b−c) + bias_row[a] + bias_col[b], −∞ outside the image."""
+    logits = (q.unsqueeze(-2) * _windows(k, kernel_size)).sum(-1)                    # (B, h, H, W, k²)
+    if bias_row is not None:
+        logits = logits + (bias_row.unsqueeze(-1) + bias_col.unsqueeze(-2)).flatten(-2)
+    inside = _windows(q.new_ones(1, 1, q.shape[2], q.shape[3], 1), kernel_size)[..., 0] > 0
+    attn = logits.masked_fill(~inside, float("-inf")).softmax(-1)
+    return (attn.unsqueeze(-1) * _windows(v, kernel_size)).sum(-2)                  # (B, h, H, W, d_v)
 
 
 # One node in torch.fx graphs: the custom operator is opaque to symbolic tracing.

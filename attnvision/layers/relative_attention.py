@@ -147,7 +147,9 @@ class RelativeAttention2d(AttentionLayer):
         q, k, v = qkv.unbind(0)                                              # (B, heads, N, d)
         bias = None if self.rel == "none" else self.relative_bias((h, w)).to(q.dtype)[None]  # (1, heads, N, N)
         drop = self.attn_drop if self.training else 0.0
-        if self.fused_attn and not self.keep_attention:
+        # Exporters get the explicit product: the strides of SDPA's output at trace time are not those of
+        # its decomposition, and the (B, N, heads·d) view below fails on the latter (ONNX export).
+        if self.fused_attn and not self.keep_attention and not torch.compiler.is_exporting():
             # a 4-D mask keeps SDPA on its fused CPU kernel (a 3-D one falls back to the math path)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias if self.rel == "pre" else None,
                                                  dropout_p=drop)             # (B, heads, N, d)

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..layers._checks import is_tracing
+from ..layers._checks import check_choice, is_tracing
+from ..layers.adaptive_pool import POOL_TYPES, SelectAdaptivePool2d
 from ..registry import register_model
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -48,6 +49,18 @@ def complete_cfg(model: nn.Module) -> nn.Module:
     return model
 
 
+# timm's ``MATCH_PREV_GROUP`` (timm/models/_manipulate.py): a ``group_matcher`` entry whose ordinal ends
+# with it joins the group sorted just before it (a stage's final norm or between-stage attention joins
+# the stage's last block).
+MATCH_PREV = 99999
+
+
+def stage_attn_matchers(ends) -> list[tuple[str, tuple]]:
+    """``group_matcher`` entries putting ``stage_attn.i`` (the attention after stage i) into the group of
+    ``ends[i]``, the ordinal of that stage's last entry."""
+    return [(rf"^stage_attn\.{i}\.", (end, MATCH_PREV)) for i, end in enumerate(ends)]
+
+
 def take_indices(model_name: str, num_features: int, indices, arg: str = "indices") -> list[int]:
     """timm's index convention for ``feature_info`` entries: None = all, an int n = the last n, a
     sequence = those entries (negative ones count from the end). Sorted, unique; out of range raises."""
@@ -84,6 +97,7 @@ class Backbone(nn.Module):
     """
 
     classifier_path = "head.fc"
+    pool_types: tuple[str, ...] = POOL_TYPES  # the ``global_pool`` options of the family's head
     drop_rate: float = 0.0
     grad_checkpointing: bool = False
     num_classes: int
@@ -95,17 +109,35 @@ class Backbone(nn.Module):
         return self.forward_head(self.forward_features(x))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Global average pool → dropout (``self.drop_rate``) → the classifier; families with another
-        head override it."""
-        x = x.mean((2, 3))
+        """Global pool (``self.global_pool``, average by default) → dropout (``self.drop_rate``) → the
+        classifier; families with another head override it."""
+        x = self.global_pool(x)
         if self.drop_rate > 0:
             x = F.dropout(x, self.drop_rate, self.training)
         return x if pre_logits else self.get_classifier()(x)
 
+    def make_pool(self, global_pool: str, num_classes: int) -> SelectAdaptivePool2d:
+        """The head's pooling, checked against the family's options; ``''`` (no pooling: ``forward_head``
+        returns the feature map) leaves nothing a classifier could read, so it needs ``num_classes=0``."""
+        name = type(self).__name__
+        check_choice(name, "global_pool", global_pool, self.pool_types)
+        if global_pool == "" and num_classes:
+            raise ValueError(f"{name}: global_pool='' keeps the unpooled feature map, which a classifier cannot "
+                             f"read; expected num_classes=0, got {num_classes}")
+        return SelectAdaptivePool2d(global_pool, module=name)
+
+    @property
+    def pool_type(self) -> str:
+        """The ``global_pool`` option in use."""
+        return self.global_pool.pool_type
+
+    def _set_global_pool(self, global_pool: str, num_classes: int) -> None:
+        self.global_pool = self.make_pool(global_pool, num_classes)
+
     @property
     def head_hidden_size(self) -> int:
-        """Width of ``forward_head(x, pre_logits=True)``."""
-        return self.num_features
+        """Width of ``forward_head(x, pre_logits=True)``: ``num_features``, twice it with ``catavgmax``."""
+        return self.num_features * self.global_pool.feat_mult()
 
     @property
     def default_cfg(self) -> dict:
@@ -115,13 +147,16 @@ class Backbone(nn.Module):
     def get_classifier(self) -> nn.Module:
         return self.get_submodule(self.classifier_path)
 
-    def reset_classifier(self, num_classes: int) -> None:
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A new classifier for ``num_classes`` (0: none, ``forward`` gives the pooled features) reading the
+        pooling ``global_pool`` (None: the current one; see ``pool_types``)."""
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
             raise ValueError(f"{type(self).__name__}: num_classes must be a non-negative integer, got {num_classes!r}")
+        self._set_global_pool(self.pool_type if global_pool is None else global_pool, num_classes)
         parent_path, _, attr = self.classifier_path.rpartition(".")
         parent = self.get_submodule(parent_path) if parent_path else self
         device = next(self.parameters()).device  # also after a reset to 0 classes left no classifier weight
-        new = nn.Linear(self.num_features, num_classes, device=device) if num_classes > 0 else nn.Identity()
+        new = nn.Linear(self.head_hidden_size, num_classes, device=device) if num_classes > 0 else nn.Identity()
         setattr(parent, attr, new)
         self.num_classes = num_classes
 
@@ -137,6 +172,13 @@ class Backbone(nn.Module):
         if self.grad_checkpointing and torch.is_grad_enabled() and not is_tracing():
             return checkpoint(module, *args, use_reentrant=False)
         return module(*args)
+
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """timm's parameter grouping (used by its layer-wise learning-rate decay,
+        ``timm.optim.param_groups_layer_decay``): ``stem`` and ``blocks`` regexes whose captured numbers
+        order the groups, one group per block (per stage when ``coarse``) in forward order; parameters
+        matching neither (the head) form the last group."""
+        raise NotImplementedError(f"{type(self).__name__}: group_matcher is not implemented")
 
     def no_weight_decay(self) -> set[str]:
         """Names of parameters to train without weight decay (timm's convention: position

@@ -35,7 +35,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from ..layers import DropPath, Mlp, drop_path_rates
+from ..layers import DropPath, Mlp, SelectAdaptivePool2d, drop_path_rates
 from ..layers.mbconv import BN_EPS, MBConv, pool2x2
 from ..layers.relative_attention import REL_MODES, RelativeAttention2d, resize_relative_tables
 from ._base import (Backbone, check_image, check_init, init_fan_out_trunc_normal, init_normal_002, make_cfg,
@@ -108,17 +108,31 @@ class ConvStem(nn.Module):
 
 
 class ClassifierHead(nn.Module):
-    """Global average pool → LayerNorm → Linear → tanh (pre-logits) → dropout → Linear."""
+    """Global pool (average by default) → LayerNorm → Linear → tanh (pre-logits) → dropout → Linear.
 
-    def __init__(self, dim: int, hidden: int, num_classes: int, drop_rate: float = 0.0):
+    With ``global_pool=''`` (no pooling) the head returns the map: its norm and pre-logits layer read
+    pooled features."""
+
+    def __init__(self, dim: int, hidden: int, num_classes: int, drop_rate: float = 0.0,
+                 global_pool: SelectAdaptivePool2d | None = None):
         super().__init__()
-        self.norm = nn.LayerNorm(dim)
-        self.pre_logits = nn.Sequential(nn.Linear(dim, hidden), nn.Tanh()) if hidden else nn.Identity()
+        self.global_pool = SelectAdaptivePool2d() if global_pool is None else global_pool
+        width = dim * self.global_pool.feat_mult()
+        self.norm, self.pre_logits = self.pooled_layers(width, hidden)
         self.drop = nn.Dropout(drop_rate)
-        self.fc = nn.Linear(hidden or dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.fc = nn.Linear(hidden or width, num_classes) if num_classes > 0 else nn.Identity()
+
+    @staticmethod
+    def pooled_layers(width: int, hidden: int, device=None) -> tuple[nn.Module, nn.Module]:
+        """The LayerNorm and the tanh pre-logits layer (none when ``hidden`` is 0) for ``width`` pooled features."""
+        pre = nn.Sequential(nn.Linear(width, hidden, device=device), nn.Tanh()) if hidden else nn.Identity()
+        return nn.LayerNorm(width, device=device), pre
 
     def forward(self, x, pre_logits: bool = False):
-        x = self.pre_logits(self.norm(x.mean((2, 3))))
+        x = self.global_pool(x)
+        if self.global_pool.is_identity():
+            return x  # (B, C, H, W)
+        x = self.pre_logits(self.norm(x))
         return x if pre_logits else self.fc(self.drop(x))
 
 
@@ -151,6 +165,8 @@ class CoAtNet(Backbone):
             the depth-wise conv (the reference code).
         head_hidden_size: width of the tanh pre-logits layer (default D4; 0 removes it).
         drop_rate: dropout before the classifier; drop_path_rate: stochastic depth, linear in depth.
+        global_pool: the head's pooling (see :class:`~attnvision.layers.SelectAdaptivePool2d`; "avg" by
+            default); "catavgmax" doubles the width the norm and pre-logits layer read.
         channels_last: run on channels-last memory (the same maps, computed faster: the
             convolutions use their NHWC kernels and the transformer stages need no transposes).
         init: "authors" (default): the reference code's, every kernel N(0, 0.02) and every bias 0
@@ -164,7 +180,7 @@ class CoAtNet(Backbone):
                  rel_attn: str = "pre", img_size=224, head_dim: int | None = None, mlp_ratio: float = 4.0,
                  expand_ratio: float = 4.0, se_ratio: float = 0.25, stride_in_1x1: bool = False,
                  head_hidden_size: int | None = None, drop_rate: float = 0.0, drop_path_rate: float = 0.0,
-                 attn_drop: float = 0.0, channels_last: bool = True, init: str = "authors"):
+                 attn_drop: float = 0.0, channels_last: bool = True, init: str = "authors", global_pool: str = "avg"):
         super().__init__()
         check_init("CoAtNet", init, COATNET_INITS)
         if layout not in LAYOUTS:
@@ -213,7 +229,7 @@ class CoAtNet(Backbone):
         self.feature_info = info
         hidden = cin if head_hidden_size is None else head_hidden_size
         self.num_features = hidden or cin
-        self.head = ClassifierHead(cin, hidden, num_classes, drop_rate)
+        self.head = ClassifierHead(cin, hidden, num_classes, drop_rate, self.make_pool(global_pool, num_classes))
         self.pretrained_cfg = dict(cfg.cfg, input_size=(in_chans, *img_size))
         if init == "authors":
             init_normal_002(self)
@@ -233,6 +249,11 @@ class CoAtNet(Backbone):
             x = self._run(stage, x)
             yield x
 
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """S0 (the stem), then each block of S1…S4 (each stage when ``coarse``), then the head (timm's
+        ``MaxxVit.group_matcher``)."""
+        return dict(stem=r"^stem\.", blocks=r"^stages\.(\d+)\." if coarse else r"^stages\.(\d+)\.blocks\.(\d+)\.")
+
     def _keep_stages(self, n):
         self.stages = self.stages[:n - 1]
 
@@ -248,6 +269,26 @@ class CoAtNet(Backbone):
 
     def forward_head(self, x, pre_logits: bool = False):
         return self.head(x, pre_logits=pre_logits)
+
+    @property
+    def pool_type(self) -> str:
+        return self.head.global_pool.pool_type
+
+    def _set_global_pool(self, global_pool: str, num_classes: int) -> None:
+        """A pooling of another width gets a fresh norm and pre-logits layer (PyTorch's initialisation)."""
+        pool = self.make_pool(global_pool, num_classes)
+        if pool.feat_mult() != self.head.global_pool.feat_mult() and not isinstance(self.head.norm, nn.Identity):
+            pre = self.head.pre_logits
+            hidden = pre[0].out_features if isinstance(pre, nn.Sequential) else 0
+            self.head.norm, self.head.pre_logits = ClassifierHead.pooled_layers(
+                self.feature_info[-1]["num_chs"] * pool.feat_mult(), hidden, self.head.norm.weight.device)
+        self.head.global_pool = pool
+
+    @property
+    def head_hidden_size(self) -> int:
+        """The tanh layer's width, or the pooled width when there is none."""
+        mult = 1 if isinstance(self.head.pre_logits, nn.Sequential) else self.head.global_pool.feat_mult()
+        return self.num_features * mult
 
     def adapt_state_dict(self, state_dict: dict) -> dict:
         """Resize the relative bias tables of a checkpoint made at another ``img_size``."""

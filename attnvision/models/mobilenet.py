@@ -18,7 +18,7 @@ from torch import nn
 
 from ..layers import create_attn
 from ._base import (Backbone, check_image, check_init, init_attention_module_cnn, init_torchvision_cnn, make_cfg,
-                    register_variant)
+                    register_variant, stage_attn_matchers)
 from .resnet import _PAPERS, ATTN_KINDS, STAGE_ATTN
 
 # (output channels, stride) of the 13 depth-wise separable blocks, split into stages.
@@ -47,7 +47,8 @@ class MobileNetV1(Backbone):
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, *, width_mult: float = 1.0,
                  attn: str | None = None, attn_kwargs: dict | None = None, drop_rate: float = 0.0,
-                 drop_path_rate: float | None = None, paper: str = "", init: str = "authors"):
+                 drop_path_rate: float | None = None, paper: str = "", init: str = "authors",
+                 global_pool: str = "avg"):
         super().__init__()
         check_init("MobileNetV1", init)
         if drop_path_rate:  # timm's scripts pass None or 0.0; anything else would be silently ignored
@@ -79,7 +80,8 @@ class MobileNetV1(Backbone):
         self.stage_attn = nn.ModuleList(stage_attn)
         self.feature_info = info
         self.num_features = cin
-        self.fc = nn.Linear(cin, num_classes) if num_classes > 0 else nn.Identity()
+        self.global_pool = self.make_pool(global_pool, num_classes)
+        self.fc = nn.Linear(self.head_hidden_size, num_classes) if num_classes > 0 else nn.Identity()
         self.pretrained_cfg = make_cfg(paper=paper)
         if init == "authors" and attn in ("bam", "cbam"):
             init_attention_module_cnn(self, self.fc)
@@ -99,6 +101,12 @@ class MobileNetV1(Backbone):
         for stage, attn in zip(self.stages, self.stage_attn):
             x = attn(self._run(stage, x))
         return x
+
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """The stem, then each depth-wise separable block (each stage when ``coarse``); BAM joins the
+        stage it follows."""
+        blocks = r"^stages\.(\d+)\." if coarse else r"^stages\.(\d+)\.(\d+)\."
+        return dict(stem=r"^stem\.", blocks=[(blocks, None), *stage_attn_matchers(range(len(self.stages)))])
 
     def _keep_stages(self, n):
         self.stages, self.stage_attn = self.stages[:n], self.stage_attn[:n]

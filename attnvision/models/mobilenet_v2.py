@@ -28,7 +28,8 @@ import torch
 from torch import nn
 
 from ..layers import BAM, CBAM, create_attn
-from ._base import Backbone, check_image, check_init, init_attention_module_cnn, make_cfg, register_variant
+from ._base import (MATCH_PREV, Backbone, check_image, check_init, init_attention_module_cnn, make_cfg,
+                    register_variant, stage_attn_matchers)
 from .resnet import _PAPERS, ATTN_KINDS, STAGE_ATTN
 
 # (expansion t, output channels c, repeats n, first stride s) of the 17 inverted residual blocks
@@ -74,7 +75,7 @@ class MobileNetV2(Backbone):
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, *, width_mult: float = 1.0,
                  attn: str | None = None, attn_kwargs: dict | None = None, drop_rate: float = 0.2, paper: str = "",
-                 init: str = "authors", **cfg_extra):
+                 init: str = "authors", global_pool: str = "avg", **cfg_extra):
         super().__init__()
         check_init("MobileNetV2", init)
         if attn is not None and attn not in ATTN_KINDS:
@@ -107,7 +108,8 @@ class MobileNetV2(Backbone):
             create_attn(attn, f["num_chs"], **(attn_kwargs or {})) if attn in STAGE_ATTN and i < len(info) - 1
             else nn.Identity() for i, f in enumerate(info))
         self.feature_info = info
-        self.classifier = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.global_pool = self.make_pool(global_pool, num_classes)
+        self.classifier = nn.Linear(self.head_hidden_size, num_classes) if num_classes > 0 else nn.Identity()
         self.pretrained_cfg = make_cfg(paper=paper, **cfg_extra)
         self._init_weights()
         if init == "authors":
@@ -146,6 +148,18 @@ class MobileNetV2(Backbone):
 
     def _final(self, index: int, x: torch.Tensor) -> torch.Tensor:
         return self.features[-1](x) if index == len(self.feature_info) - 1 else x
+
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """The stem convolution ``features.0``, then each inverted residual block (each stride stage when
+        ``coarse``) and the 1×1 head convolution, then the classifier; BAM joins the stage it follows."""
+        last = len(self.features) - 1
+        if not coarse:
+            return dict(stem=r"^features\.0\.", blocks=[(r"^features\.(\d+)\.", None),
+                                                       *stage_attn_matchers(b - 1 for _, b in self._stage_bounds)])
+        stages = [(rf"^features\.{j}\.", (s,)) for s, (a, b) in enumerate(self._stage_bounds) for j in range(a, b)]
+        head_conv = (rf"^features\.{last}\.", (len(self._stage_bounds) - 1, MATCH_PREV))
+        return dict(stem=r"^features\.0\.",
+                    blocks=[*stages, head_conv, *stage_attn_matchers(range(len(self._stage_bounds)))])
 
     def _keep_stages(self, n: int) -> None:
         end = self._stage_bounds[n - 1][1]

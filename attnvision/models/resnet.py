@@ -27,8 +27,8 @@ from torch import nn
 from ..checkpoint import remap_keys
 from ..layers import BAM, DropPath, create_attn, drop_path_rates
 from ..layers.bam import OFFICIAL_BAM_NEEDS_PRODUCT
-from ._base import (Backbone, CIFAR_MEAN, CIFAR_STD, check_image, check_init, init_attention_module_cnn,
-                    init_torchvision_cnn, keep_layers, make_cfg, register_variant)
+from ._base import (MATCH_PREV, Backbone, CIFAR_MEAN, CIFAR_STD, check_image, check_init, init_attention_module_cnn,
+                    init_torchvision_cnn, keep_layers, make_cfg, register_variant, stage_attn_matchers)
 
 ATTN_KINDS = ("se", "eca", "bam", "cbam")
 STAGE_ATTN = ("bam",)  # placed between stages rather than inside blocks
@@ -176,6 +176,8 @@ class ResNet(Backbone):
         stem_pool: "pad" (3×3/2 max pool with padding 1, torchvision) or "ceil" (no padding, output
             size rounded up: the Caffe layout of the SENet authors' models, timm's ``legacy_seresnet*``).
         drop_rate: dropout before the classifier; drop_path_rate: stochastic depth, linear in depth.
+        global_pool: the head's pooling, "avg" (default), "max", "avgmax", "catavgmax" (2× the features)
+            or "" (none: ``forward`` returns the final map; needs ``num_classes=0``).
         block_dropout: dropout inside pre-activation blocks (Wide ResNet).
         init: "authors" (default): the initialisation of the code each variant comes from —
             with BAM or CBAM the authors' ResNets' (:func:`~attnvision.models._base.init_attention_module_cnn`:
@@ -195,7 +197,7 @@ class ResNet(Backbone):
                  attn_kwargs: dict | None = None, stem: str | None = None, stride_in_1x1: bool = False,
                  drop_rate: float = 0.0, drop_path_rate: float = 0.0, block_dropout: float = 0.0,
                  zero_init_last: bool = False, make_block=None, channels_last: bool = True, stem_pool: str = "pad",
-                 init: str = "authors"):
+                 init: str = "authors", global_pool: str = "avg"):
         super().__init__()
         check_init(type(self).__name__, init)
         if attn is not None and attn not in ATTN_KINDS:
@@ -259,7 +261,8 @@ class ResNet(Backbone):
         self.final_norm = nn.Sequential(nn.BatchNorm2d(cin), nn.ReLU(inplace=True)) if preact else nn.Identity()
         self.feature_info = info
         self.num_features = cin
-        self.fc = nn.Linear(cin, num_classes) if num_classes > 0 else nn.Identity()
+        self.global_pool = self.make_pool(global_pool, num_classes)
+        self.fc = nn.Linear(self.head_hidden_size, num_classes) if num_classes > 0 else nn.Identity()
         self.pretrained_cfg = dict(cfg.cfg)
         self.init_weights(init)
         if zero_init_last:
@@ -299,6 +302,15 @@ class ResNet(Backbone):
         for stage, attn in zip(self.stages, self.stage_attn):
             x = attn(self._run(stage, x))
             yield x
+
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """timm's ResNet grouping (``timm/models/resnet.py``, ``ResNet.group_matcher``): the stem, then each
+        block of ``layer1``… (each stage when ``coarse``); BAM and the pre-activation final norm join the
+        stage they follow."""
+        blocks = r"^layer(\d+)\." if coarse else r"^layer(\d+)\.(\d+)\."
+        return dict(stem=r"^conv1\.|^bn1\.",
+                    blocks=[(blocks, None), *stage_attn_matchers(range(1, self.num_stages + 1)),
+                            (r"^final_norm\.", (MATCH_PREV,))])
 
     def final_norm_module(self):
         return None if isinstance(self.final_norm, nn.Identity) else self.final_norm

@@ -90,7 +90,7 @@ class SASAResNet(Backbone):
     def __init__(self, cfg: SASACfg, num_classes: int = 1000, in_chans: int = 3, *, stem: str = "attention",
                  kernel_size: int = 7, heads: int = 8, pos: str = "relative", logits: str = "both",
                  attention_stages=None, stem_kernel: int = 4, stem_mixtures: int = 4, drop_rate: float = 0.0,
-                 drop_path_rate: float = 0.0):
+                 drop_path_rate: float = 0.0, global_pool: str = "avg"):
         super().__init__()
         name = type(self).__name__
         if stem not in STEMS:
@@ -135,7 +135,8 @@ class SASAResNet(Backbone):
         self.num_stages = len(cfg.layers)
         self.feature_info = info
         self.num_features = cin
-        self.fc = nn.Linear(cin, num_classes) if num_classes > 0 else nn.Identity()
+        self.global_pool = self.make_pool(global_pool, num_classes)
+        self.fc = nn.Linear(self.head_hidden_size, num_classes) if num_classes > 0 else nn.Identity()
         self.pretrained_cfg = dict(cfg.cfg)
         if stem in cfg.cfg.get("paper_by_stem", {}):
             self.pretrained_cfg["paper_params"], self.pretrained_cfg["paper_macs"] = cfg.cfg["paper_by_stem"][stem]
@@ -162,6 +163,10 @@ class SASAResNet(Backbone):
         for stage in self.stages:
             x = self._run(stage, x)
             yield x
+
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """The stem, then each bottleneck of ``layer1``… (each stage when ``coarse``), then the head."""
+        return dict(stem=r"^stem\.", blocks=r"^layer(\d+)\." if coarse else r"^layer(\d+)\.(\d+)\.")
 
     def _keep_stages(self, n):
         keep_layers(self, n)

@@ -39,7 +39,7 @@ from ..checkpoint import remap_keys
 from ..layers import LKA, DropPath, LayerScale, drop_path_rates
 from ..layers.lka import FAST_CHANNELS_LAST, pointwise_conv
 from ..layers._checks import check_positive_int, is_tracing
-from ._base import Backbone, check_image, init_fan_out_trunc_normal, make_cfg, register_variant
+from ._base import MATCH_PREV, Backbone, check_image, init_fan_out_trunc_normal, make_cfg, register_variant
 
 
 class OverlapPatchEmbed(nn.Module):
@@ -141,13 +141,14 @@ class VAN(Backbone):
             in the authors' ``VAN`` (Visual-Attention-Network/VAN-Classification ``models/van.py``:
             ``drop_rate`` reaches only ``Mlp(drop=...)``). drop_path_rate: stochastic depth,
             rising linearly over all blocks; layer_scale_init: λ at initialisation.
+        global_pool: the head's pooling (:class:`~attnvision.layers.SelectAdaptivePool2d`; "avg" by default).
     """
 
     classifier_path = "head"
 
     def __init__(self, cfg: VANCfg, num_classes: int = 1000, in_chans: int = 3, *, lka_kernel: int = 21,
                  lka_dilation: int = 3, lka_kwargs: dict | None = None, drop_rate: float = 0.0,
-                 drop_path_rate: float = 0.0, layer_scale_init: float = 1e-2):
+                 drop_path_rate: float = 0.0, layer_scale_init: float = 1e-2, global_pool: str = "avg"):
         super().__init__()
         check_positive_int("VAN", "in_chans", in_chans)
         if lka_kwargs is not None and not isinstance(lka_kwargs, dict):
@@ -167,7 +168,8 @@ class VAN(Backbone):
         self.stages = nn.ModuleList(stages)
         self.feature_info = info
         self.num_features = cin
-        self.head = nn.Linear(cin, num_classes) if num_classes > 0 else nn.Identity()
+        self.global_pool = self.make_pool(global_pool, num_classes)
+        self.head = nn.Linear(self.head_hidden_size, num_classes) if num_classes > 0 else nn.Identity()
         self.pretrained_cfg = dict(cfg.cfg)
         self.apply(init_fan_out_trunc_normal)  # the authors' initialisation
 
@@ -183,6 +185,15 @@ class VAN(Backbone):
         for stage in self.stages:
             x = self._run(stage, x)
             yield x
+
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """The first patch embedding, then each later patch embedding, each block (each stage when
+        ``coarse``), the stage's norm joining its last block, then the head."""
+        if coarse:
+            return dict(stem=r"^stages\.0\.patch_embed\.", blocks=r"^stages\.(\d+)\.")
+        return dict(stem=r"^stages\.0\.patch_embed\.",
+                    blocks=[(r"^stages\.(\d+)\.patch_embed\.", (-1,)), (r"^stages\.(\d+)\.blocks\.(\d+)\.", None),
+                            (r"^stages\.(\d+)\.norm\.", (MATCH_PREV,))])
 
     def _keep_stages(self, n):
         self.stages = self.stages[:n]

@@ -13,8 +13,10 @@ block's attention starts the evolving chain, every later block's attention is
 
 Module names are timm's (``patch_embed.proj``, ``blocks.i.attn.qkv``, ``blocks.i.mlp.fc1``,
 ``norm``, ``head``), so timm's and DeiT's ViT weights load as they are. The learned position
-embedding is made for ``img_size``; other input sizes are an error (build the model with that
-``img_size``).
+embedding is made for ``img_size``; other input sizes are an error unless the model is built with
+``dynamic_img_size=True``: then any multiple of the patch size runs, with the position embedding
+resampled bicubically to the input's patch grid (timm's ``resample_abs_pos_embed``; the class
+token's embedding is kept), and ``pretrained_cfg["fixed_input_size"]`` is False.
 """
 from __future__ import annotations
 
@@ -26,8 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers import EvolvingBlock, drop_path_rates
-from ..layers._checks import is_tracing
-from ._base import Backbone, check_image, make_cfg, register_variant
+from ..layers._checks import check_choice, is_tracing
+from ._base import MATCH_PREV, Backbone, check_image, make_cfg, register_variant
 
 _PAPER_VIT = "Touvron et al., Training data-efficient image transformers & distillation through attention, ICML 2021"
 _PAPER_EA = "Wang et al., Evolving Attention with Residual Convolutions, ICML 2021"
@@ -62,14 +64,18 @@ class VisionTransformer(Backbone):
         cfg: width, depth, heads, patch size. img_size: the input size the position embedding is for.
         evolve, alpha, beta, kernel_size, activation: the evolving chain (``ea_vit_*``).
         drop_rate, attn_drop_rate, drop_path_rate: dropouts and stochastic depth. init_values: LayerScale.
+        global_pool: "token" (default: the class token) or "avg" (the mean of the patch tokens), both
+            after the final norm. dynamic_img_size: take other input sizes (see the module docstring).
     """
 
     classifier_path = "head"
+    pool_types = ("token", "avg")
 
     def __init__(self, cfg: ViTCfg, num_classes: int = 1000, in_chans: int = 3, *, img_size=224,
                  evolve: bool = False, alpha: float = 0.5, beta: float = 1.0, kernel_size: int = 3,
                  activation: str = "relu", drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
-                 drop_path_rate: float = 0.0, init_values: float | None = None, qkv_bias: bool = True):
+                 drop_path_rate: float = 0.0, init_values: float | None = None, qkv_bias: bool = True,
+                 global_pool: str = "token", dynamic_img_size: bool = False):
         super().__init__()
         h, w = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
         if h % cfg.patch_size or w % cfg.patch_size:
@@ -77,7 +83,8 @@ class VisionTransformer(Backbone):
                              f"got {(h, w)}")
         self.cfg, self.in_chans, self.num_classes, self.evolve = cfg, in_chans, num_classes, evolve
         self.img_size, self.grid = (h, w), (h // cfg.patch_size, w // cfg.patch_size)
-        self.drop_rate = drop_rate
+        self.drop_rate, self.dynamic_img_size = drop_rate, bool(dynamic_img_size)
+        self._set_global_pool(global_pool, num_classes)
         self.patch_embed = PatchEmbed(in_chans, cfg.dim, cfg.patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.grid[0] * self.grid[1], cfg.dim))
@@ -95,7 +102,7 @@ class VisionTransformer(Backbone):
         self.num_features = cfg.dim
         self.feature_info = [dict(num_chs=cfg.dim, reduction=cfg.patch_size, module=f"blocks.{i}")
                              for i in range(cfg.depth)]
-        self.pretrained_cfg = dict(cfg.cfg)
+        self.pretrained_cfg = dict(cfg.cfg, fixed_input_size=not self.dynamic_img_size)
         self._init_weights()
 
     def _init_weights(self):
@@ -107,35 +114,71 @@ class VisionTransformer(Backbone):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
+    def _check_size(self, x):
+        if is_tracing():
+            return
+        p = self.cfg.patch_size
+        if self.dynamic_img_size:
+            if x.shape[-2] % p or x.shape[-1] % p:
+                raise ValueError(f"VisionTransformer: dynamic_img_size takes inputs whose sides are multiples of the "
+                                 f"patch size {p}, got {x.shape[-2]}×{x.shape[-1]}")
+        elif tuple(x.shape[-2:]) != self.img_size:
+            raise ValueError(f"VisionTransformer: built for {self.img_size[0]}×{self.img_size[1]} inputs, got "
+                             f"{x.shape[-2]}×{x.shape[-1]}; build it with img_size={tuple(x.shape[-2:])} "
+                             f"or dynamic_img_size=True")
+
+    def _grid(self, x) -> tuple[int, int]:
+        """The patch grid of input ``x``."""
+        if not self.dynamic_img_size:
+            return self.grid
+        return x.shape[-2] // self.cfg.patch_size, x.shape[-1] // self.cfg.patch_size
+
+    def position_embedding(self, grid) -> torch.Tensor:
+        """(1, 1 + gh·gw, dim): the learned embedding, resampled to ``grid`` when it is not the built one
+        (timm's ``resample_abs_pos_embed``: bicubic, antialiased, in float32; the class token's kept)."""
+        if not is_tracing() and tuple(grid) == self.grid:
+            return self.pos_embed
+        cls_pos, patch_pos = self.pos_embed[:, :1], self.pos_embed[:, 1:]
+        patch_pos = patch_pos.float().reshape(1, *self.grid, -1).permute(0, 3, 1, 2)  # (1, dim, gh, gw)
+        patch_pos = F.interpolate(patch_pos, size=grid, mode="bicubic", antialias=True)
+        patch_pos = patch_pos.permute(0, 2, 3, 1).flatten(1, 2).to(self.pos_embed.dtype)
+        return torch.cat([cls_pos, patch_pos], 1)
+
     def forward_tokens(self, x):
         check_image(type(self).__name__, x, self.in_chans)
-        if not is_tracing() and tuple(x.shape[-2:]) != self.img_size:
-            raise ValueError(f"VisionTransformer: built for {self.img_size[0]}×{self.img_size[1]} inputs, got "
-                             f"{x.shape[-2]}×{x.shape[-1]}; build it with img_size={tuple(x.shape[-2:])}")
+        self._check_size(x)
+        pos = self.position_embedding(self._grid(x)) if self.dynamic_img_size else self.pos_embed
         x = self.patch_embed(x)
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], 1) + self.pos_embed  # (B, 1 + N, dim)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], 1) + pos  # (B, 1 + N, dim)
         return self.pos_drop(x)
 
     def _stage_outputs(self, x):
+        grid = self._grid(x)
         x, logits = self.forward_tokens(x), None
         for block in self.blocks:
             x, logits = self._run(block, x, logits)
-            yield x  # (B, 1 + N, dim)
+            yield x, grid  # (B, 1 + N, dim)
 
-    def _feature_map(self, index, x, norm):
+    def _feature_map(self, index, state, norm):
+        x, (gh, gw) = state
         if norm:  # every block's tokens have the final norm's width (timm's ViT convention)
             x = self.norm(x)
-        gh, gw = self.grid
         return x[:, 1:].transpose(1, 2).reshape(x.shape[0], -1, gh, gw)  # (B, dim, H/p, W/p)
 
-    def _final(self, index, x):
-        return self._final_norm(x)  # every block has the norm's width
+    def _final(self, index, state):
+        return self._final_norm(state[0])  # every block has the norm's width
 
     def final_norm_module(self):
         return None if isinstance(self.norm, nn.Identity) else self.norm
 
     def _drop_final_norm(self):
         self.norm = nn.Identity()
+
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """timm's ViT grouping (``timm/models/vision_transformer.py``, ``VisionTransformer.group_matcher``):
+        the embeddings, then each block, the final norm joining the last one, then the head."""
+        return dict(stem=r"^cls_token$|^pos_embed$|^patch_embed\.",
+                    blocks=[(r"^blocks\.(\d+)\.", None), (r"^norm\.", (MATCH_PREV,))])
 
     def _keep_stages(self, n):
         self.blocks = self.blocks[:n]
@@ -146,8 +189,20 @@ class VisionTransformer(Backbone):
             x, logits = self._run(block, x, logits)
         return self.norm(x)
 
+    @property
+    def pool_type(self) -> str:
+        return self.global_pool
+
+    def _set_global_pool(self, global_pool: str, num_classes: int) -> None:
+        check_choice(type(self).__name__, "global_pool", global_pool, self.pool_types)
+        self.global_pool = global_pool
+
+    @property
+    def head_hidden_size(self) -> int:
+        return self.num_features
+
     def forward_head(self, x, pre_logits: bool = False):
-        x = x[:, 0]
+        x = x[:, 1:].mean(1) if self.global_pool == "avg" else x[:, 0]  # (B, dim)
         if self.drop_rate > 0:
             x = F.dropout(x, self.drop_rate, self.training)
         return x if pre_logits else self.head(x)

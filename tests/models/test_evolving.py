@@ -184,6 +184,34 @@ def test_vit_rejects_other_input_sizes():
         model(torch.randn(1, 3, 48, 48))
 
 
+@pytest.mark.parametrize("size", [(48, 40), (16, 24), (32, 32)])
+def test_dynamic_img_size_equals_timms_resampled_position_embedding(size):
+    from timm.models.vision_transformer import VisionTransformer as TimmViT
+    ref = TimmViT(img_size=32, patch_size=8, num_classes=7, embed_dim=32, depth=2, num_heads=2,
+                  dynamic_img_size=True).eval()
+    ours = VisionTransformer(ViTCfg(32, 2, 2, patch_size=8), num_classes=7, img_size=32, dynamic_img_size=True).eval()
+    av.load_checkpoint(ours, ref.state_dict())
+    x = torch.randn(2, 3, *size)
+    torch.testing.assert_close(ours(x), ref(x), rtol=1e-5, atol=1e-5)
+    maps = ours.forward_intermediates(x, intermediates_only=True)
+    assert [m.shape for m in maps] == [(2, 32, size[0] // 8, size[1] // 8)] * 2
+
+
+def test_dynamic_img_size_clears_fixed_input_size_and_traces_at_any_size():
+    with torch.device("meta"):
+        fixed = av.create_model("ea_vit_tiny", num_classes=3)
+        dynamic = av.create_model("ea_vit_tiny", num_classes=3, dynamic_img_size=True)
+    assert fixed.pretrained_cfg["fixed_input_size"] and fixed.pretrained_cfg["min_input_size"] == (3, 224, 224)
+    assert not dynamic.pretrained_cfg["fixed_input_size"] and dynamic.pretrained_cfg["min_input_size"] == (3, 16, 16)
+    model = VisionTransformer(ViTCfg(16, 2, 2, patch_size=8), num_classes=5, img_size=32, evolve=True,
+                              dynamic_img_size=True).eval()
+    x = torch.randn(2, 3, 40, 56)  # the evolving convolution runs on the 36×36 logit image of 1 + 5·7 tokens
+    torch.testing.assert_close(torch.fx.symbolic_trace(model)(x), model(x))
+    with pytest.raises(ValueError, match="VisionTransformer: dynamic_img_size takes inputs whose sides are multiples "
+                                         "of the patch size 8, got 40×60"):
+        model(torch.randn(1, 3, 40, 60))
+
+
 def test_aa_resnet_starts_as_the_authors_tensorflow_resnet():
     model = av.create_model("aa_resnet50", num_classes=100)
     plain = model.layer4[0].conv1  # 1024 → 512, 1×1

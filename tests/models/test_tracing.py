@@ -67,6 +67,14 @@ def test_export_of_the_vit_has_a_dynamic_batch():
     torch.testing.assert_close(program.module()(x), model(x), rtol=1e-4, atol=1e-4)
 
 
+def test_export_of_the_dynamic_size_vit_has_a_dynamic_batch_and_size():
+    model, side = tiny_model("ea_vit", dynamic_img_size=True)
+    dims = {0: Dim("batch", min=1, max=8), 2: 8 * Dim("h", min=2, max=8), 3: 8 * Dim("w", min=2, max=8)}
+    program = torch.export.export(model, (_input(side),), dynamic_shapes={"x": dims})
+    x = torch.randn(3, 3, 48, 24)  # another grid: the position embedding is resampled inside the graph
+    torch.testing.assert_close(program.module()(x), model(x), rtol=1e-4, atol=1e-4)
+
+
 def test_eager_calls_keep_their_input_errors():
     assert not is_tracing()
     model, side = tiny_model("van")
