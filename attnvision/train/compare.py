@@ -54,8 +54,9 @@ from .trainer import TrainConfig
 DEFAULT = dict(
     models=["resnet20", "resnet20_se", "resnet20_eca", "resnet20_bam", "resnet20_cbam"],
     settings=[{"attn_kwargs.reduction": 4}],
-    data="cluttered-digits", epochs=8, seeds=3,
-    recipe=dict(batch_size=32, lr=2e-3, opt="adamw", sched="cosine", model_kwargs=dict(stem="imagenet")),
+    data="cluttered-digits", epochs=9, seeds=3,
+    recipe=dict(batch_size=64, lr=4e-3, opt="adamw", sched="cosine", warmup_epochs=0.5, label_smoothing=0.1,
+                model_kwargs=dict(stem="imagenet")),
 )
 # He et al., Deep Residual Learning for Image Recognition (CVPR 2016), §4.2, CIFAR-10: SGD with momentum 0.9,
 # weight decay 1e-4, batch 128, learning rate 0.1 divided by 10 at 32k and 48k of 64k iterations (50% and 75%),
