@@ -30,12 +30,14 @@ def build_pair(num_classes: int, size: int):
     return ours, peer
 
 
-def check_equal(ours, peer, images) -> tuple[float, float]:
-    """Largest box and score differences, detections matched by label and box; raises when they disagree."""
+def check_equal(ours, peer, images, size: int) -> tuple[float, float]:
+    """Largest box and score differences, detections matched by label and box; raises when they disagree
+    by more than float32 sums in another order explain (3e-4 of the image side for boxes: random
+    weights regress boxes through exp(), which amplifies the last bits of the features)."""
     with torch.inference_mode():
         pairs = [detection_difference(o, p) for o, p in zip(ours.eval()(images), peer.eval()(images))]
     box, score = max(d[0] for d in pairs), max(d[1] for d in pairs)
-    if box > 0.05 or score > 1e-3:  # float32 sums in another order: hundredths of a pixel
+    if box > 3e-4 * size or score > 1e-3:
         raise RuntimeError(f"bench_detection: detections differ (boxes by {box:.3g} pixels, scores by {score:.3g})")
     return box, score
 
@@ -50,7 +52,7 @@ def main():
     for m in (ours, peer):
         m.roi_heads.score_thresh = 0.0  # random weights score low: keep every detection in the comparison
     images = [torch.rand(3, size, size) for _ in range(batch)]
-    box_diff, score_diff = check_equal(ours, peer, images)
+    box_diff, score_diff = check_equal(ours, peer, images, size)
     targets = [dict(boxes=torch.tensor([[10.0, 20.0, size / 2, size / 2]]), labels=torch.tensor([1]))] * batch
 
     def infer(model):
