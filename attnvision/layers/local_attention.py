@@ -245,9 +245,9 @@ def _local_attention_backward_op(grad: Tensor, q: Tensor, k: Tensor, v: Tensor, 
 
 @_local_attention_backward_op.register_fake
 def _(grad, q, k, v, bias_row, bias_col, out, kernel_size, tile):
-    def like(b):
-        return torch.empty_like(b) if b is not None else q.new_empty(0)
-    return [torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), like(bias_row), like(bias_col)]
+    def like(b):  # the kernel returns contiguous gradients, whatever the inputs' strides
+        return b.new_empty(b.shape) if b is not None else q.new_empty(0)
+    return [like(q), like(k), like(v), like(bias_row), like(bias_col)]
 
 
 def _setup_context(ctx, inputs, output):

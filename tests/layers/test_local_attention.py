@@ -207,6 +207,13 @@ def test_custom_operator_passes_opcheck():
     br, bc = (torch.randn(1, 2, 5, 7, 3, dtype=torch.float64, requires_grad=True) for _ in range(2))
     torch.library.opcheck(torch.ops.attnvision.local_attention.default, (q, k, v, br, bc, 3, 2))
     torch.library.opcheck(torch.ops.attnvision.local_attention.default, (q, k, v, None, None, 3, 4))
+    # the backward op on inputs of other strides (a layer's q, k, v are views of one projection):
+    # its fake kernel must give the strides the real one returns, or inductor's stride asserts fail
+    qkv = torch.randn(1, 2, 5, 7, 9, dtype=torch.float64)
+    q, k, v = qkv.permute(0, 1, 3, 2, 4).contiguous().permute(0, 1, 3, 2, 4).split(3, dim=-1)
+    out = torch.ops.attnvision.local_attention.default(q, k, v, br, bc, 3, 2).detach()
+    torch.library.opcheck(torch.ops.attnvision.local_attention_backward.default,
+                          (torch.randn_like(out), q, k, v, br.detach(), bc.detach(), out, 3, 2))
 
 
 def test_profiler_counts_the_window_multiply_adds():
