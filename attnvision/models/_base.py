@@ -167,6 +167,14 @@ class Backbone(nn.Module):
         activations: lower peak memory in training, the same outputs and gradients."""
         self.grad_checkpointing = bool(enable)
 
+    def _stage_outputs(self, x):
+        """The output of each of ``self.stages`` in turn, after ``self.forward_stem(x)``; families whose
+        stages are not a plain chain override it."""
+        x = self.forward_stem(x)
+        for stage in self.stages:
+            x = self._run(stage, x)
+            yield x
+
     def _run(self, module, *args):
         """``module(*args)``, under activation checkpointing when it is on and gradients are recorded."""
         if self.grad_checkpointing and torch.is_grad_enabled() and not is_tracing():

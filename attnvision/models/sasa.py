@@ -158,12 +158,6 @@ class SASAResNet(Backbone):
         check_image(type(self).__name__, x, self.in_chans)
         return self.stem(x)
 
-    def _stage_outputs(self, x):
-        x = self.forward_stem(x)
-        for stage in self.stages:
-            x = self._run(stage, x)
-            yield x
-
     def group_matcher(self, coarse: bool = False) -> dict:
         """The stem, then each bottleneck of ``layer1``… (each stage when ``coarse``), then the head."""
         return dict(stem=r"^stem\.", blocks=r"^layer(\d+)\." if coarse else r"^layer(\d+)\.(\d+)\.")

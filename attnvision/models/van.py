@@ -173,18 +173,14 @@ class VAN(Backbone):
         self.pretrained_cfg = dict(cfg.cfg)
         self.apply(init_fan_out_trunc_normal)  # the authors' initialisation
 
-    def _check_input(self, x):
+    def forward_stem(self, x):
+        """VAN has no stem apart from the first stage's patch embedding: the checked input, on
+        channels-last memory where that is faster."""
         check_image(type(self).__name__, x, self.in_chans)
         if is_tracing() or x.dtype in FAST_CHANNELS_LAST:
             # Depth-wise convolutions and the per-position LayerNorm are fastest on channels_last maps.
             x = x.contiguous(memory_format=torch.channels_last)
         return x
-
-    def _stage_outputs(self, x):
-        x = self._check_input(x)
-        for stage in self.stages:
-            x = self._run(stage, x)
-            yield x
 
     def group_matcher(self, coarse: bool = False) -> dict:
         """The first patch embedding, then each later patch embedding, each block (each stage when
@@ -199,7 +195,7 @@ class VAN(Backbone):
         self.stages = self.stages[:n]
 
     def forward_features(self, x):
-        x = self._check_input(x)
+        x = self.forward_stem(x)
         for stage in self.stages:
             x = self._run(stage, x)
         return x  # (B, C₄, ⌈H/32⌉, ⌈W/32⌉), normalised
