@@ -22,7 +22,7 @@ def _meta_params(name, **kw):
 
 @pytest.mark.parametrize("name", AA_NAMES)
 def test_each_evolving_conv_adds_heads_squared_times_nine_plus_heads_parameters(name):
-    plain, _ = _meta_params(name, kappa=0.25, upsilon=0.125)  # the ea_* defaults
+    plain, _ = _meta_params(name, kappa=0.25, upsilon=0.125, min_dk_per_head=1)  # the ea_* defaults
     evolving, model = _meta_params("ea_" + name)
     n_evolve = sum(1 for m in model.modules() if isinstance(m, AAConv2d) and m.evolve)
     assert n_evolve > 0 and evolving - plain == n_evolve * (8 * 8 * 9 + 8)
@@ -36,14 +36,23 @@ def test_ea_aa_resnet50_chain_runs_through_stages_2_and_3_and_restarts_at_stage_
     assert len(roles) == 4 + 6 + 3
 
 
-def test_aa_resnet50_builds_at_the_papers_kappa_and_is_near_its_count():
-    params, model = _meta_params("aa_resnet50")  # default κ = 2υ = 0.2, 8 heads
+def test_aa_resnet50_builds_at_the_papers_kappa_with_20_wide_key_heads():
+    params, model = _meta_params("aa_resnet50")  # default κ = 2υ = 0.2, 8 heads, keys ≥ 20 a head
     depths = sorted({(m.out_channels, m.dk, m.dv) for m in model.modules() if isinstance(m, AAConv2d)})
-    # 0.2·128 = 25.6 → 24, 0.1·128 = 12.8 → 16; 51.2 → 48, 25.6 → 24; 102.4 → 104, 51.2 → 48
-    assert depths == [(128, 24, 16), (256, 48, 24), (512, 104, 48)]
-    assert params == 25_115_374
-    assert model.pretrained_cfg["paper_params"] == 25.8e6
-    assert abs(params - 25.8e6) / 25.8e6 < 0.03
+    # dk = max(κ·F_out rounded to the heads, 20·8) = 160; dv: 0.1·128 = 12.8 → 16, 25.6 → 24, 51.2 → 48
+    assert depths == [(128, 160, 16), (256, 160, 24), (512, 160, 48)]
+    assert params == 25_782_256
+    narrow, model = _meta_params("aa_resnet50", min_dk_per_head=1)
+    depths = sorted({(m.out_channels, m.dk, m.dv) for m in model.modules() if isinstance(m, AAConv2d)})
+    assert depths == [(128, 24, 16), (256, 48, 24), (512, 104, 48)]  # 25.6 → 24, 51.2 → 48, 102.4 → 104
+    assert narrow == 25_115_374 and abs(narrow - 25.8e6) / 25.8e6 > 0.015  # what the paper's count rules out
+
+
+def test_aa_resnet34_takes_no_key_minimum_by_default():
+    params, model = _meta_params("aa_resnet34")
+    assert {m.dk for m in model.modules() if isinstance(m, AAConv2d)} == {24, 48, 104}
+    wide, _ = _meta_params("aa_resnet34", min_dk_per_head=20)
+    assert abs(wide - 20.7e6) / 20.7e6 > 0.05 > abs(params - 20.7e6) / 20.7e6  # Table 2 counts it without
 
 
 def test_aa_resnet152_has_the_aa_resnet50_layers_with_more_blocks():
@@ -52,15 +61,15 @@ def test_aa_resnet152_has_the_aa_resnet50_layers_with_more_blocks():
     depths = {(m.out_channels, m.dk, m.dv) for m in r50.modules() if isinstance(m, AAConv2d)}
     assert {(m.out_channels, m.dk, m.dv) for m in r152.modules() if isinstance(m, AAConv2d)} == depths
     assert sum(isinstance(m, AAConv2d) for m in r152.modules()) == 8 + 36 + 3  # every block of stages 2-4
-    assert r152.pretrained_cfg["paper_params"] is None  # the paper gives no AA-ResNet-152 count we could check
     _, ea = _meta_params("ea_aa_resnet152")
     roles = {n: m.roles[0] for n, m in ea.named_modules() if isinstance(m, AABottleneck)}
     assert [n for n, r in roles.items() if r == "start"] == ["layer2.0", "layer4.0"]
 
 
-@pytest.mark.parametrize("name,paper", [("aa_resnet34", 20.7e6), ("aa_wide_resnet28_10", 36.2e6)])
+@pytest.mark.parametrize("name,paper", [("aa_resnet34", 20.7e6), ("aa_resnet50", 25.8e6), ("aa_resnet101", 45.4e6),
+                                        ("aa_resnet152", 61.6e6), ("aa_wide_resnet28_10", 36.2e6)])
 def test_aa_parameters_are_within_1_5_percent_of_the_paper(name, paper):
-    num_classes = 100 if "wide" in name else 1000  # Bello et al. Table 1 is CIFAR-100
+    num_classes = 100 if "wide" in name else 1000  # Bello et al. Table 1 is CIFAR-100, Table 2 ImageNet
     params, model = _meta_params(name, num_classes=num_classes)
     assert model.pretrained_cfg["paper_params"] == paper
     assert abs(params - paper) / paper < 0.015
