@@ -233,7 +233,7 @@ def _local_attention_op(q: Tensor, k: Tensor, v: Tensor, bias_row: Optional[Tens
 
 @_local_attention_op.register_fake
 def _(q, k, v, bias_row, bias_col, kernel_size, tile):
-    return q.new_empty((*q.shape[:-1], v.shape[-1]))
+    return torch.empty((*q.shape[:-1], v.shape[-1]), dtype=q.dtype, device=q.device)  # contiguous, as the kernel
 
 
 @torch.library.custom_op("attnvision::local_attention_backward", mutates_args=())
@@ -245,8 +245,8 @@ def _local_attention_backward_op(grad: Tensor, q: Tensor, k: Tensor, v: Tensor, 
 
 @_local_attention_backward_op.register_fake
 def _(grad, q, k, v, bias_row, bias_col, out, kernel_size, tile):
-    def like(b):  # the kernel returns contiguous gradients, whatever the inputs' strides
-        return b.new_empty(b.shape) if b is not None else q.new_empty(0)
+    def like(b):  # the kernel returns contiguous gradients, whatever the inputs' strides (new_empty may not)
+        return torch.empty(b.shape, dtype=b.dtype, device=b.device) if b is not None else q.new_empty(0)
     return [like(q), like(k), like(v), like(bias_row), like(bias_col)]
 
 
