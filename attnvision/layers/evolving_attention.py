@@ -110,91 +110,105 @@ def evolve_logits(logits: torch.Tensor, prev_logits: torch.Tensor | None, weight
 
 
 class EvolvingAttentionFunction(torch.autograd.Function):
-    """The evolving step and the attention it weights, with a hand-written backward that keeps less.
+    """The evolving step and the attention it weights, image by image, with a hand-written backward.
 
-    ``apply(q, k, v, prev, weight, bias, alpha, beta, scale, slope) -> (A V, A_logit)`` for q, k, v of
-    (B, K, N, d) and ``prev`` of (B, K, N, N); ``slope`` is the activation's negative slope (0: ReLU).
-    It computes what :func:`evolve_logits`, a softmax and A·V compute, in fewer passes over the
-    N×N maps:
+    ``apply(qkv, prev, weight, bias, alpha, beta, scale, slope) -> (out, A_logit)`` for ``qkv`` of
+    (B, N, 3, K, d) (the q, k, v projection of :meth:`MultiHeadSelfAttention.project_qkv`) and
+    ``prev`` of (B, K, N, N); ``out`` is A·V of (B, N, K, d), so the heads' concatenation is a view,
+    and ``slope`` is the activation's negative slope (0: ReLU). It computes what
+    :func:`evolve_logits`, a softmax and A·V compute:
 
-    - A_input = α·prev + (1 − α)·s·QKᵀ is one ``baddbmm`` (no separate logits map, no lerp pass);
-    - the activation writes A_logit straight back from the convolution's channels-last layout;
+    - one image at a time: each image's K maps are formed, convolved, used and dropped before the
+      next image's, so that besides A_logit (the output) forward holds the maps of one image, and
+      the passes over them run in cache;
+    - A_input = α·prev + (1 − α)·s·QKᵀ is one ``baddbmm`` (no separate logits map);
+    - backward keeps no map of its own: A_input is recomputed from q, k and ``prev`` (held by the
+      caller anyway), A from A_logit, ∂L/∂prev is written image by image;
     - the softmax backward's row sum Σ_j ∂L/∂A_ij · A_ij is ∂L/∂(AV)_i · (AV)_i (the identity flash
-      attention uses), so ∂L/∂A − rowsum comes out of one ``baddbmm`` and is multiplied by A in place;
-    - backward keeps A_input (channels-last, the convolution's input) and A_logit, not A: A is
-      recomputed, and ∂L/∂prev is written in the pass that leaves the convolution's layout.
+      attention uses), so ∂L/∂A − rowsum comes out of one ``baddbmm``, multiplied by A in place;
+    - ∂L/∂q, ∂L/∂k, ∂L/∂v are written straight into one gradient of ``qkv``.
 
     Gradients are those of the composite path up to float rounding (tests: gradcheck in float64 and
     equality to it). Once differentiable: a second derivative needs the composite path.
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, prev, weight, bias, alpha: float, beta: float, scale: float, slope: float):
-        b, heads, n, d = q.shape
-        # one copy each of the projections' strided views; every product below reads them as (B·K, N, d)
-        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-        a_in = torch.baddbmm(prev.reshape(b * heads, n, n), q.view(-1, n, d), k.view(-1, n, d).transpose(1, 2),
-                             beta=alpha, alpha=(1.0 - alpha) * scale).view(b, heads, n, n)  # A_input
-        a_cl = a_in.contiguous(memory_format=torch.channels_last)
-        if beta == 1.0:
-            del a_in  # N×N maps are the memory here: each is dropped as soon as it is no longer needed
-        conv = F.conv2d(a_cl, weight, bias, padding=weight.shape[-1] // 2)  # channels-last
-        logits = torch.empty(b, heads, n, n, dtype=q.dtype, device=q.device)  # A_logit, contiguous
-        mask = None
-        if beta == 1.0:
-            torch.ops.aten.leaky_relu.out(conv, slope, out=logits)
-        else:
-            mask = conv > 0
-            torch.lerp(a_in, F.leaky_relu(conv, slope), beta, out=logits)
-            del a_in
-        del conv
-        out = torch.bmm(torch.softmax(logits, -1).view(-1, n, n), v.view(-1, n, d)).view(b, heads, n, d)  # A·V
-        ctx.save_for_backward(q, k, v, weight, a_cl, logits, out, mask)
-        ctx.settings = alpha, beta, scale, slope, bias is not None
+    def forward(ctx, qkv, prev, weight, bias, alpha: float, beta: float, scale: float, slope: float):
+        b, n, _, heads, d = qkv.shape
+        logits = qkv.new_empty(b, heads, n, n)  # A_logit
+        out = qkv.new_empty(b, n, heads, d)
+        for i in range(b):
+            q, k, v = qkv[i].permute(1, 2, 0, 3).unbind(0)  # each (K, N, d), strided views
+            a_in = _a_input(q, k, prev[i], alpha, scale)
+            conv = _conv(a_in, weight, bias)
+            if beta == 1.0:
+                torch.ops.aten.leaky_relu.out(conv, slope, out=logits[i])
+            else:
+                torch.lerp(a_in, F.leaky_relu(conv, slope), beta, out=logits[i])
+            del a_in, conv  # N×N maps are the memory here: each is dropped as soon as it is no longer needed
+            out[i].transpose(0, 1).copy_(torch.bmm(torch.softmax(logits[i], -1), v))
+        ctx.save_for_backward(qkv, prev, weight, bias, logits, out)
+        ctx.settings = alpha, beta, scale, slope
         return out, logits
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g_out, g_logits):
-        q, k, v, weight, a_cl, logits, out, mask = ctx.saved_tensors
-        alpha, beta, scale, slope, has_bias = ctx.settings
-        b, heads, n, d = q.shape
-        q3, k3, v3 = q.view(-1, n, d), k.view(-1, n, d), v.view(-1, n, d)
+        qkv, prev, weight, bias, logits, out = ctx.saved_tensors
+        alpha, beta, scale, slope = ctx.settings
+        b, n, _, heads, d = qkv.shape
+        g_qkv = torch.empty_like(qkv, memory_format=torch.contiguous_format)
+        g_prev = torch.empty_like(logits)  # α·∂L/∂A_input, also read for ∂L/∂q and ∂L/∂k
+        g_weight = torch.zeros_like(weight)
+        g_bias = torch.zeros_like(bias) if bias is not None else None
         if g_out is None:
             g_out = torch.zeros_like(out)
-        g_out3 = g_out.contiguous().view(-1, n, d)
-        attn = torch.softmax(logits, -1).view(-1, n, n)  # A, recomputed rather than kept
-        g_v = torch.bmm(attn.transpose(1, 2), g_out3).view(b, heads, n, d)
-        # softmax backward: ∂L/∂A_logit = A ⊙ (∂L/∂A − Σ_j ∂L/∂A_ij A_ij) with ∂L/∂A = ∂L/∂(AV)·Vᵀ; the row
-        # sum is ∂L/∂(AV)_i · (AV)_i: one baddbmm and one in-place product, no other N×N map
-        row = torch.linalg.vecdot(g_out, out).view(-1, n, 1)
-        g = torch.baddbmm(row.neg_(), g_out3, v3.transpose(1, 2)).mul_(attn).view(b, heads, n, n)
-        del attn
-        if g_logits is not None:
-            g.add_(g_logits)
-        g_conv = torch.empty_like(a_cl)  # the convolution's backward wants its own layout
-        if mask is None:  # β = 1: A_logit = act(conv), positive exactly where conv is
-            torch.ops.aten.leaky_relu_backward.grad_input(g, logits, slope, True, grad_input=g_conv)
-        else:
-            torch.where(mask, g, g * slope, out=g_conv).mul_(beta)
-        g_in, g_weight, g_bias = torch.ops.aten.convolution_backward(
-            g_conv, a_cl, weight, [heads] if has_bias else None, [1, 1], [weight.shape[-1] // 2] * 2, [1, 1], False,
-            [0, 0], 1, [True, True, has_bias])
-        del g_conv
-        if beta != 1.0:
-            g_in.add_(g, alpha=1.0 - beta)
-        del g
-        # ∂L/∂prev = α·∂L/∂A_input, written contiguous in the pass that leaves the convolution's layout;
-        # ∂L/∂(s·QKᵀ) = (1 − α)·∂L/∂A_input is the same map times (1 − α)/α
-        g_prev = torch.mul(g_in, alpha if alpha > 0 else 1.0, out=torch.empty_like(logits))
-        del g_in
-        g3, c = g_prev.view(-1, n, n), (1.0 - alpha) * scale / (alpha if alpha > 0 else 1.0)
-        unread = g3.new_empty(1, 1, 1)  # baddbmm with beta = 0 scales the product and never reads its input
-        g_q = torch.baddbmm(unread, g3, k3, beta=0.0, alpha=c).view(b, heads, n, d)
-        g_k = torch.baddbmm(unread, g3.transpose(1, 2), q3, beta=0.0, alpha=c).view(b, heads, n, d)
-        if alpha == 0 or not ctx.needs_input_grad[3]:
+        # softmax backward: ∂L/∂A_logit = A ⊙ (∂L/∂A − Σ_j ∂L/∂A_ij A_ij) with ∂L/∂A = ∂L/∂(AV)·Vᵀ; the row sum
+        # is ∂L/∂(AV)_i · (AV)_i
+        rows = torch.linalg.vecdot(g_out, out).neg_().transpose(1, 2).unsqueeze(-1)  # (B, K, N, 1)
+        c = (1.0 - alpha) * scale / (alpha if alpha > 0 else 1.0)  # ∂L/∂(s·QKᵀ) = (1 − α)/α · ∂L/∂prev
+        for i in range(b):
+            q, k, v = qkv[i].permute(1, 2, 0, 3).unbind(0)
+            g_q, g_k, g_v = g_qkv[i].permute(1, 2, 0, 3).unbind(0)
+            go = g_out[i].transpose(0, 1)  # (K, N, d)
+            attn = torch.softmax(logits[i], -1)  # A, recomputed rather than kept
+            g_v.copy_(torch.bmm(attn.transpose(1, 2), go))
+            g = torch.baddbmm(rows[i], go, v.transpose(1, 2)).mul_(attn)
+            del attn
+            if g_logits is not None:
+                g.add_(g_logits[i])
+            a_in = _a_input(q, k, prev[i], alpha, scale)  # recomputed rather than kept
+            if beta == 1.0:  # A_logit = act(conv), positive exactly where conv is
+                g_conv = torch.ops.aten.leaky_relu_backward(g, logits[i], slope, True)
+            else:
+                g_conv = torch.where(_conv(a_in, weight, bias) > 0, g, g * slope).mul_(beta)
+            g_in, g_w, g_b = torch.ops.aten.convolution_backward(
+                g_conv[None], a_in[None], weight, [heads] if bias is not None else None, [1, 1],
+                [weight.shape[-1] // 2] * 2, [1, 1], False, [0, 0], 1, [True, True, bias is not None])
+            del g_conv, a_in
+            g_weight += g_w
+            if g_bias is not None:
+                g_bias += g_b
+            if beta != 1.0:
+                g_in.add_(g, alpha=1.0 - beta)
+            del g
+            g_a = torch.mul(g_in[0], alpha if alpha > 0 else 1.0, out=g_prev[i])
+            del g_in
+            g_q.copy_(torch.bmm(g_a, k).mul_(c))
+            g_k.copy_(torch.bmm(g_a.transpose(1, 2), q).mul_(c))
+        if alpha == 0 or not ctx.needs_input_grad[1]:
             g_prev = None
-        return g_q, g_k, g_v, g_prev, g_weight, g_bias, None, None, None, None
+        return g_qkv, g_prev, g_weight, g_bias, None, None, None, None
+
+
+def _a_input(q, k, prev, alpha: float, scale: float) -> torch.Tensor:
+    """A_input = α·prev + (1 − α)·s·QKᵀ for one image's (K, N, d) q, k and (K, N, N) prev: one baddbmm."""
+    return torch.baddbmm(prev, q, k.transpose(1, 2), beta=alpha, alpha=(1.0 - alpha) * scale)
+
+
+def _conv(a_in, weight, bias) -> torch.Tensor:
+    """One image's K-channel N×N logit image through the k×k convolution: (K, N, N)."""
+    return F.conv2d(a_in[None], weight, bias, padding=weight.shape[-1] // 2)[0]
 
 
 class EvolvingAttention(MultiHeadSelfAttention):
@@ -222,14 +236,15 @@ class EvolvingAttention(MultiHeadSelfAttention):
             type(self).__name__, heads, alpha, beta, kernel_size, activation)
 
     def forward(self, x: torch.Tensor, prev_logits: torch.Tensor | None = None, *, hw=None):
-        q, k, v = self.project(x)
+        qkv = self.project_qkv(x)
         n = x.shape[1]
         prev = usable_prev(type(self).__name__, (x.shape[0], self.heads, n), prev_logits)
         if self._fused(prev, x):
             out, logits = EvolvingAttentionFunction.apply(
-                q, k, v, prev, self.conv.weight, self.conv.bias, self.alpha, self.beta, self.scale,
+                qkv, prev, self.conv.weight, self.conv.bias, self.alpha, self.beta, self.scale,
                 0.0 if self.activation == "relu" else 0.01)
-            return self.merge_heads(out, x.shape), logits
+            return self.proj_drop(self.proj(out.reshape(x.shape))), logits
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         logits = evolve_logits(self.logits(q, k, hw), prev, self.conv.weight, self.conv.bias, self.alpha, self.beta,
                                self.activation)  # (B, heads, N, N)
         attn = logits.softmax(-1)

@@ -172,8 +172,8 @@ class MultiHeadSelfAttention(AttentionLayer):
             raise ValueError(f"{type(self).__name__}: hw={tuple(hw)} does not match {n} tokens")
         return tuple(hw)
 
-    def project(self, x: torch.Tensor):
-        """Absolute position (if any), then q, k, v, each (B, heads, N, head_dim)."""
+    def project_qkv(self, x: torch.Tensor) -> torch.Tensor:
+        """Absolute position (if any), then the q, k, v projection as one (B, N, 3, heads, head_dim) tensor."""
         self._check_tokens(x)
         b, n, _ = x.shape
         if self.pos in ("learned", "sinusoidal"):
@@ -181,8 +181,12 @@ class MultiHeadSelfAttention(AttentionLayer):
                 raise ValueError(f"{type(self).__name__}: the {self.pos} embedding holds {self.pos_embed.shape[1]} "
                                  f"positions, got {n} tokens")
             x = x + self.pos_embed
-        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        return q, k, v  # each (B, heads, N, head_dim)
+        return self.qkv(x).reshape(b, n, 3, self.heads, self.head_dim)
+
+    def project(self, x: torch.Tensor):
+        """Absolute position (if any), then q, k, v, each (B, heads, N, head_dim)."""
+        q, k, v = self.project_qkv(x).permute(2, 0, 3, 1, 4).unbind(0)
+        return q, k, v
 
     def relative_logits(self, q: torch.Tensor, hw=None) -> torch.Tensor | None:
         """R of the module docstring for the scaled queries q/√d, or None without relative position."""

@@ -196,7 +196,7 @@ SETTINGS = [(0.5, 1.0, "relu"), (0.3, 0.5, "leaky_relu"), (0.0, 1.0, "relu"), (1
 @pytest.mark.parametrize("alpha,beta,activation", SETTINGS)
 def test_fused_function_passes_gradcheck_in_float64(alpha, beta, activation):
     b, heads, n, d = 2, 3, 6, 4
-    q, k, v = (torch.randn(b, heads, n, d, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    qkv = torch.randn(b, n, 3, heads, d, dtype=torch.float64, requires_grad=True)
     prev = torch.randn(b, heads, n, n, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(heads, heads, 3, 3, dtype=torch.float64, requires_grad=True)
     bias = torch.randn(heads, dtype=torch.float64, requires_grad=True)
@@ -205,7 +205,7 @@ def test_fused_function_passes_gradcheck_in_float64(alpha, beta, activation):
     def fn(*inputs):
         return EvolvingAttentionFunction.apply(*inputs, alpha, beta, 0.5, slope)
 
-    assert torch.autograd.gradcheck(fn, (q, k, v, prev, weight, bias))
+    assert torch.autograd.gradcheck(fn, (qkv, prev, weight, bias))
 
 
 @pytest.mark.parametrize("alpha,beta,activation", SETTINGS)
