@@ -75,14 +75,6 @@ def lka_cost(dim: int, kernel_size: int, dilation: int, height: int = 1, width: 
 FAST_CHANNELS_LAST = (torch.float32, torch.bfloat16, torch.float16)
 
 
-def pointwise_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """A 1×1 ``conv`` applied to ``x``; a matrix product over the channels when ``x`` is channels_last."""
-    if not is_tracing() and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        # (B, H, W, C) is then a free view, and one GEMM with bias beats the conv kernels on CPU.
-        return F.linear(x.permute(0, 2, 3, 1), conv.weight.flatten(1), conv.bias).permute(0, 3, 1, 2)
-    return conv(x)
-
-
 class LKA(AttentionLayer):
     """Large Kernel Attention: ``F ⊗ Conv_1×1(DW-D-Conv(DW-Conv(F)))``; keeps H×W.
 
@@ -126,7 +118,7 @@ class LKA(AttentionLayer):
         if self.conv_dw_dilated is not None:
             attn = self._dilated(attn)
         if self.conv_pw is not None:
-            attn = pointwise_conv(self.conv_pw, attn)
+            attn = self.conv_pw(attn)
         if self.sigmoid:
             attn = torch.sigmoid(attn)
         self._keep(attn)

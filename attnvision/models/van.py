@@ -37,7 +37,7 @@ from torch import nn
 
 from ..checkpoint import remap_keys
 from ..layers import LKA, DropPath, LayerScale, drop_path_rates
-from ..layers.lka import FAST_CHANNELS_LAST, pointwise_conv
+from ..layers.lka import FAST_CHANNELS_LAST
 from ..layers._checks import check_positive_int, is_tracing
 from ._base import MATCH_PREV, Backbone, check_image, init_fan_out_trunc_normal, make_cfg, register_variant
 
@@ -65,7 +65,7 @@ class VANAttention(nn.Module):
         self.proj_2 = nn.Conv2d(dim, dim, 1)
 
     def forward(self, x):
-        return pointwise_conv(self.proj_2, self.lka(self.act(pointwise_conv(self.proj_1, x)))) + x
+        return self.proj_2(self.lka(self.act(self.proj_1(x)))) + x
 
 
 class ConvFFN(nn.Module):
@@ -80,8 +80,8 @@ class ConvFFN(nn.Module):
         self.drop = nn.Dropout(drop) if drop > 0 else nn.Identity()
 
     def forward(self, x):
-        x = self.drop(self.act(self.dwconv(pointwise_conv(self.fc1, x))))  # (B, hidden, H, W)
-        return self.drop(pointwise_conv(self.fc2, x))
+        x = self.drop(self.act(self.dwconv(self.fc1(x))))  # (B, hidden, H, W)
+        return self.drop(self.fc2(x))
 
 
 class VANBlock(nn.Module):
