@@ -31,6 +31,7 @@ from torch import nn
 
 from ._base import AttentionLayer
 from ._checks import check_choice, check_positive_int, is_tracing
+from .mlp import MapLinear
 
 REL_MODES = ("pre", "post", "none")
 
@@ -108,7 +109,7 @@ class RelativeAttention2d(AttentionLayer):
         self.scale = self.head_dim ** -0.5
         self.fused_attn = True  # SDPA kernel; False runs the explicit formulas (kept maps always do)
 
-        self.qkv = nn.Linear(dim, 3 * dim_out, bias=qkv_bias)
+        self.qkv = MapLinear(dim, 3 * dim_out, bias=qkv_bias)  # on (B, H, W, C) maps
         h, w = self.input_size
         if rel == "none":
             self.register_parameter("relative_bias_table", None)
@@ -116,7 +117,7 @@ class RelativeAttention2d(AttentionLayer):
             self.relative_bias_table = nn.Parameter(torch.empty(heads, 2 * h - 1, 2 * w - 1))
             nn.init.trunc_normal_(self.relative_bias_table, std=0.02)
         self.attn_drop = attn_drop
-        self.proj = nn.Linear(dim_out, dim_out)
+        self.proj = MapLinear(dim_out, dim_out)
         self.proj_drop = nn.Dropout(proj_drop)
 
     def relative_bias(self, size=None) -> torch.Tensor:

@@ -37,6 +37,7 @@ from torch import nn
 
 from ..layers import DropPath, Mlp, SelectAdaptivePool2d, drop_path_rates
 from ..layers.mbconv import BN_EPS, MBConv, pool2x2
+from ..layers.mlp import MapLinear
 from ..layers.relative_attention import REL_MODES, RelativeAttention2d, resize_relative_tables
 from ._base import (Backbone, check_image, check_init, init_fan_out_trunc_normal, init_normal_002, make_cfg,
                     register_variant)
@@ -62,13 +63,13 @@ class TransformerBlock(nn.Module):
         if stride not in (1, 2):
             raise ValueError(f"TransformerBlock: stride must be 1 or 2, got {stride!r}")
         self.stride = stride
-        self.shortcut = nn.Linear(dim, dim_out) if dim != dim_out else nn.Identity()
+        self.shortcut = MapLinear(dim, dim_out) if dim != dim_out else nn.Identity()
         self.norm1 = nn.LayerNorm(dim)
         self.attn = RelativeAttention2d(dim, input_size, head_dim=head_dim, rel=rel, dim_out=dim_out,
                                         attn_drop=attn_drop, proj_drop=proj_drop)
         self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim_out)
-        self.mlp = Mlp(dim_out, int(dim_out * mlp_ratio), act_layer=nn.GELU, drop=proj_drop)
+        self.mlp = Mlp(dim_out, int(dim_out * mlp_ratio), act_layer=nn.GELU, drop=proj_drop, linear_layer=MapLinear)
         self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
