@@ -139,15 +139,16 @@ def main(argv=None) -> int:
         "backward and temporaries do.",
         "",
         f"One (B, heads, N, N) float32 map is {unit / 2**20:.1f} MiB here, while the plain layer never holds one: "
-        "its scaled-dot-product kernel works tile by tile. Evolving attention must: its output includes A_logit "
-        "(the next layer's `prev_logits`), the gradient of `prev_logits` is another map, and backward needs the "
-        "convolution's input A_input and the softmax output A. The fused autograd function "
-        "(`EvolvingAttentionFunction`) forms A_input in one `baddbmm`, keeps A_input (channels-last, whose CPU "
-        "convolution kernels are several times faster) and A_logit for backward, recomputes A there, takes the "
-        "softmax backward's row sum from the small A·V, and drops every other map as soon as it has been used. On a "
-        "loaded machine (as here) an element-wise pass over a 2.4 MB (B, heads, N, d) tensor was measured to take "
-        "about as long as one over a 7 MiB map, so the count of operators weighs as much as their bytes, and the "
-        "time ratios move from run to run.",
+        "its scaled-dot-product kernel works tile by tile. Evolving attention must hold two: its output A_logit "
+        "(the next layer's `prev_logits`) and the gradient of `prev_logits`. The fused autograd function "
+        "(`EvolvingAttentionFunction`) holds no other: it works image by image, so that only one image's maps "
+        "(two in backward, whose channels-last convolution runs on two images at once) exist besides those two, "
+        "forms A_input in one `baddbmm` from the q/k/v projection itself (no copies of q, k, v), keeps nothing "
+        "for backward but that projection, `prev_logits` and A_logit (A_input and A are recomputed), takes the "
+        "softmax backward's row sum from the small A·V, and writes the gradients of q, k and v into one tensor. "
+        "Its time above plain attention is the 3×3 convolution over the heads' logit image (forward, and the "
+        "backward to its input and weight), the A_input product recomputed in backward and the element-wise "
+        "passes over the maps that a tiled kernel keeps in registers.",
         "",
     ])
     print(text)

@@ -123,7 +123,9 @@ class EvolvingAttentionFunction(torch.autograd.Function):
       the passes over them run in cache;
     - A_input = α·prev + (1 − α)·s·QKᵀ is one ``baddbmm`` (no separate logits map);
     - backward keeps no map of its own: A_input is recomputed from q, k and ``prev`` (held by the
-      caller anyway), A from A_logit, ∂L/∂prev is written image by image;
+      caller anyway), A from A_logit, ∂L/∂prev is written image by image; the convolution's backward
+      runs in channels-last layout (its CPU kernels are several times faster there, while the forward
+      convolution is not);
     - the softmax backward's row sum Σ_j ∂L/∂A_ij · A_ij is ∂L/∂(AV)_i · (AV)_i (the identity flash
       attention uses), so ∂L/∂A − rowsum comes out of one ``baddbmm``, multiplied by A in place;
     - ∂L/∂q, ∂L/∂k, ∂L/∂v are written straight into one gradient of ``qkv``.
@@ -167,38 +169,54 @@ class EvolvingAttentionFunction(torch.autograd.Function):
         # is ∂L/∂(AV)_i · (AV)_i
         rows = torch.linalg.vecdot(g_out, out).neg_().transpose(1, 2).unsqueeze(-1)  # (B, K, N, 1)
         c = (1.0 - alpha) * scale / (alpha if alpha > 0 else 1.0)  # ∂L/∂(s·QKᵀ) = (1 − α)/α · ∂L/∂prev
-        for i in range(b):
-            q, k, v = qkv[i].permute(1, 2, 0, 3).unbind(0)
-            g_q, g_k, g_v = g_qkv[i].permute(1, 2, 0, 3).unbind(0)
-            go = g_out[i].transpose(0, 1)  # (K, N, d)
-            attn = torch.softmax(logits[i], -1)  # A, recomputed rather than kept
-            g_v.copy_(torch.bmm(attn.transpose(1, 2), go))
-            g = torch.baddbmm(rows[i], go, v.transpose(1, 2)).mul_(attn)
-            del attn
-            if g_logits is not None:
-                g.add_(g_logits[i])
-            a_in = _a_input(q, k, prev[i], alpha, scale)  # recomputed rather than kept
-            if beta == 1.0:  # A_logit = act(conv), positive exactly where conv is
-                g_conv = torch.ops.aten.leaky_relu_backward(g, logits[i], slope, True)
-            else:
-                g_conv = torch.where(_conv(a_in, weight, bias) > 0, g, g * slope).mul_(beta)
+        cl, pad = torch.channels_last, [weight.shape[-1] // 2] * 2
+        for i0 in range(0, b, _CONV_IMAGES):
+            images = range(i0, min(b, i0 + _CONV_IMAGES))
+            # ∂L/∂A_logit through the activation, and A_input, of the images whose convolution runs together
+            g_conv = logits.new_empty(len(images), heads, n, n)
+            a_in = logits.new_empty(len(images), heads, n, n)
+            g_skip = [] if beta != 1.0 else None
+            for j, i in enumerate(images):
+                q, k, v = qkv[i].permute(1, 2, 0, 3).unbind(0)
+                go = g_out[i].transpose(0, 1)  # (K, N, d)
+                attn = torch.softmax(logits[i], -1)  # A, recomputed rather than kept
+                g_qkv[i, :, 2].transpose(0, 1).copy_(torch.bmm(attn.transpose(1, 2), go))  # ∂L/∂v
+                g = torch.baddbmm(rows[i], go, v.transpose(1, 2)).mul_(attn)
+                del attn
+                if g_logits is not None:
+                    g.add_(g_logits[i])
+                torch.baddbmm(prev[i], q, k.transpose(1, 2), beta=alpha, alpha=(1.0 - alpha) * scale, out=a_in[j])
+                if beta == 1.0:  # A_logit = act(conv), positive exactly where conv is
+                    torch.ops.aten.leaky_relu_backward.grad_input(g, logits[i], slope, True, grad_input=g_conv[j])
+                else:
+                    torch.where(_conv(a_in[j], weight, bias) > 0, g, g * slope, out=g_conv[j]).mul_(beta)
+                    g_skip.append(g.mul_(1.0 - beta))
+                del g
+            # the convolution's backward in channels-last layout, a few images at a time: its CPU kernels are
+            # several times faster there (element-wise passes are not: they write the contiguous layout, then
+            # one copy converts)
+            g_conv, a_in = g_conv.contiguous(memory_format=cl), a_in.contiguous(memory_format=cl)
             g_in, g_w, g_b = torch.ops.aten.convolution_backward(
-                g_conv[None], a_in[None], weight, [heads] if bias is not None else None, [1, 1],
-                [weight.shape[-1] // 2] * 2, [1, 1], False, [0, 0], 1, [True, True, bias is not None])
+                g_conv, a_in, weight, [heads] if bias is not None else None, [1, 1], pad, [1, 1], False, [0, 0], 1,
+                [True, True, bias is not None])
             del g_conv, a_in
             g_weight += g_w
             if g_bias is not None:
                 g_bias += g_b
-            if beta != 1.0:
-                g_in.add_(g, alpha=1.0 - beta)
-            del g
-            g_a = torch.mul(g_in[0], alpha if alpha > 0 else 1.0, out=g_prev[i])
-            del g_in
-            g_q.copy_(torch.bmm(g_a, k).mul_(c))
-            g_k.copy_(torch.bmm(g_a.transpose(1, 2), q).mul_(c))
+            for j, i in enumerate(images):
+                q, k, _ = qkv[i].permute(1, 2, 0, 3).unbind(0)
+                g_q, g_k, _ = g_qkv[i].permute(1, 2, 0, 3).unbind(0)
+                g_a = g_in[j] if g_skip is None else g_in[j].add_(g_skip[j])  # ∂L/∂A_input
+                g_a = torch.mul(g_a, alpha if alpha > 0 else 1.0, out=g_prev[i])
+                torch.mul(torch.bmm(g_a, k), c, out=g_q)
+                torch.mul(torch.bmm(g_a.transpose(1, 2), q), c, out=g_k)
+            del g_in, g_skip
         if alpha == 0 or not ctx.needs_input_grad[1]:
             g_prev = None
         return g_qkv, g_prev, g_weight, g_bias, None, None, None, None
+
+
+_CONV_IMAGES = 2  # images whose logit-image convolution runs as one backward call (faster per image than one)
 
 
 def _a_input(q, k, prev, alpha: float, scale: float) -> torch.Tensor:
