@@ -32,6 +32,8 @@ sys.path.insert(0, str(ROOT / "tests" / "layers"))
 from attnvision.cli._table import format_table  # noqa: E402
 from attnvision.io import atomic_write_text  # noqa: E402
 from attnvision.layers import LocalSelfAttention2d  # noqa: E402
+from attnvision.profiling import profile  # noqa: E402
+from attnvision.profiling.benchmark import gemm_peak_gflops  # noqa: E402
 from sasa_reference import reference_layer  # noqa: E402
 
 # (batch, channels, size, kernel); 112×112 runs at batch 2 because the unfold peer's
@@ -85,10 +87,11 @@ def peak_bytes(fn, x, backward: bool, device) -> int:
     return peak
 
 
-def bench(config, repeats: int, device) -> list[list]:
+def bench(config, repeats: int, device, peak: float) -> list[list]:
     B, C, size, k = config
     torch.manual_seed(0)
     ours = LocalSelfAttention2d(C, C, k, HEADS).to(device)
+    macs = profile(ours, (B, C, size, size)).macs  # the true multiply-adds: projections and the k×k windows
     peer = Unfold(ours)
     x = torch.randn(B, C, size, size, device=device, requires_grad=True)
     with torch.no_grad():
@@ -110,8 +113,10 @@ def bench(config, repeats: int, device) -> list[list]:
                 times[name].append(time.perf_counter() - t0)
         t = {name: statistics.median(v) * 1e3 for name, v in times.items()}
         mem = {name: peak_bytes(fn, x, backward, device) / 2 ** 20 for name, fn in fns.items()}
+        gflops = 2 * macs * (3 if backward else 1) / (t["ours"] / 1e3) / 1e9  # backward: twice the forward's work
         rows.append([f"{B}×{C}×{size}×{size}, k={k}", "fwd+bwd" if backward else "fwd",
                      f"{t['ours']:.0f}", f"{t['unfold']:.0f}", f"{t['unfold'] / t['ours']:.1f}x",
+                     f"{gflops:.1f}", f"{gflops / peak:.0%}",
                      f"{mem['ours']:.0f}", f"{mem['unfold']:.0f}", f"{mem['unfold'] / mem['ours']:.1f}x",
                      f"{err:.1e}"])
         x.grad = None
@@ -146,9 +151,10 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     configs, repeats = (QUICK, 1) if args.quick else (CONFIGS, args.repeats)
     where = machine(device)
+    peak = gemm_peak_gflops(device=device)
     rows = []
     for config in configs:
-        rows += bench(config, repeats, device)
+        rows += bench(config, repeats, device, peak)
         print(format_table(HEADERS, rows[-2:]), flush=True)
     table = format_table(HEADERS, rows, markdown=True)
     print(table)
@@ -157,12 +163,17 @@ def main(argv=None) -> int:
                 f"`python benchmarks/bench_sasa.py{' --threads ' + str(args.threads) if args.threads else ''}` on {device.type}: {where}. "
                 f"{HEADS} heads, relative positions; times are medians of {repeats} interleaved repeats; "
                 f"peak memory is the tensor memory a call holds beyond its inputs and parameters; "
-                f"`max |Δ|` is the largest difference between the two outputs.\n\n{table}\n")
+                f"`max |Δ|` is the largest difference between the two outputs. GFLOP/s: two per true "
+                f"multiply-add of our layer (its 1×1 projections and B·H·W·k²·(d_qk + d_v) in the windows, "
+                f"`attnvision.profile`; fwd+bwd counts three times the forward's), and its share of the fp32 "
+                f"matrix-product rate measured at the start ({peak:.0f} GFLOP/s, "
+                f"`attnvision.profiling.benchmark.gemm_peak_gflops`).\n\n{table}\n")
         atomic_write_text(args.out, text)
     return 0
 
 
-HEADERS = ["B×C×H×W", "pass", "ours (ms)", "unfold (ms)", "speed-up", "ours peak (MiB)", "unfold peak (MiB)",
+HEADERS = ["B×C×H×W", "pass", "ours (ms)", "unfold (ms)", "speed-up", "ours GFLOP/s", "of GEMM peak",
+           "ours peak (MiB)", "unfold peak (MiB)",
            "memory ratio", "max |Δ|"]
 
 if __name__ == "__main__":
