@@ -3,6 +3,7 @@ eager, its compile time, and the speed-up of inference and of a training step, i
 
     python benchmarks/bench_compile.py            # writes benchmarks/results/compile.md
     python benchmarks/bench_compile.py --quick    # three families, fewer repeats, no file
+    python benchmarks/bench_compile.py --family SASA --family VAN   # these families, no file
 
 Every model is compiled with ``fullgraph=True`` (a graph break is an error). Eager and compiled
 copies share their weights and alternate repeat by repeat (``interleaved_medians``). Speed-up =
@@ -47,9 +48,12 @@ def build(name: str, side: int):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="three families, fewer repeats, no results file")
+    parser.add_argument("--family", action="append", choices=tuple(MODELS),
+                        help="time only this family (repeatable); no results file")
     parser.add_argument("--batch-size", type=int, default=8)
     args = parser.parse_args()
-    families = QUICK if args.quick else tuple(MODELS)
+    families = args.family or (QUICK if args.quick else tuple(MODELS))
+    partial = args.quick or bool(args.family)
     repeats, batch = (3, args.batch_size) if args.quick else (7, args.batch_size)
     rows = []
     for family in families:
@@ -82,7 +86,7 @@ def main():
              "eager and compiled share weights; medians of interleaved repeats after the compiling call. "
              "max rel. diff: largest |compiled − eager| of the logits over the largest |eager| logit. "
              "Produced by `python benchmarks/bench_compile.py" + (" --quick" if args.quick else "") + "`.")
-    if args.quick:
+    if partial:
         from common import format_table
         print(format_table(headers, rows, markdown=True))
         print(notes)
