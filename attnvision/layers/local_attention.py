@@ -43,9 +43,9 @@ from ._checks import check_choice, check_feature_map, check_positive_int
 
 POS_MODES = ("relative", "absolute", "none")
 LOGIT_MODES = ("both", "content", "position")
-_TILE = 4                           # query tile side: small tiles keep the halo waste (tile+k−1)²/k² low
+_TILE = 3                           # query tile side: small tiles keep the halo waste (tile+k−1)²/k² low
 _CHUNK_CPU, _CHUNK_CUDA = 1 << 18, 1 << 24   # least score elements per chunk
-_MAX_CHUNKS = 8                     # few large ops: per-op overhead dominates small chunks
+_MAX_CHUNKS = 16                    # not too few: a chunk's scores should stay in cache; not too many: per-op overhead
 
 
 # -- the kernel ---------------------------------------------------------------------------------
