@@ -185,7 +185,7 @@ class EvolvingAttentionFunction(torch.autograd.Function):
                 del attn
                 if g_logits is not None:
                     g.add_(g_logits[i])
-                torch.baddbmm(prev[i], q, k.transpose(1, 2), beta=alpha, alpha=(1.0 - alpha) * scale, out=a_in[j])
+                _a_input(q, k, prev[i], alpha, scale, out=a_in[j])  # recomputed rather than kept
                 if beta == 1.0:  # A_logit = act(conv), positive exactly where conv is
                     torch.ops.aten.leaky_relu_backward.grad_input(g, logits[i], slope, True, grad_input=g_conv[j])
                 else:
@@ -219,9 +219,9 @@ class EvolvingAttentionFunction(torch.autograd.Function):
 _CONV_IMAGES = 2  # images whose logit-image convolution runs as one backward call (faster per image than one)
 
 
-def _a_input(q, k, prev, alpha: float, scale: float) -> torch.Tensor:
+def _a_input(q, k, prev, alpha: float, scale: float, out: torch.Tensor | None = None) -> torch.Tensor:
     """A_input = α·prev + (1 − α)·s·QKᵀ for one image's (K, N, d) q, k and (K, N, N) prev: one baddbmm."""
-    return torch.baddbmm(prev, q, k.transpose(1, 2), beta=alpha, alpha=(1.0 - alpha) * scale)
+    return torch.baddbmm(prev, q, k.transpose(1, 2), beta=alpha, alpha=(1.0 - alpha) * scale, out=out)
 
 
 def _conv(a_in, weight, bias) -> torch.Tensor:
