@@ -26,12 +26,21 @@ import warnings
 import torch
 from torch import nn
 
-_CONV_BN = {nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d, nn.Conv3d: nn.BatchNorm3d}
+from .layers.pointwise import PointwiseConv2d
+
+_CONV_BN = {nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d, nn.Conv3d: nn.BatchNorm3d, PointwiseConv2d: nn.BatchNorm2d}
+
+
+class _ConvTracer(torch.fx.Tracer):
+    """The default tracer, with this library's convolution modules kept as modules (calls) in the graph."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return type(m) in _CONV_BN or super().is_leaf_module(m, qualname)
 
 
 def _foldable_pairs(model: nn.Module) -> list[tuple[str, str]]:
     """(conv name, BN name) pairs where the BN's only input is the conv's output and nothing else reads that output."""
-    graph = torch.fx.symbolic_trace(model).graph
+    graph = _ConvTracer().trace(model)
     calls: dict[str, int] = {}
     for node in graph.nodes:
         if node.op == "call_module":

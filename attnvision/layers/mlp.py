@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._checks import is_tracing
+from .pointwise import pointwise_conv2d
 
 
 class MapLinear(nn.Linear):
@@ -18,7 +19,7 @@ class MapLinear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if is_tracing() or x.dim() != 4 or x.device.type != "cpu":
             return F.linear(x, self.weight, self.bias)
-        y = F.conv2d(x.permute(0, 3, 1, 2), self.weight[:, :, None, None], self.bias)
+        y = pointwise_conv2d(x.permute(0, 3, 1, 2), self.weight[:, :, None, None], self.bias)
         return y.permute(0, 2, 3, 1)
 
 

@@ -27,6 +27,7 @@ from torch import nn
 from ..checkpoint import remap_keys
 from ..layers import BAM, DropPath, create_attn, drop_path_rates
 from ..layers.bam import OFFICIAL_BAM_NEEDS_PRODUCT
+from ..layers.pointwise import PointwiseConv2d
 from ._base import (MATCH_PREV, Backbone, CIFAR_MEAN, CIFAR_STD, check_image, check_init, init_attention_module_cnn,
                     init_torchvision_cnn, keep_layers, make_cfg, register_variant, stage_attn_matchers)
 
@@ -39,7 +40,7 @@ def _conv3x3(cin, cout, stride=1, groups=1):
 
 
 def _conv1x1(cin, cout, stride=1):
-    return nn.Conv2d(cin, cout, 1, stride=stride, bias=False)
+    return PointwiseConv2d(cin, cout, stride=stride, bias=False)
 
 
 class PadShortcut(nn.Module):

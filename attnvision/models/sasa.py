@@ -21,6 +21,7 @@ from torch import nn
 
 from ..layers import DropPath, drop_path_rates
 from ..layers.local_attention import LOGIT_MODES, POS_MODES, LocalSelfAttention2d, SpatiallyAwareStem
+from ..layers.pointwise import PointwiseConv2d
 from ._base import Backbone, check_image, keep_layers, make_cfg, register_variant
 
 STEMS = ("attention", "conv")
@@ -38,7 +39,7 @@ class SASABottleneck(nn.Module):
                  attention: bool = True, drop_path: float = 0.0):
         super().__init__()
         out = planes * self.expansion
-        self.conv1 = nn.Conv2d(cin, planes, 1, bias=False)
+        self.conv1 = PointwiseConv2d(cin, planes, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
         self.attention = attention
         if attention:
@@ -46,7 +47,7 @@ class SASABottleneck(nn.Module):
         else:
             self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
-        self.conv3 = nn.Conv2d(planes, out, 1, bias=False)
+        self.conv3 = PointwiseConv2d(planes, out, bias=False)
         self.bn3 = nn.BatchNorm2d(out)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
@@ -125,7 +126,7 @@ class SASAResNet(Backbone):
                 s = stride if j == 0 else 1
                 downsample = None
                 if s != 1 or cin != cout:
-                    downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=s, bias=False), nn.BatchNorm2d(cout))
+                    downsample = nn.Sequential(PointwiseConv2d(cin, cout, stride=s, bias=False), nn.BatchNorm2d(cout))
                 blocks.append(SASABottleneck(cin, planes, s, downsample, kernel_size=kernel_size, heads=heads,
                                              pos=pos, logits=logits, attention=i + 1 in self.attention_stages,
                                              drop_path=dpr[idx]))
