@@ -36,6 +36,7 @@ from torch import nn
 from ._base import AttentionLayer
 from ._checks import check_feature_map, check_positive_int, is_tracing
 from .create_attn import register_attn
+from .pointwise import PointwiseConv2d
 
 
 def lka_kernels(kernel_size: int, dilation: int) -> tuple[int, int]:
@@ -108,7 +109,7 @@ class LKA(AttentionLayer):
         self.conv_dw_dilated = (nn.Conv2d(dim, dim, k_dil, padding=extent // 2 if self.pad is None else 0,
                                           dilation=dilation, groups=dim, bias=bias)
                                 if dilated_conv else None)
-        self.conv_pw = nn.Conv2d(dim, dim, 1, bias=bias) if pointwise else None
+        self.conv_pw = PointwiseConv2d(dim, dim, bias=bias) if pointwise else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_feature_map("LKA", x, self.dim)

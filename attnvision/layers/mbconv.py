@@ -25,6 +25,7 @@ from torch import nn
 
 from ._checks import check_feature_map, check_positive_int
 from .drop import DropPath
+from .pointwise import PointwiseConv2d
 from .squeeze_excite import SE
 
 BN_EPS = 1e-3  # the reference code's (TensorFlow's) batch-norm epsilon
@@ -66,9 +67,9 @@ class MBConv(nn.Module):
         self.in_chs, self.out_chs, self.stride = in_chs, out_chs, stride
         s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
 
-        self.shortcut = nn.Conv2d(in_chs, out_chs, 1) if in_chs != out_chs else nn.Identity()
+        self.shortcut = PointwiseConv2d(in_chs, out_chs) if in_chs != out_chs else nn.Identity()
         self.pre_norm = nn.BatchNorm2d(in_chs, eps=BN_EPS)
-        self.conv1 = nn.Conv2d(in_chs, mid, 1, stride=s1, bias=False)
+        self.conv1 = PointwiseConv2d(in_chs, mid, stride=s1, bias=False)
         self.norm1 = nn.BatchNorm2d(mid, eps=BN_EPS)
         self.act1 = act_layer()
         self.conv2 = nn.Conv2d(mid, mid, 3, stride=s3, padding=1, groups=mid, bias=False)
@@ -76,7 +77,7 @@ class MBConv(nn.Module):
         self.act2 = act_layer()
         rd = max(1, int(out_chs * se_ratio)) if se_ratio else 0
         self.se = SE(mid, rd_channels=rd, act_layer=se_act_layer) if rd else nn.Identity()
-        self.conv3 = nn.Conv2d(mid, out_chs, 1)
+        self.conv3 = PointwiseConv2d(mid, out_chs)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -38,6 +38,7 @@ from torch import nn
 from ..checkpoint import remap_keys
 from ..layers import LKA, DropPath, LayerScale, drop_path_rates
 from ..layers.lka import FAST_CHANNELS_LAST
+from ..layers.pointwise import PointwiseConv2d
 from ..layers._checks import check_positive_int, is_tracing
 from ._base import MATCH_PREV, Backbone, check_image, init_fan_out_trunc_normal, make_cfg, register_variant
 
@@ -59,10 +60,10 @@ class VANAttention(nn.Module):
 
     def __init__(self, dim: int, lka_kernel: int = 21, lka_dilation: int = 3, **lka_kwargs):
         super().__init__()
-        self.proj_1 = nn.Conv2d(dim, dim, 1)
+        self.proj_1 = PointwiseConv2d(dim, dim)
         self.act = nn.GELU()
         self.lka = LKA(dim, lka_kernel, lka_dilation, **lka_kwargs)
-        self.proj_2 = nn.Conv2d(dim, dim, 1)
+        self.proj_2 = PointwiseConv2d(dim, dim)
 
     def forward(self, x):
         return self.proj_2(self.lka(self.act(self.proj_1(x)))) + x
@@ -73,10 +74,10 @@ class ConvFFN(nn.Module):
 
     def __init__(self, dim: int, hidden: int, drop: float = 0.0):
         super().__init__()
-        self.fc1 = nn.Conv2d(dim, hidden, 1)
+        self.fc1 = PointwiseConv2d(dim, hidden)
         self.dwconv = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
         self.act = nn.GELU()
-        self.fc2 = nn.Conv2d(hidden, dim, 1)
+        self.fc2 = PointwiseConv2d(hidden, dim)
         self.drop = nn.Dropout(drop) if drop > 0 else nn.Identity()
 
     def forward(self, x):
