@@ -12,7 +12,9 @@ function with less work:
 - parameters in channels-last memory, so that the CPU convolution kernels take the fast layout
   from the first layer on;
 - optionally ``torch.compile``, which fuses the remaining element-wise work (gate products, ReLU,
-  residual sums) into the convolutions' neighbours.
+  residual sums) into the convolutions' neighbours; ``compile=True`` also freezes the weights into the
+  compiled code (inductor's ``freezing``: constants folded, convolution weights packed once for
+  oneDNN), which is what an inference-only copy allows.
 
 Which convolution feeds which BatchNorm is read from a ``torch.fx`` trace of the model (the
 models of this library are traceable); the model itself keeps its class, methods and control
@@ -29,6 +31,9 @@ from torch import nn
 from .layers.pointwise import PointwiseConv2d
 
 _CONV_BN = {nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d, nn.Conv3d: nn.BatchNorm3d, PointwiseConv2d: nn.BatchNorm2d}
+
+
+_FROZEN = {"options": {"freezing": True}}  # compile=True: the weights are constants of an inference-only copy
 
 
 class _ConvTracer(torch.fx.Tracer):
@@ -97,8 +102,10 @@ def optimize_for_inference(model: nn.Module, *, channels_last: bool = True, comp
     Args:
         model: an ``nn.Module`` in eval mode (``model.eval()``); it is not changed.
         channels_last: move 4-D parameters to channels-last memory.
-        compile: True for ``torch.compile(model)``, or a dict of ``torch.compile`` keyword arguments
-            (``{"mode": "max-autotune"}``, ``{"backend": "aot_eager"}``, ...).
+        compile: True for ``torch.compile(model, options={"freezing": True})`` (inductor with the weights
+            frozen in: later changes to the copy's parameters are not seen by the compiled code), or a dict
+            of ``torch.compile`` keyword arguments, passed as they are (``{"mode": "max-autotune"}``,
+            ``{"backend": "aot_eager"}``, ...).
 
     Outputs equal the eager model's up to float rounding (the folded weights are rounded once).
     The copy is for inference only: its BatchNorms are gone, so training it is not training the model.
@@ -120,5 +127,5 @@ def optimize_for_inference(model: nn.Module, *, channels_last: bool = True, comp
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     if compile is not False:
-        model = torch.compile(model, **(compile if isinstance(compile, dict) else {}))
+        model = torch.compile(model, **(compile if isinstance(compile, dict) else _FROZEN))
     return model

@@ -2,6 +2,7 @@
 
     python benchmarks/bench_resnet.py [--quick] [--layout nchw|channels-last|timm-best] [--threads 1 2]
     python benchmarks/bench_resnet.py --layout timm-best --optimize   # inference of optimize_for_inference copies
+    python benchmarks/bench_resnet.py --layout timm-best --optimize --compile   # and of their compiled copies
 
 Inference (eval, no grad) and a training step (forward, backward, SGD step), images per
 second, ratio ours/timm (> 1 means we are faster), at each thread count. Layouts:
@@ -17,7 +18,9 @@ second, ratio ours/timm (> 1 means we are faster), at each thread count. Layouts
   their kernels at every call) (``resnet_both_best.md``).
 
 ``--optimize`` times our models as :func:`attnvision.optimize_for_inference` returns them (BatchNorm
-folded, channels-last), inference only (``resnet_<layout>_optimized.md``).
+folded, channels-last), inference only (``resnet_<layout>_optimized.md``); with ``--compile`` also as
+``optimize_for_inference(model, compile=True)`` returns them (inductor, weights frozen in), timed in the
+same interleaved rounds after a warm-up call that compiles them.
 """
 from __future__ import annotations
 
@@ -64,8 +67,12 @@ def main():
     parser.add_argument("--threads", type=int, nargs="+", default=[torch.get_num_threads()])
     parser.add_argument("--optimize", action="store_true",
                         help="ours through attnvision.optimize_for_inference, inference only")
+    parser.add_argument("--compile", action="store_true",
+                        help="with --optimize: also optimize_for_inference(model, compile=True)")
     parser.add_argument("--size", type=int, default=224)
     args = parser.parse_args()
+    if args.compile and not args.optimize:
+        parser.error("--compile times the optimize_for_inference copies: it needs --optimize")
     layout = "channels-last" if args.channels_last else args.layout
     results, ours_model_fmt, ours_fmt, peer_fmt = LAYOUTS[layout]
     batch, repeats = (4, 3) if args.quick else (8, 7)
@@ -79,11 +86,17 @@ def main():
             torch.manual_seed(0)
             ours, peer = build_pair(name, attn)
             ours, peer = ours.to(memory_format=ours_model_fmt), peer.to(memory_format=peer_fmt)
+            fns = {}
             if args.optimize:
-                ours = av.optimize_for_inference(ours.eval())
-            inf = interleaved_medians({"ours": infer_fn(ours, x_ours), "timm": infer_fn(peer, x_peer)}, repeats)
+                eager, ours = ours.eval(), av.optimize_for_inference(ours.eval())  # (a copy: eager is kept)
+                if args.compile:
+                    fns["compiled"] = infer_fn(av.optimize_for_inference(eager, compile=True), x_ours)
+            fns.update(ours=infer_fn(ours, x_ours), timm=infer_fn(peer, x_peer))
+            inf = interleaved_medians(fns, repeats)
             row = [name, str(threads), f"{batch / inf['ours']:.1f}", f"{batch / inf['timm']:.1f}",
                    f"{inf['timm'] / inf['ours']:.2f}x"]
+            if args.compile:
+                row += [f"{batch / inf['compiled']:.1f}", f"{inf['timm'] / inf['compiled']:.2f}x"]
             if not args.optimize:
                 trn = interleaved_medians({"ours": train_fn(ours, x_ours, y), "timm": train_fn(peer, x_peer, y)},
                                           repeats)
@@ -95,10 +108,16 @@ def main():
         headers += ["train img/s (ours)", "train img/s (timm)", "ratio"]
     else:
         results += "_optimized"
+        if args.compile:
+            headers += ["compiled img/s (ours)", "ratio"]
     command = "python benchmarks/bench_resnet.py" + (" --quick" if args.quick else "") + (
         f" --layout {layout}" if layout != "nchw" else "") + (" --optimize" if args.optimize else "") + (
+        " --compile" if args.compile else "") + (f" --size {args.size}" if args.size != 224 else "") + (
         " --threads " + " ".join(map(str, args.threads)))
     ours_note = "ours through `attnvision.optimize_for_inference` (BatchNorm folded); " if args.optimize else ""
+    if args.compile:
+        ours_note += ("compiled: `optimize_for_inference(model, compile=True)` (inductor, weights frozen in; "
+                      "compiled in the warm-up call); ")
     notes = (f"Batch {batch}, {args.size}×{args.size}, float32, {ours_note}{NOTES[layout]}; median of interleaved repeats. "
              "timm peers: `timm.create_model('resnet50', block_args=dict(attn_layer=KIND))`. Ratio = ours/timm "
              f"throughput. Produced by `{command}`.")

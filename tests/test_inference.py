@@ -115,6 +115,15 @@ def test_compile_wraps_the_folded_model():
         torch.testing.assert_close(fast(x), model(x), rtol=1e-4, atol=1e-5)
 
 
+def test_compile_true_freezes_the_weights_in(monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch, "compile", lambda model, **kwargs: calls.append(kwargs) or model)
+    model, _ = tiny_model("resnet_cbam")
+    av.optimize_for_inference(model, compile=True)
+    av.optimize_for_inference(model, compile={"mode": "max-autotune"})
+    assert calls == [{"options": {"freezing": True}}, {"mode": "max-autotune"}]
+
+
 def test_training_mode_and_bad_arguments_are_refused():
     model, _ = tiny_model("resnet_cbam")
     with pytest.raises(ValueError, match=r"optimize_for_inference: the model must be in eval mode \(call model.eval"
