@@ -20,7 +20,8 @@ second, ratio ours/timm (> 1 means we are faster), at each thread count. Layouts
 ``--optimize`` times our models as :func:`attnvision.optimize_for_inference` returns them (BatchNorm
 folded, channels-last), inference only (``resnet_<layout>_optimized.md``); with ``--compile`` also as
 ``optimize_for_inference(model, compile=True)`` returns them (inductor, weights frozen in), timed in the
-same interleaved rounds after a warm-up call that compiles them.
+same interleaved rounds after a warm-up call that compiles them. Our eager model as created runs in the
+same rounds too ("vs our eager": its time over the optimized copy's).
 """
 from __future__ import annotations
 
@@ -89,14 +90,18 @@ def main():
             fns = {}
             if args.optimize:
                 eager, ours = ours.eval(), av.optimize_for_inference(ours.eval())  # (a copy: eager is kept)
+                fns["eager"] = infer_fn(eager, x_ours)
                 if args.compile:
                     fns["compiled"] = infer_fn(av.optimize_for_inference(eager, compile=True), x_ours)
             fns.update(ours=infer_fn(ours, x_ours), timm=infer_fn(peer, x_peer))
             inf = interleaved_medians(fns, repeats)
             row = [name, str(threads), f"{batch / inf['ours']:.1f}", f"{batch / inf['timm']:.1f}",
                    f"{inf['timm'] / inf['ours']:.2f}x"]
+            if args.optimize:
+                row += [f"{inf['eager'] / inf['ours']:.2f}x"]
             if args.compile:
-                row += [f"{batch / inf['compiled']:.1f}", f"{inf['timm'] / inf['compiled']:.2f}x"]
+                row += [f"{batch / inf['compiled']:.1f}", f"{inf['timm'] / inf['compiled']:.2f}x",
+                        f"{inf['eager'] / inf['compiled']:.2f}x"]
             if not args.optimize:
                 trn = interleaved_medians({"ours": train_fn(ours, x_ours, y), "timm": train_fn(peer, x_peer, y)},
                                           repeats)
@@ -108,13 +113,15 @@ def main():
         headers += ["train img/s (ours)", "train img/s (timm)", "ratio"]
     else:
         results += "_optimized"
+        headers += ["vs our eager"]
         if args.compile:
-            headers += ["compiled img/s (ours)", "ratio"]
+            headers += ["compiled img/s (ours)", "ratio", "vs our eager"]
     command = "python benchmarks/bench_resnet.py" + (" --quick" if args.quick else "") + (
         f" --layout {layout}" if layout != "nchw" else "") + (" --optimize" if args.optimize else "") + (
         " --compile" if args.compile else "") + (f" --size {args.size}" if args.size != 224 else "") + (
         " --threads " + " ".join(map(str, args.threads)))
-    ours_note = "ours through `attnvision.optimize_for_inference` (BatchNorm folded); " if args.optimize else ""
+    ours_note = ("ours through `attnvision.optimize_for_inference` (BatchNorm folded), and \"vs our eager\": our model "
+                 "as created, timed in the same rounds, over the optimized copy; " if args.optimize else "")
     if args.compile:
         ours_note += ("compiled: `optimize_for_inference(model, compile=True)` (inductor, weights frozen in; "
                       "compiled in the warm-up call); ")

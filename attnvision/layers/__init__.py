@@ -14,13 +14,14 @@ from .local_attention import LocalSelfAttention2d, SpatiallyAwareStem
 from .mbconv import MBConv
 from .mlp import Mlp
 from .multihead_attention import MultiHeadSelfAttention
+from .pointwise import PointwiseConv2d, pointwise_conv2d
 from .relative_attention import RelativeAttention2d, resize_relative_table
 from .squeeze_excite import SE
 
 __all__ = [
     "AAConv2d", "AttentionLayer", "BAM", "CBAM", "DropPath", "ECA", "EvolvingAttention", "EvolvingBlock",
-    "EvolvingTransformerEncoder", "LKA", "LayerScale", "LocalSelfAttention2d", "MBConv", "Mlp", "MultiHeadSelfAttention",
-    "RelativeAttention2d", "SE", "SelectAdaptivePool2d", "SpatiallyAwareStem", "attn_names", "collect_attention",
-    "create_attn", "drop_path",
-    "drop_path_rates", "eca_kernel_size", "evolve_logits", "lka_cost", "register_attn", "resize_relative_table",
+    "EvolvingTransformerEncoder", "LKA", "LayerScale", "LocalSelfAttention2d", "MBConv", "Mlp",
+    "MultiHeadSelfAttention", "PointwiseConv2d", "RelativeAttention2d", "SE", "SelectAdaptivePool2d",
+    "SpatiallyAwareStem", "attn_names", "collect_attention", "create_attn", "drop_path", "drop_path_rates",
+    "eca_kernel_size", "evolve_logits", "lka_cost", "pointwise_conv2d", "register_attn", "resize_relative_table",
 ]
