@@ -76,6 +76,13 @@ def lka_cost(dim: int, kernel_size: int, dilation: int, height: int = 1, width: 
 FAST_CHANNELS_LAST = (torch.float32, torch.bfloat16, torch.float16)
 
 
+def _records_plain_conv() -> bool:
+    """True while a graph is recorded for another runtime (``torch.fx``, TorchScript, ``torch.export``/ONNX),
+    which gets the dilated convolution as one operator. ``torch.compile`` runs on this CPU and takes the phase
+    split (inductor calls the same oneDNN kernels for convolutions)."""
+    return is_tracing() and not (torch.compiler.is_compiling() and not torch.compiler.is_exporting())
+
+
 class LKA(AttentionLayer):
     """Large Kernel Attention: ``F ⊗ Conv_1×1(DW-D-Conv(DW-Conv(F)))``; keeps H×W.
 
@@ -129,8 +136,8 @@ class LKA(AttentionLayer):
         conv = self.conv_dw_dilated
         if self.pad is not None:
             x = F.pad(x, self.pad)
-        if is_tracing() or x.device.type != "cpu" or self.dilation == 1 or x.dtype not in FAST_CHANNELS_LAST:
-            return conv(x)  # traced graphs keep the plain conv: the phase split below is an eager CPU speed-up
+        if _records_plain_conv() or x.device.type != "cpu" or self.dilation == 1 or x.dtype not in FAST_CHANNELS_LAST:
+            return conv(x)  # exported and traced graphs keep the plain conv; eager and torch.compile take the split
         # CPU kernels for dilated depth-wise convolutions are several times slower than dense
         # ones. A k×k conv with dilation d is a dense k×k conv on each of the d×d phase grids
         # x[:, :, r::d, s::d]: stack the phases in the batch, convolve, interleave them back.

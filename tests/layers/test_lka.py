@@ -162,3 +162,26 @@ def test_bad_arguments_name_the_module_and_the_value():
         LKA(8)(torch.randn(1, 4, 5, 5))
     with pytest.raises(ValueError, match=r"lka_cost: kernel_size must be a positive integer"):
         lka_cost(8, 0, 3)
+
+
+def _conv_dilations(graph) -> list:
+    """The dilation of every conv2d call in a Dynamo or export graph (positional argument 5, default 1)."""
+    return [tuple(n.args[5]) if len(n.args) > 5 else (1, 1) for n in graph.nodes
+            if n.op == "call_function" and n.target in (torch.conv2d, torch.ops.aten.conv2d.default)]
+
+
+def test_compile_takes_the_phase_split_and_export_keeps_the_dilated_conv():
+    lka = LKA(8, 21, 3).eval().to(memory_format=torch.channels_last)
+    x = torch.randn(1, 8, 12, 12).contiguous(memory_format=torch.channels_last)
+    graphs = []
+
+    def capture(gm, inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    compiled = torch.compile(lka, backend=capture, fullgraph=True)(x)
+    torch.testing.assert_close(compiled, lka(x))
+    assert _conv_dilations(graphs[0].graph) == [(1, 1), (1, 1), (1, 1)]  # the 3-dilated conv ran on phase grids
+    exported = torch.export.export(lka, (x,))
+    assert _conv_dilations(exported.graph) == [(1, 1), (3, 3), (1, 1)]
+    torch.testing.assert_close(exported.module()(x), lka(x))
