@@ -30,9 +30,8 @@ from torch import nn
 
 from .layers.pointwise import PointwiseConv2d
 
-_CONV_BN = {nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d, nn.Conv3d: nn.BatchNorm3d, PointwiseConv2d: nn.BatchNorm2d}
-
-
+_CONV_BN = {nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d, nn.Conv3d: nn.BatchNorm3d,
+            PointwiseConv2d: nn.BatchNorm2d}
 _FROZEN = {"options": {"freezing": True}}  # compile=True: the weights are constants of an inference-only copy
 
 

@@ -125,7 +125,8 @@ def main():
     if args.compile:
         ours_note += ("compiled: `optimize_for_inference(model, compile=True)` (inductor, weights frozen in; "
                       "compiled in the warm-up call); ")
-    notes = (f"Batch {batch}, {args.size}×{args.size}, float32, {ours_note}{NOTES[layout]}; median of interleaved repeats. "
+    notes = (f"Batch {batch}, {args.size}×{args.size}, float32, {ours_note}{NOTES[layout]}; "
+             "median of interleaved repeats. "
              "timm peers: `timm.create_model('resnet50', block_args=dict(attn_layer=KIND))`. Ratio = ours/timm "
              f"throughput. Produced by `{command}`.")
     if args.quick:

@@ -136,7 +136,8 @@ class LKA(AttentionLayer):
         conv = self.conv_dw_dilated
         if self.pad is not None:
             x = F.pad(x, self.pad)
-        if _records_plain_conv() or x.device.type != "cpu" or self.dilation == 1 or x.dtype not in FAST_CHANNELS_LAST:
+        if (_records_plain_conv() or x.device.type != "cpu" or self.dilation == 1
+                or x.dtype not in FAST_CHANNELS_LAST):
             return conv(x)  # exported and traced graphs keep the plain conv; eager and torch.compile take the split
         # CPU kernels for dilated depth-wise convolutions are several times slower than dense
         # ones. A k×k conv with dilation d is a dense k×k conv on each of the d×d phase grids
