@@ -71,7 +71,9 @@ def create_detector(arch: str, backbone, num_classes: int, *, out_indices=None, 
         frozen_bn: BatchNorm as ``FrozenBatchNorm2d`` (default: with a pretrained backbone, as torchvision).
         pretrained_backbone: a local checkpoint for the backbone (its classifier is dropped).
         min_size, max_size: ``GeneralizedRCNNTransform``'s resizing of the shorter/longer side.
-        fpn_channels: the FPN's width (256 in the papers).
+        fpn_channels: the FPN's width (256 in the papers). FCOS: a multiple of 32, the groups of its head's
+            ``GroupNorm(32, fpn_channels)``; at 32 a group is one channel, which a 1×1 P7 map (an image of at
+            most 128 px) cannot normalise, so keep 64 or more for small images.
         box_head_width: width of the two-stage detectors' two-layer box head (1024, torchvision's
             ``TwoMLPHead``); smaller for quick experiments.
         image_mean, image_std: normalisation inside the detector (default: the backbone's ``pretrained_cfg``,
@@ -86,6 +88,10 @@ def create_detector(arch: str, backbone, num_classes: int, *, out_indices=None, 
     _check_int("min_size", min_size, 1)
     _check_int("max_size", max_size, min_size)
     _check_int("box_head_width", box_head_width, 1)
+    _check_int("fpn_channels", fpn_channels, 1)
+    if arch == "fcos" and fpn_channels % 32:
+        raise ValueError(f"create_detector: FCOS's head normalises with GroupNorm(32, fpn_channels), so fpn_channels "
+                         f"must be a multiple of 32, got {fpn_channels}")
     pretrained = pretrained_backbone is not None
     body, stages = build_body(backbone, out_indices=out_indices, last=3 if arch in _ONE_STAGE else 4,
                               pretrained_backbone=pretrained_backbone, **dict(backbone_kwargs or {}))

@@ -171,7 +171,11 @@ def test_detection_task_steps_and_evaluates_with_coco_metrics():
 
 @pytest.mark.parametrize("bad,match", [(dict(arch="yolo"), "yolo"), (dict(num_classes=1), "num_classes"),
                                        (dict(min_size=64, max_size=32), "max_size"),
-                                       (dict(trainable_stages=9), "trainable_stages")])
+                                       (dict(trainable_stages=9), "trainable_stages"),
+                                       (dict(fpn_channels=0), "fpn_channels must be an integer >= 1"),
+                                       (dict(arch="fcos", fpn_channels=48), r"GroupNorm\(32, fpn_channels\), so "
+                                                                           r"fpn_channels must be a multiple of 32, "
+                                                                           r"got 48")])
 def test_bad_detector_arguments_raise_naming_the_argument(bad, match):
     kw = dict(arch="fasterrcnn", backbone="resnet20", num_classes=3) | bad
     with pytest.raises(ValueError, match=match):
