@@ -89,7 +89,8 @@ def main():
             ours, peer = ours.to(memory_format=ours_model_fmt), peer.to(memory_format=peer_fmt)
             fns = {}
             if args.optimize:
-                eager, ours = ours.eval(), av.optimize_for_inference(ours.eval())  # (a copy: eager is kept)
+                eager = ours.eval()
+                ours = av.optimize_for_inference(eager)  # a copy: eager is kept
                 fns["eager"] = infer_fn(eager, x_ours)
                 if args.compile:
                     fns["compiled"] = infer_fn(av.optimize_for_inference(eager, compile=True), x_ours)

@@ -50,6 +50,6 @@ class PointwiseConv2d(nn.Conv2d):
         super().__init__(in_channels, out_channels, 1, stride=stride, bias=bias, groups=groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.stride != (1, 1) or self.padding_mode != "zeros":
+        if self.stride != (1, 1):
             return super().forward(x)
         return pointwise_conv2d(x, self.weight, self.bias, self.groups)
