@@ -151,6 +151,7 @@ class EvolvingAttentionFunction(torch.autograd.Function):
             out[i].transpose(0, 1).copy_(torch.bmm(torch.softmax(logits[i], -1), v))
         ctx.save_for_backward(qkv, prev, weight, bias, logits, out)
         ctx.settings = alpha, beta, scale, slope
+        ctx.set_materialize_grads(False)  # an unused A_logit (the chain's last layer) gets no map of zeros
         return out, logits
 
     @staticmethod
@@ -168,7 +169,10 @@ class EvolvingAttentionFunction(torch.autograd.Function):
         # softmax backward: ∂L/∂A_logit = A ⊙ (∂L/∂A − Σ_j ∂L/∂A_ij A_ij) with ∂L/∂A = ∂L/∂(AV)·Vᵀ; the row sum
         # is ∂L/∂(AV)_i · (AV)_i
         rows = torch.linalg.vecdot(g_out, out).neg_().transpose(1, 2).unsqueeze(-1)  # (B, K, N, 1)
-        c = (1.0 - alpha) * scale / (alpha if alpha > 0 else 1.0)  # ∂L/∂(s·QKᵀ) = (1 − α)/α · ∂L/∂prev
+        a = alpha if alpha > 0 else 1.0  # g_prev holds a·∂L/∂A_input
+        c = (1.0 - alpha) * scale / a  # ∂L/∂(s·QKᵀ) = (1 − α)/α · ∂L/∂prev
+        # the convolution's gradient to its input is linear in its weight: with a·W it comes out already scaled
+        w_in = weight * a if a != 1.0 else weight
         cl, pad = torch.channels_last, [weight.shape[-1] // 2] * 2
         for i0 in range(0, b, _CONV_IMAGES):
             images = range(i0, min(b, i0 + _CONV_IMAGES))
@@ -190,27 +194,28 @@ class EvolvingAttentionFunction(torch.autograd.Function):
                     torch.ops.aten.leaky_relu_backward.grad_input(g, logits[i], slope, True, grad_input=g_conv[j])
                 else:
                     torch.where(_conv(a_in[j], weight, bias) > 0, g, g * slope, out=g_conv[j]).mul_(beta)
-                    g_skip.append(g.mul_(1.0 - beta))
+                    g_skip.append(g.mul_((1.0 - beta) * a))
                 del g
             # the convolution's backward in channels-last layout, a few images at a time: its CPU kernels are
             # several times faster there (element-wise passes are not: they write the contiguous layout, then
             # one copy converts)
             g_conv, a_in = g_conv.contiguous(memory_format=cl), a_in.contiguous(memory_format=cl)
             g_in, g_w, g_b = torch.ops.aten.convolution_backward(
-                g_conv, a_in, weight, [heads] if bias is not None else None, [1, 1], pad, [1, 1], False, [0, 0], 1,
+                g_conv, a_in, w_in, [heads] if bias is not None else None, [1, 1], pad, [1, 1], False, [0, 0], 1,
                 [True, True, bias is not None])
             del g_conv, a_in
             g_weight += g_w
             if g_bias is not None:
                 g_bias += g_b
+            g_prev[i0:i0 + len(images)].copy_(g_in)  # back to the layout of the matrix products
+            del g_in
             for j, i in enumerate(images):
                 q, k, _ = qkv[i].permute(1, 2, 0, 3).unbind(0)
                 g_q, g_k, _ = g_qkv[i].permute(1, 2, 0, 3).unbind(0)
-                g_a = g_in[j] if g_skip is None else g_in[j].add_(g_skip[j])  # ∂L/∂A_input
-                g_a = torch.mul(g_a, alpha if alpha > 0 else 1.0, out=g_prev[i])
+                g_a = g_prev[i] if g_skip is None else g_prev[i].add_(g_skip[j])  # a·∂L/∂A_input
                 torch.mul(torch.bmm(g_a, k), c, out=g_q)
                 torch.mul(torch.bmm(g_a.transpose(1, 2), q), c, out=g_k)
-            del g_in, g_skip
+            del g_skip
         if alpha == 0 or not ctx.needs_input_grad[1]:
             g_prev = None
         return g_qkv, g_prev, g_weight, g_bias, None, None, None, None

@@ -208,8 +208,9 @@ def test_fused_function_passes_gradcheck_in_float64(alpha, beta, activation):
     assert torch.autograd.gradcheck(fn, (qkv, prev, weight, bias))
 
 
+@pytest.mark.parametrize("uses", ["out", "logits", "both"])  # an unused output gets no gradient (None)
 @pytest.mark.parametrize("alpha,beta,activation", SETTINGS)
-def test_fused_layer_equals_the_op_by_op_layer_in_outputs_and_gradients(alpha, beta, activation):
+def test_fused_layer_equals_the_op_by_op_layer_in_outputs_and_gradients(alpha, beta, activation, uses):
     fused = _evolving(alpha, beta, activation=activation)
     plain = _evolving(alpha, beta, activation=activation)
     plain.load_state_dict(fused.state_dict())
@@ -220,7 +221,9 @@ def test_fused_layer_equals_the_op_by_op_layer_in_outputs_and_gradients(alpha, b
         xi, pi = x.clone().requires_grad_(), prev.clone().requires_grad_()
         out, logits = layer(xi, pi)
         results.append((out, logits, type(logits.grad_fn).__name__))
-        loss = (out ** 2).sum() + (logits * weights).sum()  # a gradient through the output and the next layer's map
+        # a gradient through the output, the next layer's map, or both
+        loss = {"out": (out ** 2).sum(), "logits": (logits * weights).sum(),
+                "both": (out ** 2).sum() + (logits * weights).sum()}[uses]
         grads = torch.autograd.grad(loss, [xi, pi, *layer.parameters()], allow_unused=True)
         results[-1] += tuple(grads)
     (out_f, logits_f, fn_f, *grads_f), (out_p, logits_p, fn_p, *grads_p) = results
