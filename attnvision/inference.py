@@ -32,7 +32,33 @@ from .layers.pointwise import PointwiseConv2d
 
 _CONV_BN = {nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d, nn.Conv3d: nn.BatchNorm3d,
             PointwiseConv2d: nn.BatchNorm2d}
-_FROZEN = {"options": {"freezing": True}}  # compile=True: the weights are constants of an inference-only copy
+
+
+class FrozenCompiled(nn.Module):
+    """``torch.compile(module)`` whose calls run with inductor's ``freezing`` on: the weights become constants
+    of the compiled code (folded, convolution weights packed once for oneDNN, convolutions fused with their
+    ReLU and residual sums), for inference under ``torch.no_grad()``; with gradients on it compiles as usual.
+
+    The flag has to be on while Dynamo traces the first call (and any recompilation), not only while
+    inductor compiles: ``torch.compile(module, options={"freezing": True})`` sets it for inductor alone,
+    so Dynamo hands the parameters over as inputs, which nothing packs. Attributes the wrapper lacks are
+    read from the compiled module (and so from ``module``).
+    """
+
+    def __init__(self, module: nn.Module, **compile_kwargs):
+        super().__init__()
+        self.compiled = torch.compile(module, **compile_kwargs)
+
+    def forward(self, *args, **kwargs):
+        import torch._inductor.config as inductor_config  # noqa: PLC0415 - inductor loads only when used
+        with inductor_config.patch(freezing=True):
+            return self.compiled(*args, **kwargs)
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.compiled, name)
 
 
 class _ConvTracer(torch.fx.Tracer):
@@ -101,10 +127,9 @@ def optimize_for_inference(model: nn.Module, *, channels_last: bool = True, comp
     Args:
         model: an ``nn.Module`` in eval mode (``model.eval()``); it is not changed.
         channels_last: move 4-D parameters to channels-last memory.
-        compile: True for ``torch.compile(model, options={"freezing": True})`` (inductor with the weights
-            frozen in: later changes to the copy's parameters are not seen by the compiled code), or a dict
-            of ``torch.compile`` keyword arguments, passed as they are (``{"mode": "max-autotune"}``,
-            ``{"backend": "aot_eager"}``, ...).
+        compile: True for inductor with the weights frozen in (:class:`FrozenCompiled`: later changes to
+            the copy's parameters are not seen by the compiled code), or a dict of ``torch.compile`` keyword
+            arguments, passed as they are (``{"mode": "max-autotune"}``, ``{"backend": "aot_eager"}``, ...).
 
     Outputs equal the eager model's up to float rounding (the folded weights are rounded once).
     The copy is for inference only: its BatchNorms are gone, so training it is not training the model.
@@ -125,6 +150,8 @@ def optimize_for_inference(model: nn.Module, *, channels_last: bool = True, comp
     _fold(model, pairs)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    if compile is not False:
-        model = torch.compile(model, **(compile if isinstance(compile, dict) else _FROZEN))
+    if compile is True:
+        return FrozenCompiled(model)
+    if isinstance(compile, dict):
+        return torch.compile(model, **compile)
     return model

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import attnvision as av
-from attnvision.inference import fold_batchnorm
+from attnvision.inference import FrozenCompiled, fold_batchnorm
 
 sys.path.insert(0, str(Path(__file__).parent / "models"))
 from tiny_models import TINY, tiny_model  # noqa: E402
@@ -115,13 +115,53 @@ def test_compile_wraps_the_folded_model():
         torch.testing.assert_close(fast(x), model(x), rtol=1e-4, atol=1e-5)
 
 
-def test_compile_true_freezes_the_weights_in(monkeypatch):
+def test_compile_true_traces_and_compiles_with_freezing_on(monkeypatch):
+    import torch._inductor.config as inductor_config
+
     calls = []
-    monkeypatch.setattr(torch, "compile", lambda model, **kwargs: calls.append(kwargs) or model)
-    model, _ = tiny_model("resnet_cbam")
-    av.optimize_for_inference(model, compile=True)
+
+    class Compiled(nn.Module):  # as OptimizedModule: calls the model, reads attributes through to it
+        def __init__(self, model):
+            super().__init__()
+            self._orig_mod = model
+
+        def forward(self, x):
+            calls.append(inductor_config.freezing)  # the flag while the compiled code is called
+            return self._orig_mod(x)
+
+        def __getattr__(self, name):
+            try:
+                return super().__getattr__(name)
+            except AttributeError:
+                return getattr(self._orig_mod, name)
+
+    def fake_compile(model, **kwargs):
+        calls.append(kwargs)
+        return Compiled(model)
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    model, side = tiny_model("resnet_cbam")
+    fast = av.optimize_for_inference(model, compile=True)
+    assert isinstance(fast, FrozenCompiled) and calls == [{}]
+    with torch.no_grad():
+        fast(torch.randn(1, 3, side, side))
+    assert calls == [{}, True] and inductor_config.freezing is False  # on during the call only
+    assert fast.num_classes == model.num_classes  # attributes read through the wrapper
     av.optimize_for_inference(model, compile={"mode": "max-autotune"})
-    assert calls == [{"options": {"freezing": True}}, {"mode": "max-autotune"}]
+    assert calls[-1] == {"mode": "max-autotune"}  # a dict is passed as it is
+
+
+@pytest.mark.slow
+def test_compile_true_freezes_the_weights_into_inductor_code():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 1)).eval()
+    fast = av.optimize_for_inference(model, compile=True)
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        y = fast(x)
+        torch.testing.assert_close(y, model(x), rtol=1e-4, atol=1e-5)
+        fast.compiled._orig_mod[3].weight.add_(1.0)  # the copy's parameter: frozen weights do not see it
+        torch.testing.assert_close(fast(x), y, rtol=0, atol=0)
 
 
 def test_training_mode_and_bad_arguments_are_refused():
