@@ -44,7 +44,7 @@ from ._checks import check_choice, check_feature_map, check_positive_int
 POS_MODES = ("relative", "absolute", "none")
 LOGIT_MODES = ("both", "content", "position")
 _TILE = 3                           # query tile side: small tiles keep the halo waste (tile+k−1)²/k² low
-_CHUNK_CPU, _CHUNK_CUDA = 1 << 18, 1 << 24   # least score elements per chunk
+_CHUNK_CPU, _CHUNK_CUDA = 1 << 19, 1 << 24   # least score elements per chunk (about: whole groups, rounded up)
 _MAX_CHUNKS = 16                    # not too few: a chunk's scores should stay in cache; not too many: per-op overhead
 
 
@@ -108,7 +108,7 @@ class _Tiler:
         per_row = self.ntw * self.b2 * self.L
         budget = max(_CHUNK_CUDA if q.is_cuda else _CHUNK_CPU, self.BH * self.nth * per_row // _MAX_CHUNKS)
         self.rows_per_chunk = max(1, min(self.nth, budget // per_row))
-        self.groups_per_chunk = max(1, min(self.BH, budget // (self.rows_per_chunk * per_row)))
+        self.groups_per_chunk = max(1, min(self.BH, -(-budget // (self.rows_per_chunk * per_row))))
 
     def pad_queries(self, x: Tensor) -> Tensor:    # (B, h, H, W, e) → (BH, Hq, Wq, e)
         x = F.pad(x, (0, 0, 0, self.wq - self.W, 0, self.hq - self.H))
@@ -432,9 +432,12 @@ class LocalSelfAttention2d(AttentionLayer):
             qkv = self.qkv(x)
         n = qkv.shape[1] // self.out_channels
         qkv = qkv.reshape(B, n, self.heads, self.head_dim, H, W).permute(1, 0, 2, 4, 5, 3)  # (n, B, heads, H, W, d)
+        # unbind, not indexing: backward then stacks the three gradients once instead of adding three zero-padded ones
         if self.logits == "position":  # no keys: q·k is zero and the logits are q·r alone
-            return qkv[0], torch.zeros_like(qkv[0]), qkv[1]
-        return qkv[0], qkv[1], qkv[2]
+            q, v = qkv.unbind(0)
+            return q, torch.zeros_like(q), v
+        q, k, v = qkv.unbind(0)
+        return q, k, v
 
     def forward(self, x: Tensor) -> Tensor:
         check_feature_map(type(self).__name__, x, self.in_channels)
