@@ -110,7 +110,12 @@ def gemm_peak_gflops(size: int = 1024, repeats: int = 5, device: str | torch.dev
 
 
 def peak_memory_mib(fn: Callable[[], object], device: torch.device) -> float:
-    """The largest total of tensor bytes allocated during ``fn()`` beyond those alive before it, in MiB."""
+    """The largest total of tensor bytes allocated during ``fn()`` beyond those alive before it, in MiB.
+
+    On CUDA the allocator's peak; on the CPU every allocation and free the profiler records, in time order,
+    so that temporaries an operator makes and frees inside itself (a convolution's reordered weight) and
+    buffers that compiled code allocates outside any operator count as they do on CUDA.
+    """
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -121,10 +126,10 @@ def peak_memory_mib(fn: Callable[[], object], device: torch.device) -> float:
 
     with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
-    # each operator's own allocations (net of what it freed inside) at its start; "[memory]" events are
-    # the frees (and allocations) outside any operator, e.g. Python dropping a tensor
-    changes = sorted(((e.time_range.start, e.cpu_memory_usage if e.name == "[memory]" else e.self_cpu_memory_usage)
-                      for e in prof.events()), key=lambda t: t[0])
+    # the raw "[memory]" records (one per allocation or free, bytes signed); prof.events() would fold those
+    # inside an operator into its net usage, hiding what it frees before it returns
+    changes = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                     if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU)
     total = peak = 0
     for _, nbytes in changes:
         total += nbytes

@@ -41,6 +41,16 @@ def test_peak_memory_counts_tensors_made_during_the_call():
     assert peak_memory_mib(lambda: before.add_(1), torch.device("cpu")) < 0.5
 
 
+def test_peak_memory_counts_temporaries_freed_inside_a_region():
+    def region():  # as compiled code: buffers made and dropped inside one profiled range, no operator's output
+        with torch.profiler.record_function("region"):
+            t = torch.empty(8 * 2 ** 20, dtype=torch.uint8)
+            t.fill_(1)
+            del t
+            torch.empty(2 * 2 ** 20, dtype=torch.uint8).fill_(1)
+    assert peak_memory_mib(region, torch.device("cpu")) == pytest.approx(8.0, abs=0.1)
+
+
 def test_interleaved_medians_calls_each_function_in_turn():
     calls = []
     medians = interleaved_medians({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3, warmup=1)
