@@ -20,7 +20,7 @@ largest total of tensor bytes allocated during one forward+backward beyond those
 (``attnvision.profiling.benchmark.peak_memory_mib``, what ``attnvision benchmark`` reports: the
 CPU allocator's events from ``torch.profiler``, summed in order): parameters, inputs and
 gradients already alive do not count; gradients created by the step, activations saved for
-backward and temporaries do.
+backward and temporaries do, even those an operator frees before it returns.
 """
 from __future__ import annotations
 
@@ -145,13 +145,14 @@ def main(argv=None) -> int:
         "before it (`attnvision.profiling.benchmark.peak_memory_mib`, as `attnvision benchmark` reports it: the CPU",
         "allocator's events recorded by `torch.profiler`, summed in order). Tensors alive before the step",
         "(parameters, inputs, `prev_logits`) do not count; gradients created by the step, activations saved for",
-        "backward and temporaries do.",
+        "backward and temporaries do, even those an operator frees before it returns.",
         "",
         f"One (B, heads, N, N) float32 map is {unit / 2**20:.1f} MiB here, while the plain layer never holds one: "
         "its scaled-dot-product kernel works tile by tile. Evolving attention must hold two: its output A_logit "
         "(the next layer's `prev_logits`) and the gradient of `prev_logits`. The fused autograd function "
-        "(`EvolvingAttentionFunction`) holds no other: it works image by image, so that only one image's maps "
-        "(two in backward, whose channels-last convolution runs on two images at once) exist besides those two, "
+        "(`EvolvingAttentionFunction`) holds no other: it works image by image, so that only a few images' maps "
+        "exist besides those two (at most six: in backward, whose channels-last convolution runs on two images "
+        "at once, their ∂L/∂A_logit and A_input in both layouts in turn, and the gradient it returns), "
         "forms A_input in one `baddbmm` from the q/k/v projection itself (no copies of q, k, v), keeps nothing "
         "for backward but that projection, `prev_logits` and A_logit (A_input and A are recomputed), takes the "
         "softmax backward's row sum from the small A·V, and writes the gradients of q, k and v into one tensor. "

@@ -199,7 +199,8 @@ class EvolvingAttentionFunction(torch.autograd.Function):
             # the convolution's backward in channels-last layout, a few images at a time: its CPU kernels are
             # several times faster there (element-wise passes are not: they write the contiguous layout, then
             # one copy converts)
-            g_conv, a_in = g_conv.contiguous(memory_format=cl), a_in.contiguous(memory_format=cl)
+            g_conv = g_conv.contiguous(memory_format=cl)  # one at a time: each contiguous copy is freed first
+            a_in = a_in.contiguous(memory_format=cl)
             g_in, g_w, g_b = torch.ops.aten.convolution_backward(
                 g_conv, a_in, w_in, [heads] if bias is not None else None, [1, 1], pad, [1, 1], False, [0, 0], 1,
                 [True, True, bias is not None])
