@@ -58,6 +58,8 @@ class FrozenCompiled(nn.Module):
         try:
             return super().__getattr__(name)
         except AttributeError:
+            if name == "compiled":  # not set yet (a copy being built): nothing to read through
+                raise
             return getattr(self.compiled, name)
 
 

@@ -1,6 +1,7 @@
 """optimize_for_inference: the eager outputs for every family, BatchNorm folded only where it is exact."""
 from __future__ import annotations
 
+import copy
 import sys
 from pathlib import Path
 
@@ -147,6 +148,7 @@ def test_compile_true_traces_and_compiles_with_freezing_on(monkeypatch):
         fast(torch.randn(1, 3, side, side))
     assert calls == [{}, True] and inductor_config.freezing is False  # on during the call only
     assert fast.num_classes == model.num_classes  # attributes read through the wrapper
+    assert isinstance(copy.deepcopy(fast), FrozenCompiled)
     av.optimize_for_inference(model, compile={"mode": "max-autotune"})
     assert calls[-1] == {"mode": "max-autotune"}  # a dict is passed as it is
 
