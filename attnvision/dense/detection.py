@@ -72,8 +72,8 @@ def create_detector(arch: str, backbone, num_classes: int, *, out_indices=None, 
         pretrained_backbone: a local checkpoint for the backbone (its classifier is dropped).
         min_size, max_size: ``GeneralizedRCNNTransform``'s resizing of the shorter/longer side.
         fpn_channels: the FPN's width (256 in the papers). FCOS: a multiple of 32, the groups of its head's
-            ``GroupNorm(32, fpn_channels)``; at 32 a group is one channel, which a 1×1 P7 map (an image of at
-            most 128 px) cannot normalise, so keep 64 or more for small images.
+            ``GroupNorm(32, fpn_channels)``; at 32 a group is one channel, which the 1×1 P7 map of a one-image
+            training batch (an image of at most 128 px) cannot normalise, so keep 64 or more for small images.
         box_head_width: width of the two-stage detectors' two-layer box head (1024, torchvision's
             ``TwoMLPHead``); smaller for quick experiments.
         image_mean, image_std: normalisation inside the detector (default: the backbone's ``pretrained_cfg``,
