@@ -8,11 +8,19 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ._checks import check_choice
 
 POOL_TYPES = ("avg", "max", "avgmax", "catavgmax", "")
+
+
+def global_max(x: torch.Tensor) -> torch.Tensor:
+    """max_ij x_ij of a (B, C, H, W) map: (B, C). By max pooling, whose backward sends each gradient to the one
+    position of the maximum (as the CBAM authors' ``F.max_pool2d``); ``amax``'s backward splits it among ties
+    through a float copy of a full-size mask, several times slower on the CPU."""
+    return F.adaptive_max_pool2d(x, 1).flatten(1)
 
 
 class SelectAdaptivePool2d(nn.Module):
@@ -36,8 +44,8 @@ class SelectAdaptivePool2d(nn.Module):
         if self.pool_type == "avg":
             return x.mean((2, 3))
         if self.pool_type == "max":
-            return x.amax((2, 3))
-        avg, mx = x.mean((2, 3)), x.amax((2, 3))
+            return global_max(x)
+        avg, mx = x.mean((2, 3)), global_max(x)
         return 0.5 * (avg + mx) if self.pool_type == "avgmax" else torch.cat([avg, mx], 1)  # (B, C) or (B, 2C)
 
     def extra_repr(self) -> str:

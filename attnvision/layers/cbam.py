@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ._base import AttentionLayer
+from .adaptive_pool import global_max
 from ._checks import check_choice, check_feature_map, check_positive_int, check_reduction
 
 _POOLS = ("avg", "max")
@@ -48,7 +49,7 @@ class CBAMChannelGate(nn.Module):
         self.fc2 = nn.Linear(hidden, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = [x.mean((2, 3)) if p == "avg" else x.amax((2, 3)) for p in self.pool_types]
+        pooled = [x.mean((2, 3)) if p == "avg" else global_max(x) for p in self.pool_types]
         z = self.fc2(self.act(self.fc1(torch.cat(pooled, 0))))  # one MLP call for all descriptors
         return z.view(len(pooled), x.shape[0], -1).sum(0)
 
@@ -67,7 +68,9 @@ class CBAMSpatialGate(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.reduce is not None:
             return self.bn(self.conv(self.reduce(x)))  # (B, 1, H, W) before the k×k conv
-        pooled = [x.amax(1, keepdim=True) if p == "max" else x.mean(1, keepdim=True) for p in self.pool_types]
+        # max with its index, as the authors' torch.max(x, 1)[0]: backward routes the gradient to that one
+        # channel (amax's backward would build a float copy of a full-size tie mask, several times slower)
+        pooled = [x.max(1, keepdim=True).values if p == "max" else x.mean(1, keepdim=True) for p in self.pool_types]
         return self.bn(self.conv(torch.cat(pooled, 1)))
 
 

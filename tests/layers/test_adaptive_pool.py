@@ -6,7 +6,7 @@ import torch
 from timm.layers import SelectAdaptivePool2d as TimmPool
 
 from attnvision.layers import SelectAdaptivePool2d
-from attnvision.layers.adaptive_pool import POOL_TYPES
+from attnvision.layers.adaptive_pool import POOL_TYPES, global_max
 
 
 @pytest.mark.parametrize("pool_type", POOL_TYPES)
@@ -20,3 +20,16 @@ def test_pool_computes_what_timms_selectadaptivepool2d_computes(pool_type):
 def test_pool_rejects_an_unknown_option():
     with pytest.raises(ValueError, match=r"SelectAdaptivePool2d: global_pool must be one of .*, got 'fast'"):
         SelectAdaptivePool2d("fast")
+
+
+def test_global_max_sends_each_gradient_to_one_position_as_max_pooling():
+    x = torch.ones(2, 3, 4, 5, requires_grad=True)  # every position ties
+    global_max(x).mul(torch.arange(6.0).reshape(2, 3)).sum().backward()
+    ref = torch.ones(2, 3, 4, 5, requires_grad=True)
+    torch.nn.functional.max_pool2d(ref, (4, 5)).flatten(1).mul(torch.arange(6.0).reshape(2, 3)).sum().backward()
+    assert torch.equal(x.grad, ref.grad)  # the CBAM authors' F.max_pool2d
+    assert (x.grad != 0).sum() == 5 and torch.equal(x.grad.sum((2, 3)), torch.arange(6.0).reshape(2, 3))
+    y = torch.randn(2, 3, 4, 5)
+    torch.testing.assert_close(global_max(y), y.amax((2, 3)), rtol=0, atol=0)
+    cl = y.contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(global_max(cl), y.amax((2, 3)), rtol=0, atol=0)
