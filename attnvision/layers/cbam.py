@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ._base import AttentionLayer
-from .adaptive_pool import global_max
+from .adaptive_pool import channel_max, global_max
 from ._checks import check_choice, check_feature_map, check_positive_int, check_reduction
 
 _POOLS = ("avg", "max")
@@ -68,9 +68,7 @@ class CBAMSpatialGate(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.reduce is not None:
             return self.bn(self.conv(self.reduce(x)))  # (B, 1, H, W) before the k×k conv
-        # max with its index, as the authors' torch.max(x, 1)[0]: backward routes the gradient to that one
-        # channel (amax's backward would build a float copy of a full-size tie mask, several times slower)
-        pooled = [x.max(1, keepdim=True).values if p == "max" else x.mean(1, keepdim=True) for p in self.pool_types]
+        pooled = [channel_max(x) if p == "max" else x.mean(1, keepdim=True) for p in self.pool_types]
         return self.bn(self.conv(torch.cat(pooled, 1)))
 
 
