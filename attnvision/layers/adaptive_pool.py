@@ -21,10 +21,9 @@ def _indexed(x: torch.Tensor) -> bool:
 
     Backward through an indexed max (max pooling, ``max(dim)``) sends each gradient to the one position of
     the maximum, as the CBAM authors' ``F.max_pool2d`` and ``torch.max(x, 1)[0]`` do; ``amax``'s backward
-    splits it among ties through a float copy of a full-size mask, several times slower on the CPU
-    (8×256×56×56 channels-last, forward and backward: 35 ms against 1.9 ms over H×W, 34 against 8 ms
-    across channels). Without a gradient ``amax`` is the faster forward (0.36 against 3.3 ms across
-    channels), and traced graphs record it too (compiled code fuses its backward).
+    splits it among ties through a float copy of a full-size mask, several times slower on the CPU.
+    Without a gradient ``amax`` is the faster forward, and traced graphs record it too (compiled code fuses
+    its backward). Timings: ``benchmarks/bench_pooling.py``.
     """
     return not is_tracing() and x.requires_grad and torch.is_grad_enabled()
 
