@@ -16,7 +16,7 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from common import interleaved_medians, write_results
+from common import format_table, interleaved_medians, write_results
 
 SHAPE = (8, 256, 56, 56)
 REDUCTIONS = {  # name -> (amax, indexed max)
@@ -61,7 +61,6 @@ def main(argv=None) -> int:
     notes = (f"Input {'×'.join(map(str, SHAPE))}, float32, channels-last. Produced by "
              f"`python benchmarks/bench_pooling.py --threads {' '.join(map(str, args.threads))}`.")
     if args.quick:
-        from attnvision.cli._table import format_table
         print(format_table(headers, rows))
     else:
         print(write_results("pooling", "CBAM's max poolings: amax against the indexed max", headers, rows, notes))

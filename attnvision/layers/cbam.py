@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from ._base import AttentionLayer
-from .adaptive_pool import channel_max, global_max
 from ._checks import check_choice, check_feature_map, check_positive_int, check_reduction
+from .adaptive_pool import channel_max, global_max
 
 _POOLS = ("avg", "max")
 _ORDERS = ("channel_first", "spatial_first", "parallel")

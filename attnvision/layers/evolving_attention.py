@@ -198,7 +198,7 @@ class EvolvingAttentionFunction(torch.autograd.Function):
                 del g
             # the convolution's backward in channels-last layout, a few images at a time: its CPU kernels are
             # several times faster there (element-wise passes are not: they write the contiguous layout, then
-            # one copy converts)
+            # a copy converts each map)
             g_conv = g_conv.contiguous(memory_format=cl)  # one at a time: each contiguous copy is freed first
             a_in = a_in.contiguous(memory_format=cl)
             g_in, g_w, g_b = torch.ops.aten.convolution_backward(

@@ -44,7 +44,7 @@ from ._checks import check_choice, check_feature_map, check_positive_int
 POS_MODES = ("relative", "absolute", "none")
 LOGIT_MODES = ("both", "content", "position")
 _TILE = 3                           # query tile side: small tiles keep the halo waste (tile+k−1)²/k² low
-_CHUNK_CPU, _CHUNK_CUDA = 1 << 19, 1 << 24   # least score elements per chunk (about: whole groups, rounded up)
+_CHUNK_CPU, _CHUNK_CUDA = 1 << 19, 1 << 24   # least score elements per chunk (whole head-images, rounded up)
 _MAX_CHUNKS = 16                    # not too few: a chunk's scores should stay in cache; not too many: per-op overhead
 
 
@@ -436,8 +436,7 @@ class LocalSelfAttention2d(AttentionLayer):
         if self.logits == "position":  # no keys: q·k is zero and the logits are q·r alone
             q, v = qkv.unbind(0)
             return q, torch.zeros_like(q), v
-        q, k, v = qkv.unbind(0)
-        return q, k, v
+        return qkv.unbind(0)
 
     def forward(self, x: Tensor) -> Tensor:
         check_feature_map(type(self).__name__, x, self.in_channels)
