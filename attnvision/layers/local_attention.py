@@ -50,25 +50,9 @@ _MAX_CHUNKS = 16                    # not too few: a chunk's scores should stay 
 
 # -- the kernel ---------------------------------------------------------------------------------
 
-def _skew(x: Tensor, n: int) -> Tensor:
-    """(..., n, k) → (..., n, n+k−1) with out[..., i, i+u] = x[..., i, u] and zeros elsewhere."""
-    k = x.shape[-1]
-    lead = x.shape[:-2]
-    x = F.pad(x, (0, n)).reshape(*lead, n * (n + k))[..., : n * (n + k - 1)]
-    return x.reshape(*lead, n, n + k - 1)
-
-
-def _unskew(y: Tensor, k: int) -> Tensor:
-    """(..., n, n+k−1) → (..., n, k) with out[..., i, u] = y[..., i, i+u] (the adjoint of ``_skew``)."""
-    n, m = y.shape[-2:]
-    lead = y.shape[:-2]
-    y = F.pad(y.reshape(*lead, n * m), (0, n))
-    return y.reshape(*lead, n, m + 1)[..., :k]
-
-
 @functools.lru_cache(maxsize=64)
 def _plan(height: int, width: int, kernel_size: int, tile: int, device: torch.device):
-    """Tiling of an H×W map: tile sides, halo sides and the separable masks."""
+    """Tiling of an H×W map: tile sides, halo sides, the separable masks and the offset logits' index tables."""
     c = (kernel_size - 1) // 2
     bh, bw = min(tile, height), min(tile, width)
     nth, ntw = -(-height // bh), -(-width // bw)
@@ -86,8 +70,21 @@ def _plan(height: int, width: int, kernel_size: int, tile: int, device: torch.de
         query_padding = t * side + i >= size
         return in_window & (key_inside | query_padding)
 
+    # The relative logits of query (i, j) of a tile, bias_row[u] + bias_col[v] at halo key (i + u, j + v), are
+    # laid on the halo by a gather ("spread": the halo row a takes bias_row[a − i], clamped; positions outside
+    # the window get some finite value, then −∞ from the mask) and a product with a 0/1 matrix that adds a
+    # row's and a column's value at each halo key. The backward gathers the window's offsets back ("collect").
+    qi = torch.arange(bh * bw, device=device)
+    qr, qc = (qi // bw)[:, None], (qi % bw)[:, None]
+    a, b, u = torch.arange(lh, device=device), torch.arange(lw, device=device), torch.arange(kernel_size, device=device)
+    spread = torch.cat([(a - qr).clamp(0, kernel_size - 1), kernel_size + (b - qc).clamp(0, kernel_size - 1)], 1)
+    collect = torch.cat([qr + u, lh + qc + u], 1)
+    eye_h, eye_w = torch.eye(lh, dtype=torch.bool, device=device), torch.eye(lw, dtype=torch.bool, device=device)
+    add_rows_cols = torch.cat([eye_h[:, :, None].expand(lh, lh, lw).reshape(lh, lh * lw),    # row a' → keys (a', ·)
+                               eye_w[:, None, :].expand(lw, lh, lw).reshape(lw, lh * lw)])   # column b' → keys (·, b')
     return dict(c=c, bh=bh, bw=bw, nth=nth, ntw=ntw, lh=lh, lw=lw, hk=hk, wk=wk,
-                row_ok=allowed(nth, bh, lh, height), col_ok=allowed(ntw, bw, lw, width))
+                row_ok=allowed(nth, bh, lh, height), col_ok=allowed(ntw, bw, lw, width),
+                spread=spread, collect=collect, add_rows_cols=add_rows_cols)
 
 
 class _Tiler:
@@ -103,8 +100,11 @@ class _Tiler:
         self.hq, self.wq = self.nth * self.bh, self.ntw * self.bw
         ninf = torch.tensor(float("-inf"), dtype=q.dtype, device=q.device)
         zero = torch.zeros((), dtype=q.dtype, device=q.device)
-        self.row_mask = torch.where(p["row_ok"], zero, ninf)   # (nth, bh, lh)
-        self.col_mask = torch.where(p["col_ok"], zero, ninf)   # (ntw, bw, lw)
+        row = torch.where(p["row_ok"], zero, ninf)   # (nth, bh, lh)
+        col = torch.where(p["col_ok"], zero, ninf)   # (ntw, bw, lw)
+        mask = row[:, None, :, None, :, None] + col[None, :, None, :, None, :]
+        self.mask = mask.reshape(self.nth, self.ntw, self.b2, self.L)   # additive: 0 or −∞ at each (tile, query, key)
+        self.add_rows_cols = p["add_rows_cols"].to(q.dtype)
         per_row = self.ntw * self.b2 * self.L
         budget = max(_CHUNK_CUDA if q.is_cuda else _CHUNK_CPU, self.BH * self.nth * per_row // _MAX_CHUNKS)
         self.rows_per_chunk = max(1, min(self.nth, budget // per_row))
@@ -155,34 +155,36 @@ class _Tiler:
         x = x.reshape(g1 - g0, r1 - r0, self.ntw, self.bh, self.bw, e).transpose(2, 3)
         return x.reshape(g1 - g0, (r1 - r0) * self.bh, self.wq, e)
 
-    def scores(self, Q, K, br, bc, r0, r1, g0, g1) -> Tensor:
-        """Masked logits of one chunk: (N, bh·bw, lh·lw)."""
-        n, nr = g1 - g0, r1 - r0
-        shape = (n, nr, self.ntw, self.bh, self.bw)
-        row = self.row_mask[r0:r1, None, :, None, :]    # (nr, 1, bh, 1, lh)
-        col = self.col_mask[None, :, None, :, :]        # (1, ntw, 1, bw, lw)
-        if br is not None:
-            lr = self.tiles(br, r0, r1, g0, g1).reshape(*shape, self.ks).transpose(-2, -3)
-            row = (_skew(lr, self.bh).transpose(-2, -3) + row).contiguous()      # (n, nr, ntw, bh, bw, lh)
-            lc = self.tiles(bc, r0, r1, g0, g1).reshape(*shape, self.ks)
-            col = _skew(lc, self.bw) + col                                       # (n, nr, ntw, bh, bw, lw)
+    def scores(self, Q, K, biases, r0, r1, g0, g1) -> Tensor:
+        """Masked logits of one chunk: (N, bh·bw, lh·lw). ``biases``: the padded (BH, Hq, Wq, 2k) row and
+        column offset logits, or None."""
+        mask = self.mask[r0:r1]                                                  # (rows, ntw, bh·bw, L)
+        if biases is None:
+            S = mask.expand(g1 - g0, *mask.shape).reshape(-1, self.b2, self.L)
         else:
-            row, col = row.expand(*shape, self.lh), col.expand(*shape, self.lw)
-        S = (row.unsqueeze(-1) + col.unsqueeze(-2)).reshape(-1, self.b2, self.L)
-        return S.baddbmm_(Q, K.transpose(1, 2))                                 # (N, bh·bw, L)
+            T = self.tiles(biases, r0, r1, g0, g1)                               # (N, bh·bw, 2k)
+            spread = torch.gather(T, 2, self.spread.expand(T.shape[0], -1, -1))   # (N, bh·bw, lh + lw)
+            S = torch.mm(spread.view(-1, spread.shape[-1]), self.add_rows_cols)  # row's + column's, exactly
+            S = S.view(g1 - g0, -1).add_(mask.reshape(1, -1)).view(-1, self.b2, self.L)
+        return S.baddbmm_(Q, K.transpose(1, 2))
+
+    def bias_grad(self, dS: Tensor) -> Tensor:
+        """The adjoint of the offset logits' spreading in :meth:`scores`: (N, bh·bw, L) → (N, bh·bw, 2k). Keys
+        outside a query's window add nothing: their softmax weight, hence their ∂L/∂S, is exactly 0."""
+        spread = torch.mm(dS.view(-1, self.L), self.add_rows_cols.t()).view(dS.shape[0], self.b2, -1)
+        return torch.gather(spread, 2, self.collect.expand(dS.shape[0], -1, -1))
 
 
 def _forward_kernel(q, k, v, bias_row, bias_col, kernel_size: int, tile: int) -> Tensor:
     t = _Tiler(q, kernel_size, tile)
     dv = v.shape[-1]
     qp, kp, vp = t.pad_queries(q), t.pad_keys(k), t.pad_keys(v)
-    br = t.pad_queries(bias_row) if bias_row is not None else None
-    bc = t.pad_queries(bias_col) if bias_col is not None else None
+    biases = t.pad_queries(torch.cat([bias_row, bias_col], -1)) if bias_row is not None else None
     out = q.new_empty(t.BH, t.hq, t.wq, dv)
     for r0, r1, g0, g1 in t.chunks():
         Q = t.tiles(qp, r0, r1, g0, g1)
         K, V = t.gather(kp, r0, r1, g0, g1), t.gather(vp, r0, r1, g0, g1)
-        P = torch.softmax(t.scores(Q, K, br, bc, r0, r1, g0, g1), dim=-1)
+        P = torch.softmax(t.scores(Q, K, biases, r0, r1, g0, g1), dim=-1)
         out[g0:g1, r0 * t.bh:r1 * t.bh] = t.untile(torch.bmm(P, V), r0, r1, g0, g1)
     return out[:, :t.H, :t.W].reshape(t.B, t.h, t.H, t.W, dv).contiguous()
 
@@ -192,36 +194,33 @@ def _backward_kernel(grad, q, k, v, bias_row, bias_col, out, kernel_size: int, t
     dv = v.shape[-1]
     qp, kp, vp = t.pad_queries(q), t.pad_keys(k), t.pad_keys(v)
     gp = t.pad_queries(grad)
-    delta = t.pad_queries((grad * out).sum(-1, keepdim=True))   # rowsum(dO ⊙ O) of the softmax backward
-    br = t.pad_queries(bias_row) if bias_row is not None else None
-    bc = t.pad_queries(bias_col) if bias_col is not None else None
-    dq = torch.zeros_like(qp)
+    delta = t.pad_queries(torch.linalg.vecdot(grad, out).unsqueeze(-1))   # rowsum(dO ⊙ O) of the softmax backward
+    biases = t.pad_queries(torch.cat([bias_row, bias_col], -1)) if bias_row is not None else None
+    dq = torch.empty_like(qp)   # every tile is written once; keys and values are added to, halos overlapping
     dk, dvv = torch.zeros_like(kp), torch.zeros_like(vp)
-    dbr = torch.zeros_like(br) if br is not None else None
-    dbc = torch.zeros_like(bc) if bc is not None else None
+    d_biases = torch.empty_like(biases) if biases is not None else None
     for r0, r1, g0, g1 in t.chunks():
         Q = t.tiles(qp, r0, r1, g0, g1)
         K, V = t.gather(kp, r0, r1, g0, g1), t.gather(vp, r0, r1, g0, g1)
-        P = torch.softmax(t.scores(Q, K, br, bc, r0, r1, g0, g1), dim=-1)
+        P = torch.softmax(t.scores(Q, K, biases, r0, r1, g0, g1), dim=-1)
         dO = t.tiles(gp, r0, r1, g0, g1)
-        n = g1 - g0
         t.scatter_add(dvv, torch.bmm(P.transpose(1, 2), dO), r0, r1, g0, g1)
         dS = torch.bmm(dO, V.transpose(1, 2)).sub_(t.tiles(delta, r0, r1, g0, g1)).mul_(P)   # (N, bh·bw, L)
         dq[g0:g1, r0 * t.bh:r1 * t.bh] = t.untile(torch.bmm(dS, K), r0, r1, g0, g1)
         t.scatter_add(dk, torch.bmm(dS.transpose(1, 2), Q), r0, r1, g0, g1)
-        if dbr is not None:
-            dS = dS.reshape(n, r1 - r0, t.ntw, t.bh, t.bw, t.lh, t.lw)
-            d_row = _unskew(dS.sum(-1).transpose(-2, -3), t.ks).transpose(-2, -3)   # (n, nr, ntw, bh, bw, k)
-            d_col = _unskew(dS.sum(-2), t.ks)
-            dbr[g0:g1, r0 * t.bh:r1 * t.bh] = t.untile(d_row.reshape(-1, t.b2, t.ks), r0, r1, g0, g1)
-            dbc[g0:g1, r0 * t.bh:r1 * t.bh] = t.untile(d_col.reshape(-1, t.b2, t.ks), r0, r1, g0, g1)
+        if d_biases is not None:
+            d_biases[g0:g1, r0 * t.bh:r1 * t.bh] = t.untile(t.bias_grad(dS), r0, r1, g0, g1)
     c = t.c
     shape = (t.B, t.h, t.H, t.W)
     dq = dq[:, :t.H, :t.W].reshape(*shape, t.d)
     dk = dk.reshape(t.BH, t.hk, t.wk, t.d)[:, c:c + t.H, c:c + t.W].reshape(*shape, t.d)
     dvv = dvv.reshape(t.BH, t.hk, t.wk, dv)[:, c:c + t.H, c:c + t.W].reshape(*shape, dv)
-    dbr = dbr[:, :t.H, :t.W].reshape(*shape, t.ks) if dbr is not None else q.new_empty(0)
-    dbc = dbc[:, :t.H, :t.W].reshape(*shape, t.ks) if dbc is not None else q.new_empty(0)
+    if d_biases is not None:
+        d_biases = d_biases[:, :t.H, :t.W].reshape(*shape, 2 * t.ks)
+        # copies, never views: the two halves of one map would alias each other (a custom op's outputs may not)
+        dbr, dbc = (d_biases[..., i:i + t.ks].clone(memory_format=torch.contiguous_format) for i in (0, t.ks))
+    else:
+        dbr, dbc = q.new_empty(0), q.new_empty(0)   # two tensors: a custom op's outputs may not alias
     return [g.contiguous() for g in (dq, dk, dvv, dbr, dbc)]
 
 

@@ -68,11 +68,22 @@ def test_output_and_gradients_match_unfold_reference_float32(cin, cout, H, W, k,
 @pytest.mark.parametrize("tile", [1, 2, 3, 4, 6, 16])
 def test_kernel_is_independent_of_tile_and_chunk_size(monkeypatch, tile):
     monkeypatch.setattr(la_module, "_CHUNK_CPU", 1500)   # many chunks, over rows and over batch·heads
-    B, h, H, W, d, k = 2, 3, 11, 9, 4, 5
-    q, k_, v = (torch.randn(B, h, H, W, d, dtype=torch.float64, requires_grad=True) for _ in range(3))
-    br, bc = (torch.randn(B, h, H, W, k, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    _assert_kernel_matches_reference((2, 3, 11, 9, 4), 5, tile)
+
+
+@pytest.mark.parametrize("shape,k,tile", [((1, 1, 1, 1, 2), 3, 3), ((1, 2, 2, 5, 4), 5, 3), ((2, 1, 7, 3, 3), 3, 4)])
+def test_kernel_on_maps_smaller_than_a_tile(shape, k, tile):
+    # a map of one tile or less on a side; one image and head of one pixel, where the row and column offset
+    # gradients are whole halves of one (…, 2k) map (the operator must still return them as separate tensors)
+    _assert_kernel_matches_reference(shape, k, tile)
+
+
+def _assert_kernel_matches_reference(shape, k, tile):
+    """Output and gradients of :func:`local_attention` with row/column offset logits, float64, against the
+    unfold-style reference, for q, k, v of ``shape`` (B, heads, H, W, d)."""
+    q, k_, v = (torch.randn(*shape, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    br, bc = (torch.randn(*shape[:-1], k, dtype=torch.float64, requires_grad=True) for _ in range(2))
     y = local_attention(q, k_, v, k, br, bc, tile=tile)
-    # the reference takes row/col biases as embeddings; feed it one-hot embeddings so that q·r reproduces them
     ref = _reference_with_bias(q, k_, v, br, bc, k)
     torch.testing.assert_close(y, ref, rtol=0, atol=1e-10)
     g = torch.randn_like(y)
