@@ -18,11 +18,12 @@ softmax. ``stride > 1`` is the attention followed by stride×stride average pool
 
 Implementation. The usual implementation unfolds keys and values into k²·C·H·W tensors. Here
 the image is cut into small query tiles; each tile attends to its halo (the tile grown by the
-window), a dense (tile, halo) score block in which an exact additive mask (−∞) removes every
-key outside the query's own window or outside the image. The scores are built and consumed
-in a few chunks (each at most an eighth of all (tile, halo) scores), in the forward and again
-in the backward pass, so what autograd keeps is q, k, v and the output, and nothing the size
-of k²·C·H·W is ever allocated. The kernel is one custom operator
+window), a dense (tile, halo) score block in which an additive mask removes every key outside
+the query's own window or outside the image (its value lies so far below any logit that the
+key's softmax weight is exactly 0). The scores are built and consumed in chunks (at least 2^19
+scores on the CPU, or a sixteenth of all), in the forward and again in the backward pass, so
+what autograd keeps is q, k, v and the output, and nothing the size of k²·C·H·W is ever
+allocated. The kernel is one custom operator
 (``attnvision::local_attention``) with its own backward and its own MAC formula, so
 ``torch.compile`` treats it as a single op and the profiler counts the attention's true
 multiply-adds, B·heads·H·W·k²·(d_qk + d_v). Exporters (``torch.export``, ``torch.onnx.export``) see
@@ -72,8 +73,8 @@ def _plan(height: int, width: int, kernel_size: int, tile: int, device: torch.de
 
     # The relative logits of query (i, j) of a tile, bias_row[u] + bias_col[v] at halo key (i + u, j + v), are
     # laid on the halo by a gather ("spread": the halo row a takes bias_row[a − i], clamped; positions outside
-    # the window get some finite value, then −∞ from the mask) and a product with a 0/1 matrix that adds a
-    # row's and a column's value at each halo key. The backward gathers the window's offsets back ("collect").
+    # the window get some finite value, then the mask's) and a product with a 0/1 matrix that adds a row's
+    # and a column's value at each halo key. The backward gathers the window's offsets back ("collect").
     qi = torch.arange(bh * bw, device=device)
     qr, qc = (qi // bw)[:, None], (qi % bw)[:, None]
     a, b, u = torch.arange(lh, device=device), torch.arange(lw, device=device), torch.arange(kernel_size, device=device)
@@ -98,12 +99,16 @@ class _Tiler:
         self.BH = self.B * self.h
         self.b2, self.L = self.bh * self.bw, self.lh * self.lw
         self.hq, self.wq = self.nth * self.bh, self.ntw * self.bw
-        ninf = torch.tensor(float("-inf"), dtype=q.dtype, device=q.device)
+        # The mask is additive and separable, a halo row's value plus a halo column's: 0, or half the dtype's
+        # lowest value, so that a masked key's logit stays finite in the 0/1 product of :meth:`scores` (−∞ times 0
+        # would be NaN) yet lies so far below any real logit that its softmax weight is exactly 0.
+        low = torch.full((), torch.finfo(q.dtype).min / 2, dtype=q.dtype, device=q.device)
         zero = torch.zeros((), dtype=q.dtype, device=q.device)
-        row = torch.where(p["row_ok"], zero, ninf)   # (nth, bh, lh)
-        col = torch.where(p["col_ok"], zero, ninf)   # (ntw, bw, lw)
-        mask = row[:, None, :, None, :, None] + col[None, :, None, :, None, :]
-        self.mask = mask.reshape(self.nth, self.ntw, self.b2, self.L)   # additive: 0 or −∞ at each (tile, query, key)
+        row = torch.where(p["row_ok"], zero, low)[:, None, :, None, :]   # (nth, 1, bh, 1, lh)
+        col = torch.where(p["col_ok"], zero, low)[None, :, None, :, :]   # (1, ntw, 1, bw, lw)
+        shape = (self.nth, self.ntw, self.bh, self.bw)
+        self.mask = torch.cat([row.expand(*shape, self.lh), col.expand(*shape, self.lw)], -1).reshape(
+            self.nth, self.ntw, self.b2, self.lh + self.lw)   # (tile row, tile column, query, halo row | column)
         self.add_rows_cols = p["add_rows_cols"].to(q.dtype)
         per_row = self.ntw * self.b2 * self.L
         budget = max(_CHUNK_CUDA if q.is_cuda else _CHUNK_CPU, self.BH * self.nth * per_row // _MAX_CHUNKS)
@@ -158,15 +163,15 @@ class _Tiler:
     def scores(self, Q, K, biases, r0, r1, g0, g1) -> Tensor:
         """Masked logits of one chunk: (N, bh·bw, lh·lw). ``biases``: the padded (BH, Hq, Wq, 2k) row and
         column offset logits, or None."""
-        mask = self.mask[r0:r1]                                                  # (rows, ntw, bh·bw, L)
+        mask = self.mask[r0:r1]                                                  # (rows, ntw, bh·bw, lh + lw)
         if biases is None:
-            S = mask.expand(g1 - g0, *mask.shape).reshape(-1, self.b2, self.L)
+            spread = mask.expand(g1 - g0, *mask.shape)
         else:
             T = self.tiles(biases, r0, r1, g0, g1)                               # (N, bh·bw, 2k)
             spread = torch.gather(T, 2, self.spread.expand(T.shape[0], -1, -1))   # (N, bh·bw, lh + lw)
-            S = torch.mm(spread.view(-1, spread.shape[-1]), self.add_rows_cols)  # row's + column's, exactly
-            S = S.view(g1 - g0, -1).add_(mask.reshape(1, -1)).view(-1, self.b2, self.L)
-        return S.baddbmm_(Q, K.transpose(1, 2))
+            spread.view(g1 - g0, -1).add_(mask.reshape(1, -1))
+        S = torch.mm(spread.reshape(-1, self.lh + self.lw), self.add_rows_cols)  # row's + column's, exactly
+        return S.view(-1, self.b2, self.L).baddbmm_(Q, K.transpose(1, 2))
 
     def bias_grad(self, dS: Tensor) -> Tensor:
         """The adjoint of the offset logits' spreading in :meth:`scores`: (N, bh·bw, L) → (N, bh·bw, 2k). Keys
