@@ -18,7 +18,7 @@ import platform
 
 import torch
 
-from common import RESULTS, infer_fn, interleaved_medians, train_fn
+from common import RESULTS, cpu_name, infer_fn, interleaved_medians, train_fn
 
 import attnvision as av
 from attnvision.cli._table import format_table
@@ -72,7 +72,7 @@ def main():
             print(" | ".join(rows[-1]), flush=True)
     table = format_table(["coatnet_0, 224×224", "threads", "img/s (ours)", "img/s (timm)", "img/s (timm, channels-last)",
                           "ratio (ours / timm's best)"], rows, markdown=True)
-    machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
+    machine = (f"{cpu_name()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
                f"timm {timm.__version__}, Python {platform.python_version()}; "
                f"1-minute load average {load_before:.1f} before the run and {os.getloadavg()[0]:.1f} after "
                f"(other processes share the cores: compare the ratios, not the absolute rates)")

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import platform
 import statistics
 import sys
 import time
@@ -37,6 +36,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+from common import cpu_name  # noqa: E402
 from attnvision.cli._table import format_table  # noqa: E402
 from attnvision.io import atomic_write_text  # noqa: E402
 from attnvision.layers import EvolvingAttention, MultiHeadSelfAttention  # noqa: E402
@@ -126,7 +126,7 @@ def main(argv=None) -> int:
 
     (t_ratio, m_ratio), (t_comp, m_comp) = ratios("EvolvingAttention"), ratios("EvolvingAttention(fused=False)")
     t_floor = 1.0 + ratios(CONV)[0]
-    machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+    machine = (f"{cpu_name()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
                f"{torch.get_num_threads()} threads, load average {load:.1f} when the run started")
     text = "\n".join([
         "# Evolving attention vs plain multi-head self-attention",

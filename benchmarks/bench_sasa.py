@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "layers"))
 
+from common import cpu_name  # noqa: E402
 from attnvision.cli._table import format_table  # noqa: E402
 from attnvision.io import atomic_write_text  # noqa: E402
 from attnvision.layers import LocalSelfAttention2d  # noqa: E402
@@ -125,13 +126,7 @@ def bench(config, repeats: int, device, peak: float) -> list[list]:
 
 
 def machine(device) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    text = (f"{os.cpu_count()} CPUs ({cpu}), torch {torch.__version__}, {torch.get_num_threads()} threads, "
+    text = (f"{os.cpu_count()} CPUs ({cpu_name()}), torch {torch.__version__}, {torch.get_num_threads()} threads, "
             f"Python {platform.python_version()}, load average {os.getloadavg()[0]:.1f} at the start")
     if device.type == "cuda":
         text += f", {torch.cuda.get_device_name(device)}"

@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import attnvision as av  # noqa: E402
+from common import cpu_name  # noqa: E402
 from attnvision.cli._table import format_table  # noqa: E402
 from attnvision.io import atomic_write_text  # noqa: E402
 from attnvision.models.van import VAN_VARIANTS  # noqa: E402
@@ -99,17 +100,6 @@ def time_models(ours, peer, batch: int, train: bool, repeats: int, warmup: int) 
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["van_b0", "van_b2"], choices=sorted(VAN_VARIANTS))
@@ -144,7 +134,7 @@ def main(argv=None) -> int:
     table = format_table(["model", "mode", "threads", "batch", "attnvision (img/s)", "transformers (img/s)",
                           "transformers, channels-last (img/s)", "ratio (ours / their best)"], rows, markdown=True)
     load = f"1-minute load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after (other processes share the CPUs)"
-    machine = (f"{_cpu_name()}, {os.cpu_count()} CPUs visible, {load}; "
+    machine = (f"{cpu_name()}, {os.cpu_count()} CPUs visible, {load}; "
                f"torch {torch.__version__}, transformers {transformers.__version__}, Python {platform.python_version()}")
     text = "\n".join([
         "# VAN: attnvision vs Hugging Face transformers",

@@ -22,8 +22,20 @@ from attnvision.profiling.benchmark import infer_fn, interleaved_medians, train_
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def cpu_name() -> str:
+    """The CPU's model name (ratios between implementations move from one CPU model to another)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
 def machine_line() -> str:
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
+    return (f"{cpu_name()}, {os.cpu_count()} CPU cores, "
             f"torch {torch.__version__}, {torch.get_num_threads()} threads, Python {platform.python_version()}")
 
 
