@@ -1,21 +1,31 @@
-"""attnvision: attention for vision — faithful, fast plug-in modules, backbones and tools."""
+"""attnvision: attention for vision — faithful, fast plug-in modules, backbones and tools.
+
+The package is built in layers, each importing only the ones below it: ``layers`` (one mechanism a
+file) → ``registry`` and ``weights`` (reading files, key maps) → ``models`` (one family a file) →
+``factory`` (``create_model``) → ``attach``, ``explain``, ``profiling``, ``data``, ``dense`` → ``train``
+(the training core) → ``tasks`` → ``compare`` and ``loading`` (runs, the Hub) → ``cli``.
+"""
 __version__ = "0.1.0"
 
+from . import tasks  # noqa: F401  (registers the built-in tasks of the training loop)
 from .attach import attach, detach
-from .checkpoint import LoadReport, load_checkpoint, load_model
+from .factory import create_model, list_models
 from .inference import optimize_for_inference
-from .layers.create_attn import create_attn
+from .layers.create_attn import create_attn, register_attn
+from .loading import load_model
 from .profiling import Profile, profile
-from .registry import create_model, list_models, register_model
+from .registry import Registry, register_model
+from .weights import LoadReport, load_checkpoint
 
-__all__ = ["LoadReport", "Profile", "__version__", "attach", "create_attn", "create_detector", "create_model",
-           "create_segmenter", "detach", "list_models", "load_checkpoint", "load_model",
-           "optimize_for_inference", "profile", "register_model"]
+__all__ = ["LoadReport", "Profile", "Registry", "__version__", "attach", "create_attn", "create_detector",
+           "create_model", "create_segmenter", "detach", "list_models", "load_checkpoint", "load_model",
+           "optimize_for_inference", "profile", "register_attn", "register_model"]
 
 
 def __getattr__(name: str):
     # the dense package loads torchvision's detection models: only when asked for
     if name in ("create_detector", "create_segmenter"):
-        from . import dense
-        return getattr(dense, name)
+        import importlib
+
+        return getattr(importlib.import_module(".dense", __name__), name)
     raise AttributeError(f"module 'attnvision' has no attribute {name!r}")

@@ -1,193 +1,111 @@
-"""Model registry: ``register_model``, ``list_models`` and ``create_model`` (timm conventions).
+"""One registry type for every kind of plug-in: models, attention kinds, tasks, datasets, run metrics,
+explanation methods.
 
-Builders are plain functions ``builder(*, num_classes, in_chans, **kwargs) -> nn.Module``
-registered by name. ``create_model`` also accepts ``torchvision:NAME`` and ``timm:NAME``
-when those packages are installed. Nothing is ever downloaded: ``pretrained`` is False or
-a local file.
+Every :class:`Registry` follows the same rules: a name is registered once (registering it again is an
+error unless ``override=True`` says it is meant), an unknown name is an error that suggests the closest
+known ones, and ``names()`` lists them sorted. A plug-in whose module is costly to import (torchvision's
+detectors) can be registered by its import path with :meth:`Registry.register_lazy`: the module is imported
+the first time the name is looked up, as entry points are.
+
+The model registry lives here too (``register_model``); ``create_model`` and ``list_models`` are in
+:mod:`attnvision.factory`, which imports the model families.
 """
 from __future__ import annotations
 
 import fnmatch
-import os
-import warnings
-from typing import Callable
-
-from torch import nn
+import importlib
+from typing import Callable, Generic, Iterator, TypeVar
 
 from ._suggest import unknown_name_error
 
-_MODELS: dict[str, Callable[..., nn.Module]] = {}
-_EXTERNAL = ("torchvision:", "timm:")
+T = TypeVar("T")
 
 
-def register_model(fn: Callable[..., nn.Module] | None = None, *, name: str | None = None):
-    """Register a builder under ``name`` (default: the function's name). Usable as a decorator."""
+class Registry(Generic[T]):
+    """Named plug-ins of one ``kind`` (``"model"``, ``"attention kind"``, ``"task"``, ...).
 
-    def add(f):
-        key = name or f.__name__
-        if key in _MODELS:
-            raise ValueError(f"register_model: a model named {key!r} is already registered")
-        _MODELS[key] = f
-        return f
-
-    return add(fn) if fn is not None else add
-
-
-def _load_families() -> None:
-    from . import models  # noqa: F401  (importing the families registers them)
-
-
-def is_model(name: str) -> bool:
-    _load_families()
-    return name in _MODELS
-
-
-def list_models(pattern="*", exclude_filters=(), pretrained: bool = False) -> list[str]:
-    """Sorted names of the registered models matching the fnmatch ``pattern`` (or any of a list of
-    patterns) and none of ``exclude_filters`` (timm's signature). ``pretrained=True`` lists the models
-    with downloadable weights: none, as attnvision ships no weights (load local files with ``pretrained=PATH``)."""
-    _load_families()
-    patterns = list(pattern) if isinstance(pattern, (list, tuple, set)) else [pattern]
-    excludes = list(exclude_filters) if isinstance(exclude_filters, (list, tuple, set)) else [exclude_filters or ""]
-    for p in patterns + excludes:
-        if not isinstance(p, str):
-            raise TypeError(f"list_models: patterns must be strings, got {p!r}")
-    if pretrained:
-        return []
-    names = {n for p in patterns for n in fnmatch.filter(_MODELS, p)}
-    names -= {n for p in excludes for n in fnmatch.filter(names, p)}
-    return sorted(names)
-
-
-def _create_external(name: str, num_classes: int, in_chans: int, **kwargs) -> nn.Module:
-    lib, _, arch = name.partition(":")
-    if lib == "torchvision":
-        try:
-            import torchvision.models as tvm
-        except ImportError as e:
-            raise ImportError(f"create_model: {name!r} needs torchvision installed") from e
-        if in_chans != 3:
-            raise ValueError(f"create_model: torchvision models take in_chans=3, got {in_chans}")
-        if arch not in tvm.list_models():
-            raise unknown_name_error("create_model (torchvision)", arch, tvm.list_models())
-        model = tvm.get_model(arch, weights=None, num_classes=num_classes, **kwargs)
-        model.pretrained_cfg = _torchvision_cfg(tvm, arch)
-        return model
-    try:
-        import timm
-    except ImportError as e:
-        raise ImportError(f"create_model: {name!r} needs timm installed (pip install timm)") from e
-    if arch not in timm.list_models():
-        raise unknown_name_error("create_model (timm)", arch, timm.list_models())
-    return timm.create_model(arch, pretrained=False, num_classes=num_classes, in_chans=in_chans, **kwargs)
-
-
-def _torchvision_cfg(tvm, arch: str) -> dict:
-    """Preprocessing of torchvision's default weights for ``arch`` (read from its metadata, nothing downloaded)."""
-    from .models._base import make_cfg
-
-    transform = tvm.get_model_weights(arch).DEFAULT.transforms()
-    if not hasattr(transform, "crop_size"):  # not a classifier's preprocessing
-        return make_cfg(paper=f"torchvision.models.{arch}")
-    crop, resize = transform.crop_size[0], transform.resize_size[0]
-    return make_cfg(paper=f"torchvision.models.{arch}", input_size=(3, crop, crop), mean=transform.mean,
-                    std=transform.std, crop_pct=crop / resize)
-
-
-def fit_cfg_to_channels(cfg: dict, in_chans: int) -> dict:
-    """``pretrained_cfg`` for ``in_chans`` input channels: its input size, one mean/std per channel.
-
-    For one channel the mean and std are the average of the RGB values; for other counts the
-    values are cycled (the way timm spreads RGB input-conv weights over more channels).
+    ``lower=True`` makes the names case-insensitive (stored and looked up in lower case).
     """
-    cfg = dict(cfg)
-    if "input_size" in cfg:
-        cfg["input_size"] = (in_chans, *tuple(cfg["input_size"])[1:])
-    for key in ("mean", "std"):
-        values = tuple(cfg.get(key) or ())
-        if values and len(values) != in_chans:
-            cfg[key] = ((sum(values) / len(values),) if in_chans == 1
-                        else tuple(values[i % len(values)] for i in range(in_chans)))
-    return cfg
+
+    def __init__(self, kind: str, *, lower: bool = False):
+        self.kind = kind
+        self.lower = lower
+        self._items: dict[str, T] = {}
+        self._lazy: dict[str, str] = {}
+
+    def _key(self, name: str, who: str) -> str:
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"{who}: a {self.kind} name must be a non-empty string, got {name!r}")
+        return name.lower() if self.lower else name
+
+    def register(self, name: str | None = None, obj: T | None = None, *, override: bool = False,
+                 who: str | None = None):
+        """Register ``obj`` under ``name`` (default: its ``__name__``); without ``obj``, a decorator."""
+        who = who or f"register ({self.kind})"
+
+        def add(item: T) -> T:
+            key = self._key(name or getattr(item, "__name__", None), who)
+            if not override and (key in self._items or key in self._lazy):
+                raise ValueError(f"{who}: a {self.kind} named {key!r} is already registered "
+                                 f"(pass override=True to replace it)")
+            self._lazy.pop(key, None)
+            self._items[key] = item
+            return item
+
+        return add(obj) if obj is not None else add
+
+    def register_lazy(self, name: str, target: str) -> None:
+        """Register ``"package.module:attribute"``, imported when ``name`` is first looked up."""
+        key = self._key(name, f"register ({self.kind})")
+        if key in self._items or key in self._lazy:
+            raise ValueError(f"register ({self.kind}): a {self.kind} named {key!r} is already registered")
+        if ":" not in target:
+            raise ValueError(f"register ({self.kind}): a lazy target is 'module:attribute', got {target!r}")
+        self._lazy[key] = target
+
+    def unregister(self, name: str) -> T | None:
+        """Remove ``name`` (a no-op when absent); returns what was registered."""
+        key = self._key(name, f"unregister ({self.kind})")
+        self._lazy.pop(key, None)
+        return self._items.pop(key, None)
+
+    def get(self, name: str, who: str | None = None) -> T:
+        """The plug-in named ``name``; an unknown name is a ``ValueError`` naming the closest known ones."""
+        who = who or self.kind
+        key = self._key(name, who)
+        if key not in self._items and key in self._lazy:
+            module, _, attr = self._lazy.pop(key).partition(":")
+            self._items[key] = getattr(importlib.import_module(module), attr)
+        if key not in self._items:
+            raise unknown_name_error(who, name, self.names())
+        return self._items[key]
+
+    def __getitem__(self, name: str) -> T:
+        return self.get(name)
+
+    def names(self, pattern: str = "*") -> list[str]:
+        """Sorted names matching the fnmatch ``pattern``."""
+        return sorted(fnmatch.filter([*self._items, *self._lazy], pattern))
+
+    def __contains__(self, name) -> bool:
+        return isinstance(name, str) and (name.lower() if self.lower else name) in {*self._items, *self._lazy}
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self._items) + len(self._lazy)
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}, {len(self)} entries)"
 
 
-def _load_pretrained(model: nn.Module, path) -> None:
-    from .checkpoint import load_checkpoint
-
-    report = load_checkpoint(model, path, source="auto", drop_mismatched_head=True, fresh_attention=True)
-    notes = []
-    if report.dropped_keys:
-        kept = getattr(model, "num_classes", None)
-        notes.append(f"dropped the checkpoint's classifier ({', '.join(report.dropped_keys)}): the model has none"
-                     if kept == 0 else f"dropped the classifier of another shape ({', '.join(report.dropped_keys)}), "
-                     f"initialised for num_classes={kept}")
-    if report.fresh_keys:
-        notes.append(f"the checkpoint has no attention weights: {len(report.fresh_keys)} attention tensors keep "
-                     f"their initialisation ({', '.join(report.fresh_keys[:4])}"
-                     f"{', …' if len(report.fresh_keys) > 4 else ''})")
-    if notes:
-        warnings.warn(f"create_model: loaded {os.fspath(path)!r} into {type(model).__name__}; " + "; ".join(notes),
-                      stacklevel=3)
+MODELS: Registry[Callable] = Registry("model")
 
 
-def create_model(name: str, *, num_classes: int = 1000, in_chans: int = 3, pretrained=False,
-                 features_only: bool = False, out_indices=None, feature_cls: str | None = None,
-                 feature_cfg: dict | None = None, output_stride: int | None = None, **model_kwargs) -> nn.Module:
-    """Build a registered model.
-
-    Args:
-        name: a name from :func:`list_models`, or ``torchvision:NAME`` / ``timm:NAME``.
-        num_classes: classifier outputs (0 for no classifier).
-        in_chans: input image channels.
-        pretrained: False, or the path of a local checkpoint (safetensors or torch file, in our
-            key layout or another one ``load_checkpoint`` converts: the authors', timm's, Hugging
-            Face's), or a Hugging Face ``save_pretrained`` folder. A classifier of another shape
-            (fine-tuning to ``num_classes``) is dropped and a plain network's checkpoint leaves the
-            attention layers at their initialisation; both are reported in a warning naming the keys.
-        features_only: return a feature extractor whose forward gives one map per stage.
-        out_indices: which stages ``features_only`` returns (default: all; an int n: the last n).
-        feature_cls, feature_cfg: timm's feature-extractor options; ``"list"`` / ``"getter"`` (both give
-            the list of maps) and ``feature_cfg=dict(out_indices=..., feature_cls=...)``.
-        output_stride: the network's total stride; only the native one (no family here dilates).
-        **model_kwargs: passed to the family's builder (see API.md).
-
-    Every model gets a ``pretrained_cfg`` (input size, mean, std, crop_pct; torchvision models
-    get their default weights' preprocessing) whose ``input_size`` and mean/std have
-    ``in_chans`` channels.
-    """
-    if not isinstance(name, str):
-        raise TypeError(f"create_model: name must be a string, got {type(name).__name__}")
-    if name.startswith(_EXTERNAL):
-        if output_stride is not None:
-            model_kwargs["output_stride"], output_stride = output_stride, None
-        model = _create_external(name, num_classes, in_chans, **model_kwargs)
-    else:
-        _load_families()
-        if name not in _MODELS:
-            raise unknown_name_error("create_model", name, _MODELS)
-        model = _MODELS[name](num_classes=num_classes, in_chans=in_chans, **model_kwargs)
-    if isinstance(getattr(model, "pretrained_cfg", None), dict):
-        model.pretrained_cfg = fit_cfg_to_channels(model.pretrained_cfg, in_chans)
-    if pretrained:
-        if not isinstance(pretrained, (str, os.PathLike)):
-            raise TypeError(f"create_model: pretrained must be False or a local path, got {pretrained!r}")
-        _load_pretrained(model, pretrained)
-    if output_stride is not None:
-        native = model.feature_info[-1]["reduction"]
-        if output_stride != native:
-            raise ValueError(f"create_model: {name} has no dilated variant; output_stride must be its native "
-                             f"{native}, got {output_stride!r}")
-    cfg = dict(feature_cfg or {})
-    unknown = set(cfg) - {"out_indices", "feature_cls"}
-    if unknown:
-        raise ValueError(f"create_model: feature_cfg takes out_indices and feature_cls, got {sorted(unknown)}")
-    out_indices = cfg.get("out_indices", out_indices)
-    feature_cls = cfg.get("feature_cls", feature_cls)
-    if feature_cls not in (None, "list", "getter"):
-        raise ValueError(f"create_model: feature_cls must be 'list' or 'getter', got {feature_cls!r}")
-    if features_only:
-        from .models._features import FeatureListNet
-        model = FeatureListNet(model, out_indices)
-    elif out_indices is not None or feature_cls is not None:
-        raise ValueError("create_model: out_indices and feature_cls are only used with features_only=True")
-    return model
+def register_model(fn: Callable | None = None, *, name: str | None = None):
+    """Register a builder ``fn(*, num_classes, in_chans, **kwargs) -> nn.Module`` under ``name``
+    (default: the function's name). Usable as a decorator; a name is registered once."""
+    if fn is not None:
+        return MODELS.register(name, fn, who="register_model")
+    return MODELS.register(name, who="register_model")

@@ -21,7 +21,7 @@ import torch
 from common import RESULTS, cpu_name, infer_fn, interleaved_medians, train_fn
 
 import attnvision as av
-from attnvision.cli._table import format_table
+from attnvision._table import format_table
 from attnvision.io import atomic_write_text
 
 RESULT = RESULTS / "coatnet.md"

@@ -18,7 +18,7 @@ import torchvision
 
 from common import interleaved_medians, write_results
 
-from attnvision.checkpoint import load_checkpoint
+from attnvision.weights import load_checkpoint
 from attnvision.dense import create_detector, detection_difference
 
 

@@ -37,7 +37,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 from common import cpu_name  # noqa: E402
-from attnvision.cli._table import format_table  # noqa: E402
+from attnvision._table import format_table  # noqa: E402
 from attnvision.io import atomic_write_text  # noqa: E402
 from attnvision.layers import EvolvingAttention, MultiHeadSelfAttention  # noqa: E402
 from attnvision.profiling.benchmark import peak_memory_mib  # noqa: E402

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "layers"))
 
 from common import cpu_name  # noqa: E402
-from attnvision.cli._table import format_table  # noqa: E402
+from attnvision._table import format_table  # noqa: E402
 from attnvision.io import atomic_write_text  # noqa: E402
 from attnvision.layers import LocalSelfAttention2d  # noqa: E402
 from attnvision.profiling import profile  # noqa: E402

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 import attnvision as av  # noqa: E402
 from common import cpu_name  # noqa: E402
-from attnvision.cli._table import format_table  # noqa: E402
+from attnvision._table import format_table  # noqa: E402
 from attnvision.io import atomic_write_text  # noqa: E402
 from attnvision.models.van import VAN_VARIANTS  # noqa: E402
 

@@ -15,7 +15,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from attnvision.cli._table import format_table  # noqa: E402
+from attnvision._table import format_table  # noqa: E402
 from attnvision.io import atomic_write_text  # noqa: E402
 from attnvision.profiling.benchmark import infer_fn, interleaved_medians, train_fn  # noqa: E402,F401
 

@@ -17,7 +17,7 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 import attnvision as av  # noqa: E402
-from attnvision.cli._table import format_table  # noqa: E402
+from attnvision._table import format_table  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -12,7 +12,7 @@ from torch import nn
 
 import attnvision as av
 from attnvision import create_model, load_checkpoint, load_model
-from attnvision.checkpoint import attention_prefixes
+from attnvision.weights import attention_prefixes
 
 
 def _randomise_batchnorm(model: nn.Module) -> nn.Module:

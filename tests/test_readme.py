@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import attnvision as av
-from attnvision.profiling.tables import DOC_TABLES
+from tools.doc_tables import DOC_TABLES
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -18,7 +18,7 @@ def test_readme_table_is_fresh(name):
     found = re.search(rf"<!-- BEGIN table:{name} -->\n(.*?)\n?<!-- END table:{name} -->", text, re.S)
     assert found, f"README lacks the table {name}"
     assert found[1] == DOC_TABLES[name](), (
-        f"README table {name} is stale: python -m attnvision.profiling.tables --write README.md")
+        f"README table {name} is stale: python tools/doc_tables.py --write README.md")
 
 
 def test_ci_runs_the_readme_test_command_on_a_lone_copy():

@@ -77,3 +77,54 @@ def test_features_only_returns_a_list_of_maps_for_native_and_timm_models(name):
     assert isinstance(maps, list) and len(maps) == 2
     assert [m.shape[1] for m in maps] == [info["num_chs"] for info in model.feature_info]
     assert all(m.dim() == 4 for m in maps)
+
+
+def test_one_registry_type_refuses_duplicates_suggests_close_names_and_lists_sorted():
+    from attnvision.registry import Registry
+
+    reg = Registry("widget")
+    reg.register("beta", 2)
+    reg.register("alpha", 1)
+    with pytest.raises(ValueError, match="a widget named 'beta' is already registered"):
+        reg.register("beta", 3)
+    reg.register("beta", 3, override=True)
+    assert reg.names() == ["alpha", "beta"] and reg["beta"] == 3 and "alpha" in reg and len(reg) == 2
+    with pytest.raises(ValueError, match="widget: unknown name 'alpah'; did you mean 'alpha'"):
+        reg.get("alpah")
+    reg.register_lazy("later", "attnvision.layers.eca:ECA")
+    assert "later" in reg and reg.get("later").__name__ == "ECA"
+
+
+def test_every_registry_is_the_one_type():
+    from attnvision.compare import RUN_METRICS
+    from attnvision.layers.create_attn import ATTN_KINDS
+    from attnvision.registry import MODELS, Registry
+    from attnvision.train.tasks import TASKS
+
+    for reg in (MODELS, ATTN_KINDS, TASKS, RUN_METRICS):
+        assert isinstance(reg, Registry) and len(reg) > 0, reg
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet20", "mobilenet_v1", "mobilenet_v2"])
+def test_a_registered_attention_kind_plugs_into_every_family_that_takes_attn(name):
+    from torch import nn
+
+    class Gate(nn.Module):
+        def __init__(self, channels, scale=1.0):
+            super().__init__()
+            self.fc = nn.Conv2d(channels, channels, 1)
+
+        def forward(self, x):
+            return x * torch.sigmoid(self.fc(x.mean((2, 3), keepdim=True)))
+
+    from attnvision.layers.create_attn import ATTN_KINDS
+
+    av.register_attn("test_gate", Gate, override=True)
+    try:
+        model = av.create_model(name, attn="test_gate", num_classes=3)
+        assert sum(isinstance(m, Gate) for m in model.modules()) > 0
+        assert model.eval()(torch.randn(1, 3, 32, 32)).shape == (1, 3)
+        with pytest.raises(ValueError, match="attention kind named 'test_gate' is already registered"):
+            av.register_attn("test_gate", Gate)
+    finally:
+        ATTN_KINDS.unregister("test_gate")

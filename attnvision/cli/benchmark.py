@@ -4,6 +4,10 @@ from __future__ import annotations
 import csv
 import io
 
+from .._table import format_table
+from ..io import atomic_write_text
+from ..profiling.benchmark import benchmark
+
 
 def add_parser(sub):
     p = sub.add_parser("benchmark", help="time models side by side (ours, timm:NAME, torchvision:NAME)",
@@ -29,9 +33,6 @@ def add_parser(sub):
 def run(args) -> int:
     import torch
 
-    from ..io import atomic_write_text
-    from ..profiling.benchmark import benchmark
-    from ._table import format_table
 
     results, peak = benchmark(args.models, batch_size=args.batch_size, input_size=args.input_size,
                               threads=args.threads, channels_last=args.channels_last, compile=args.compile,

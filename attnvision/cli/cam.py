@@ -8,6 +8,12 @@ from __future__ import annotations
 
 import json
 
+from ..explain.dense import detection_cam, segmentation_cam
+from ..explain.figure import dense_figure, explain_image, save_figure
+from ..factory import create_model
+from ..loading import model_from_record
+from ..train.rundir import record_from_args
+from ..weights import load_checkpoint
 
 RUN_MODEL_FLAGS = ("model", "model_kwargs", "num_classes")  # what --run gives already
 
@@ -91,9 +97,6 @@ def _model(args):
     """(model with its weights, class names or None, figure title) from --run or --model."""
     import os
 
-    from ..checkpoint import load_checkpoint
-    from ..registry import create_model
-    from ..train.rundir import model_from_record, record_from_args
 
     if args.run:
         record = record_from_args(args, "cam", RUN_MODEL_FLAGS)
@@ -114,13 +117,11 @@ def _model(args):
 def run(args) -> int:
     import torch
 
-    from ..explain.figure import explain_image, save_figure
 
     for option, value, low in (("--topk", args.topk, 1), ("--max-maps", args.max_maps, 0), ("--dpi", args.dpi, 1)):
         if value < low:
             raise ValueError(f"cam: {option} must be at least {low}, got {value}")
     if args.run:
-        from ..train.rundir import record_from_args
         task = record_from_args(args, "cam", RUN_MODEL_FLAGS).get("task", "classification")
         if task != "classification":
             return _run_dense(args, task)
@@ -147,8 +148,6 @@ def _run_dense(args, record_task: str) -> int:
     """``cam --run DIR`` of a detection or segmentation run: the model's output and one Grad-CAM map."""
     import torch
 
-    from ..explain.dense import detection_cam, segmentation_cam
-    from ..explain.figure import dense_figure, save_figure
 
     model, names, title = _model(args)
     if args.box or args.input_size:

@@ -1,6 +1,6 @@
 """``attnvision compare [--models A,B] [--set KEY=V1,V2] ...``: a fair grid of models × settings × seeds.
 
-With no arguments it runs the default comparison (:data:`attnvision.train.compare.DEFAULT`); it
+With no arguments it runs the default comparison (:data:`attnvision.compare.DEFAULT`); it
 ends with a table of each model's accuracy and Grad-CAM energy in the digit's box, their paired
 differences to the baseline and, in words, whether each is larger than the seed spread.
 """
@@ -10,13 +10,25 @@ import json
 import os
 import sys
 
+from .._table import format_table
+from ..compare import (
+    DEFAULT,
+    PRESETS,
+    compare,
+    delta_cell,
+    group,
+    mean_cell,
+    parse_sets,
+    task_columns,
+    verdict,
+)
+from ..train.tasks import TASKS
+
 
 def add_parser(sub):
-    from ..train.compare import DEFAULT, PRESETS
-
     p = sub.add_parser("compare", help="train a grid of models and settings over seeds; write results.csv/.md/.png")
     p.add_argument("--models", help=f"comma-separated model names (default: {','.join(DEFAULT['models'])})")
-    p.add_argument("--task", choices=("classification", "detection", "segmentation"), default="classification",
+    p.add_argument("--task", choices=TASKS.names(), default="classification",
                    help="detection|segmentation: compare --backbones under one head (--model), by mAP or mIoU")
     p.add_argument("--backbones", help="with --task detection|segmentation: comma-separated backbones, the first "
                    "the baseline")
@@ -43,8 +55,6 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from ..train.compare import DEFAULT, PRESETS, compare, parse_sets
-
     dense = args.task != "classification"
     if dense and args.models:
         raise ValueError(f"compare: --task {args.task} compares --backbones under one head (--model); drop --models")
@@ -73,8 +83,6 @@ def run(args) -> int:
 def summary_table(rows) -> str:
     """The terminal table: accuracy and (on data with boxes) Grad-CAM energy in the box, each with its
     paired difference to the baseline and what that difference says, then how to read it."""
-    from ..cli._table import format_table
-    from ..train.compare import delta_cell, group, mean_cell, task_columns, verdict
 
     groups = group(rows, getattr(rows, "partner", None))
     spec = task_columns(rows)

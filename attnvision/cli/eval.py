@@ -6,6 +6,17 @@ from __future__ import annotations
 import json
 import os
 
+from .._table import format_table
+from ..data import create_dataset, data_task, parse_spec
+from ..factory import create_model
+from ..io import atomic_write_text
+from ..loading import model_from_record
+from ..train import evaluate
+from ..train.distributed import resolve_device
+from ..train.rundir import create_run_model, record_from_args
+from ..train.tasks import get_task
+from ..weights import load_checkpoint
+
 
 def add_parser(sub):
     p = sub.add_parser("eval", help="evaluate a run, or a checkpoint (ours or the authors') on a dataset")
@@ -33,8 +44,6 @@ def _model_and_data(args):
     """(model with random weights, its pretrained_cfg, the run record or None) from --run or --model."""
     import torch
 
-    from ..registry import create_model
-    from ..train.rundir import record_from_args
 
     if args.run:
         record = record_from_args(args, "eval", ("model", "model_kwargs", "attach"))
@@ -49,14 +58,6 @@ def _model_and_data(args):
 
 
 def run(args) -> int:
-    from .. import load_checkpoint
-    from ..data import create_dataset
-    from ..io import atomic_write_text
-    from ..train import evaluate
-    from ..train.distributed import resolve_device
-    from ..train.rundir import create_run_model, model_from_record
-    from ._table import format_table
-
     device = resolve_device(args.device, "eval")
     record, pc = _model_and_data(args)
     if record and record.get("task", "classification") != "classification":
@@ -103,12 +104,6 @@ def run(args) -> int:
 
 def _run_dense(args, record: dict, device) -> int:
     """Evaluate a detection or segmentation run (``record["task"]``) on its data's split."""
-    from .. import load_checkpoint
-    from ..data import create_dataset, data_task, parse_spec
-    from ..io import atomic_write_text
-    from ..train.rundir import model_from_record
-    from ..train.tasks import get_task
-    from ._table import format_table
 
     task = get_task(record["task"])
     if args.per_class and task.name == "detection":

@@ -2,23 +2,23 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
-# Each name is a module of this package defining ``add_parser(subparsers)`` (which sets
-# ``func`` on its parser) and the function it points to.
-COMMANDS = ["models", "profile", "benchmark", "train", "eval", "compare", "cam"]
+from .. import __version__
+from . import benchmark, cam, compare, eval, models, profile, train
+
+# Each is a module of this package defining ``add_parser(subparsers)`` (which sets ``func`` on its
+# parser) and the function it points to; in the order of ``attnvision --help``.
+COMMANDS = [models, profile, benchmark, train, eval, compare, cam]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
-
     parser = argparse.ArgumentParser(prog="attnvision", description="Attention for vision: models, profiling, "
                                      "training, comparison and explanation.")
     parser.add_argument("--version", action="version", version=f"attnvision {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
-        importlib.import_module(f".{name}", __package__).add_parser(sub)
+    for command in COMMANDS:
+        command.add_parser(sub)
     return parser
 
 

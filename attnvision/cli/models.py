@@ -1,7 +1,9 @@
 """``attnvision models [PATTERN]``: the registered models, with parameters and MACs."""
 from __future__ import annotations
 
-from ._table import format_table
+from .._table import format_table
+from ..factory import create_model, list_models
+from ..profiling import profile
 
 
 def add_parser(sub):
@@ -13,9 +15,6 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from .. import list_models, profile
-    from ..registry import create_model
-
     names = list_models(args.pattern)
     if not names:
         print(f"no model matches {args.pattern!r}")

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import json
 
-from ._table import format_table
+from .._table import format_table
+from ..factory import create_model
+from ..profiling import profile
 
 
 def add_parser(sub):
@@ -21,8 +23,6 @@ def add_parser(sub):
 def run(args) -> int:
     import torch
 
-    from .. import profile
-    from ..registry import create_model
 
     with torch.device("meta"):
         model = create_model(args.name, num_classes=args.num_classes, **args.model_kwargs)

@@ -5,6 +5,11 @@ import argparse
 import json
 import sys
 
+from ..train import NonFiniteLossError, TrainConfig, train
+from ..train.distributed import shutdown
+from ..train.rundir import resumed_config
+from ..train.tasks import get_task
+
 DEFAULT_OUT = "runs/train"
 
 
@@ -69,10 +74,6 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from ..train import NonFiniteLossError, TrainConfig, train
-    from ..train.distributed import shutdown
-    from ..train.rundir import resumed_config
-
     fields = TrainConfig.__dataclass_fields__
     given = {k: v for k, v in vars(args).items() if k in fields}
     resume = given.pop("resume", False)
@@ -101,8 +102,6 @@ def run(args) -> int:
     if summary["interrupted"]:
         return 130
     if summary["world_size"] == 1 or _is_main():
-        from ..train.tasks import get_task
-
         best = get_task(cfg.task).best  # val_acc1, val_map or val_miou
         name = cfg.model if cfg.task == "classification" else f"{cfg.model} on {cfg.backbone}"
         print(f"{name} on {cfg.data}: {best.replace('_', ' ', 1)} {summary[best]:.{_digits(best)}f} (best "

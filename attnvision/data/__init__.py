@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from torchvision.transforms import v2
 
+from .._suggest import unknown_name_error
 from .cluttered import ClutteredDigits
 from .digits import Digits
 from .files import CIFAR, ImageFolder
@@ -38,7 +39,6 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
         raise TypeError(f"data: the spec must be a non-empty string, got {spec!r}")
     name, sep, arg = spec.partition(":")
     if name not in BUILTIN + WITH_PATH:
-        from .._suggest import unknown_name_error
         raise unknown_name_error("data", name, [*BUILTIN, *(f"{n}:PATH" for n in WITH_PATH)])
     if name in WITH_PATH and not arg:
         raise ValueError(f"data: {name!r} needs a path, as in '{name}:PATH'")

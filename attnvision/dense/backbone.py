@@ -22,6 +22,10 @@ from torch import nn
 from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock
 
+from ..factory import create_model
+from ..models._features import FeatureListNet, resolve_out_indices
+from ..weights import load_checkpoint
+
 
 class SelectedFeatures(nn.Module):
     """``net(x)`` gives every stage's map; keep those of ``out_indices``, described by ``feature_info``."""
@@ -70,7 +74,6 @@ def _torchvision_stages(model: nn.Module, name: str) -> tuple[nn.Module, list[di
 
 
 def _resolve(name: str, num_stages: int, out_indices) -> tuple[int, ...]:
-    from ..models._features import resolve_out_indices
     return resolve_out_indices(name, num_stages, out_indices)
 
 
@@ -89,8 +92,6 @@ def build_body(backbone, *, out_indices: Sequence[int] | None = None, last: int 
         ``(body, stage_names)``: ``body(x)`` is a list of NCHW maps, ``body.feature_info`` their
         ``num_chs``/``reduction``; ``stage_names`` are the parameter prefixes of every stage, in order.
     """
-    from ..models._features import FeatureListNet
-    from ..registry import create_model
 
     if isinstance(backbone, nn.Module):
         if pretrained_backbone is not None or model_kwargs:
@@ -127,7 +128,6 @@ def build_body(backbone, *, out_indices: Sequence[int] | None = None, last: int 
         stage_names = [d["module"] for d in model.feature_info]
         body = FeatureListNet(model, idx)
         if pretrained_backbone is not None and isinstance(backbone, str):
-            from ..checkpoint import load_checkpoint
             load_checkpoint(body, pretrained_backbone)
         return body, [f"model.{s}" for s in stage_names]
     n = len(info)

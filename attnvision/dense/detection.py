@@ -32,6 +32,7 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 
+from .._suggest import unknown_name_error
 from .backbone import FeaturePyramidBackbone, build_body, freeze_batchnorm, freeze_stages
 
 ARCHS = ("fasterrcnn", "maskrcnn", "retinanet", "fcos")
@@ -82,7 +83,6 @@ def create_detector(arch: str, backbone, num_classes: int, *, out_indices=None, 
         **detector_kwargs: passed to the torchvision class (``box_score_thresh``, ``detections_per_img``, ...).
     """
     if arch not in ARCHS:
-        from .._suggest import unknown_name_error
         raise unknown_name_error("create_detector (arch)", arch, ARCHS)
     _check_int("num_classes", num_classes, 2)
     _check_int("min_size", min_size, 1)

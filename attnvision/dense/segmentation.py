@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import Conv2dNormActivation, FeaturePyramidNetwork
 
+from .._suggest import unknown_name_error
 from .backbone import build_body, freeze_batchnorm, freeze_stages
 
 ARCHS = ("semantic_fpn", "upernet")
@@ -120,7 +121,6 @@ def create_segmenter(arch: str, backbone, num_classes: int, *, out_indices=None,
             ``channels``/``pool_scales``/``dropout`` for upernet).
     """
     if arch not in ARCHS:
-        from .._suggest import unknown_name_error
         raise unknown_name_error("create_segmenter (arch)", arch, ARCHS)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"create_segmenter: num_classes must be a positive integer, got {num_classes!r}")

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .._suggest import unknown_name_error
 from ..layers._base import AttentionLayer, collect_attention
 from ._grid import token_grid
 
@@ -174,7 +175,6 @@ def attention_layers(model: nn.Module, names=None) -> list[tuple[str, AttentionL
         names = [names]
     for pattern in names:
         if not any(fnmatch.fnmatchcase(n, pattern) for n, _ in layers):
-            from .._suggest import unknown_name_error
             raise unknown_name_error(f"attention_maps ({type(model).__name__} attention layer)", pattern,
                                      [n for n, _ in layers])
     return [(n, m) for n, m in layers if any(fnmatch.fnmatchcase(n, p) for p in names)]

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._suggest import unknown_name_error
 from ._grid import token_grid, tokens_to_map
 
 METHODS = ("gradcam", "gradcam++")
@@ -56,7 +57,6 @@ def resolve_layer(model: nn.Module, layer: str | nn.Module = "auto") -> tuple[st
     try:
         return layer, model.get_submodule(layer)
     except AttributeError:
-        from .._suggest import unknown_name_error
         raise unknown_name_error(f"gradcam ({type(model).__name__} layer)", layer,
                                  [n for n, _ in model.named_modules() if n]) from None
 

@@ -9,8 +9,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ..layers._base import tf_variance_scaling_
 from ..layers._checks import check_choice, is_tracing
 from ..layers.adaptive_pool import POOL_TYPES, SelectAdaptivePool2d
+from ..layers.bam import BAM
+from ..layers.cbam import CBAMSpatialGate
 from ..registry import register_model
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -312,8 +315,6 @@ def init_attention_module_cnn(model: nn.Module, classifier: nn.Module) -> None:
     - the classifier's weight: He-normal on fan-in (``init.kaiming_normal(self.fc.weight)``). The
       linear layers of the attention MLPs keep PyTorch's default weights.
     """
-    from ..layers.bam import BAM
-    from ..layers.cbam import CBAMSpatialGate
 
     shortcut = {id(m) for name, sub in model.named_modules() if name.rpartition(".")[2] == "downsample"
                 for m in sub.modules()}
@@ -334,7 +335,6 @@ def init_tf_resnet(model: nn.Module, classifier: nn.Module) -> None:
     (pkuyym/EvolvingAttention ``EAResnet50/official/resnet/resnet_model.py``): every convolution by
     ``tf.variance_scaling_initializer()`` (fan-in, scale 1, truncated normal), every bias 0,
     BatchNorm 1 and 0, and the classifier by ``tf.layers.dense``'s default, Glorot-uniform."""
-    from ..layers._base import tf_variance_scaling_
 
     for m in model.modules():
         if isinstance(m, nn.Conv2d):

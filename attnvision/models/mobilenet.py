@@ -17,9 +17,10 @@ from functools import partial
 from torch import nn
 
 from ..layers import create_attn
+from ..layers.create_attn import check_attn
 from ._base import (Backbone, check_image, check_init, init_attention_module_cnn, init_torchvision_cnn, make_cfg,
                     register_variant, stage_attn_matchers)
-from .resnet import _PAPERS, ATTN_KINDS, STAGE_ATTN
+from .resnet import _PAPERS, ATTN_KINDS, _between_stages
 
 # (output channels, stride) of the 13 depth-wise separable blocks, split into stages.
 _STAGES = (((64, 1),), ((128, 2), (128, 1)), ((256, 2), (256, 1)), ((512, 2),) + ((512, 1),) * 5,
@@ -54,8 +55,7 @@ class MobileNetV1(Backbone):
         if drop_path_rate:  # timm's scripts pass None or 0.0; anything else would be silently ignored
             raise ValueError(f"MobileNetV1: its blocks have no residual connection, so stochastic depth does not "
                              f"apply; drop_path_rate must be 0 or None, got {drop_path_rate!r}")
-        if attn is not None and attn not in ATTN_KINDS:
-            raise ValueError(f"MobileNetV1: attn must be None or one of {ATTN_KINDS}, got {attn!r}")
+        attn = check_attn("MobileNetV1", attn)
         if not width_mult > 0:
             raise ValueError(f"MobileNetV1: width_mult must be positive, got {width_mult!r}")
         self.in_chans, self.num_classes, self.drop_rate = in_chans, num_classes, drop_rate
@@ -64,7 +64,7 @@ class MobileNetV1(Backbone):
             return max(8, int(c * width_mult))
 
         self.stem = _conv_bn(in_chans, w(32), 3, 2)
-        block_attn = None if attn in STAGE_ATTN else attn
+        block_attn = None if _between_stages(attn) else attn
         cin, reduction, stages, stage_attn, info = w(32), 2, [], [], []
         for i, spec in enumerate(_STAGES):
             blocks = []
@@ -73,7 +73,7 @@ class MobileNetV1(Backbone):
                 cin, reduction = w(cout), reduction * stride
             stages.append(nn.Sequential(*blocks))
             last = i == len(_STAGES) - 1
-            between = attn in STAGE_ATTN and not last
+            between = _between_stages(attn) and not last
             stage_attn.append(create_attn(attn, cin, **(attn_kwargs or {})) if between else nn.Identity())
             info.append(dict(num_chs=cin, reduction=reduction, module=f"stage_attn.{i}" if between else f"stages.{i}"))
         self.stages = nn.ModuleList(stages)

@@ -28,9 +28,10 @@ import torch
 from torch import nn
 
 from ..layers import BAM, CBAM, create_attn
+from ..layers.create_attn import check_attn
 from ._base import (MATCH_PREV, Backbone, check_image, check_init, init_attention_module_cnn, make_cfg,
                     register_variant, stage_attn_matchers)
-from .resnet import _PAPERS, ATTN_KINDS, STAGE_ATTN
+from .resnet import _PAPERS, ATTN_KINDS, _between_stages
 
 # (expansion t, output channels c, repeats n, first stride s) of the 17 inverted residual blocks
 INVERTED_RESIDUAL_SETTING = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
@@ -78,12 +79,11 @@ class MobileNetV2(Backbone):
                  init: str = "authors", global_pool: str = "avg", **cfg_extra):
         super().__init__()
         check_init("MobileNetV2", init)
-        if attn is not None and attn not in ATTN_KINDS:
-            raise ValueError(f"MobileNetV2: attn must be None or one of {ATTN_KINDS}, got {attn!r}")
+        attn = check_attn("MobileNetV2", attn)
         if not isinstance(width_mult, (int, float)) or not width_mult > 0:
             raise ValueError(f"MobileNetV2: width_mult must be positive, got {width_mult!r}")
         self.in_chans, self.num_classes, self.drop_rate = in_chans, num_classes, drop_rate
-        block_attn = None if attn in STAGE_ATTN else attn
+        block_attn = None if _between_stages(attn) else attn
         cin = make_divisible(32 * width_mult)
         features, stage_ends, info, reduction = [_conv_bn_relu6(in_chans, cin, 3, 2)], [], [], 2
         for t, c, n, s in INVERTED_RESIDUAL_SETTING:
@@ -105,7 +105,7 @@ class MobileNetV2(Backbone):
         self.features = nn.Sequential(*features)
         self._stage_bounds = list(zip([0] + [e + 1 for e in stage_ends[:-1]], [e + 1 for e in stage_ends]))
         self.stage_attn = nn.ModuleList(
-            create_attn(attn, f["num_chs"], **(attn_kwargs or {})) if attn in STAGE_ATTN and i < len(info) - 1
+            create_attn(attn, f["num_chs"], **(attn_kwargs or {})) if _between_stages(attn) and i < len(info) - 1
             else nn.Identity() for i, f in enumerate(info))
         self.feature_info = info
         self.global_pool = self.make_pool(global_pool, num_classes)

@@ -24,15 +24,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoint import remap_keys
+from ..weights import remap_keys
 from ..layers import BAM, DropPath, create_attn, drop_path_rates
 from ..layers.bam import OFFICIAL_BAM_NEEDS_PRODUCT
+from ..layers.create_attn import attn_placement, check_attn
 from ..layers.pointwise import PointwiseConv2d
 from ._base import (MATCH_PREV, Backbone, CIFAR_MEAN, CIFAR_STD, check_image, check_init, init_attention_module_cnn,
                     init_torchvision_cnn, keep_layers, make_cfg, register_variant, stage_attn_matchers)
 
-ATTN_KINDS = ("se", "eca", "bam", "cbam")
-STAGE_ATTN = ("bam",)  # placed between stages rather than inside blocks
+ATTN_KINDS = ("se", "eca", "bam", "cbam")  # the papers' kinds, registered as variants (resnet50_cbam, ...)
+
+
+def _between_stages(attn: str | None) -> bool:
+    """A kind placed between stages (BAM) rather than inside every block; any registered kind works."""
+    return attn is not None and attn_placement(attn) == "stage"
 
 
 def _conv3x3(cin, cout, stride=1, groups=1):
@@ -169,7 +174,8 @@ class ResNet(Backbone):
     Args:
         cfg: the variant (block type, depths, widths, ...).
         num_classes, in_chans: head outputs and input channels.
-        attn: ``None`` or one of "se", "eca", "bam", "cbam".
+        attn: ``None``, one of "se", "eca", "bam", "cbam", or any kind registered with
+            :func:`~attnvision.register_attn` (placed in every block, or between stages if registered so).
         attn_kwargs: passed to every attention module (e.g. ``reduction=8``,
             ``combine="product"`` for the authors' BAM checkpoints).
         stem: "imagenet" (7×7/2 conv + 3×3/2 max pool) or "cifar" (3×3/1 conv).
@@ -201,8 +207,7 @@ class ResNet(Backbone):
                  init: str = "authors", global_pool: str = "avg"):
         super().__init__()
         check_init(type(self).__name__, init)
-        if attn is not None and attn not in ATTN_KINDS:
-            raise ValueError(f"ResNet: attn must be None or one of {ATTN_KINDS}, got {attn!r}")
+        attn = check_attn("ResNet", attn)
         stem = stem or cfg.stem
         if stem not in ("imagenet", "cifar"):
             raise ValueError(f"ResNet: stem must be 'imagenet' or 'cifar', got {stem!r}")
@@ -227,7 +232,7 @@ class ResNet(Backbone):
         self.bn1 = nn.Identity() if preact else nn.BatchNorm2d(cfg.stem_width)
         self.relu = nn.Identity() if preact else nn.ReLU(inplace=True)
 
-        block_attn = attn if attn not in STAGE_ATTN else None
+        block_attn = attn if not _between_stages(attn) else None
         dpr = drop_path_rates(drop_path_rate, sum(cfg.layers))
         cin, reduction, idx = cfg.stem_width, stem_stride, 0
         stages, stage_attn, info = [], [], []
@@ -251,7 +256,7 @@ class ResNet(Backbone):
                 cin, idx = cout, idx + 1
             stages.append(nn.Sequential(*blocks))
             last = i == len(cfg.layers) - 1
-            between = attn in STAGE_ATTN and not last
+            between = _between_stages(attn) and not last
             stage_attn.append(create_attn(attn, cout, **(attn_kwargs or {})) if between else nn.Identity())
             # ``module`` names the layer whose output is the feature map: BAM's when it follows the stage
             info.append(dict(num_chs=cout, reduction=reduction, module=f"stage_attn.{i}" if between else f"layer{i + 1}"))
@@ -498,6 +503,11 @@ PAPER_NUMBERS: dict[str, tuple[float | None, float | None]] = {
 }
 
 
+def attn_paper(attn: str) -> str:
+    """The paper of a built-in attention kind; a kind registered with ``register_attn`` is named as such."""
+    return _PAPERS.get(attn) or f"attention kind {attn!r} (registered with attnvision.register_attn)"
+
+
 def _paper_key(base: str) -> str:
     for key in ("preresnet", "wide_resnet", "resnext"):
         if base.startswith(key):
@@ -507,7 +517,7 @@ def _paper_key(base: str) -> str:
 
 def _variant_cfg(base: str, attn: str | None) -> ResNetCfg:
     cfg = RESNET_CFGS[base]
-    paper = _PAPERS[_paper_key(base)] + (f"; {_PAPERS[attn]}" if attn else "")
+    paper = _PAPERS[_paper_key(base)] + (f"; {attn_paper(attn)}" if attn else "")
     extra = dict(_CIFAR) if cfg.stem == "cifar" else {}
     name = base if attn is None else f"{base}_{attn}"
     extra["paper_params"], extra["paper_macs"] = PAPER_NUMBERS.get(name, (None, None))

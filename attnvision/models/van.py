@@ -35,7 +35,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from ..checkpoint import remap_keys
+from ..weights import remap_keys
 from ..layers import LKA, DropPath, LayerScale, drop_path_rates
 from ..layers.lka import FAST_CHANNELS_LAST
 from ..layers.pointwise import PointwiseConv2d

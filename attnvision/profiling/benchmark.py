@@ -31,6 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..factory import create_model
+from ..inference import optimize_for_inference
+from .profile import profile
+
 
 @dataclass
 class BenchResult:
@@ -168,11 +172,7 @@ OPTIMIZED = " (optimized)"
 
 
 def _build(name: str, num_classes: int, channels_last: bool, compile: bool, device: torch.device) -> nn.Module:
-    from ..registry import create_model
-
     if name.endswith(OPTIMIZED):
-        from ..inference import optimize_for_inference
-
         model = create_model(name[:-len(OPTIMIZED)], num_classes=num_classes).to(device).eval()
         return optimize_for_inference(model, channels_last=True, compile=compile)
     model = create_model(name, num_classes=num_classes).to(device)
@@ -267,8 +267,6 @@ def benchmark(names: Sequence[str], *, batch_size: int = 8, input_size=None, thr
 
 
 def _count(model: nn.Module, size) -> tuple[int, int]:
-    from . import profile
-
     inner = getattr(model, "_orig_mod", model)  # a compiled model is counted through its eager module
     p = profile(inner, (1, *size))
     return p.params, p.macs

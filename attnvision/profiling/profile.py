@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop
 
+from ..factory import create_model
 from ..layers.local_attention import local_attention_flop
 
 aten = torch.ops.aten
@@ -97,7 +98,6 @@ def profile(model_or_name, input_size=(1, 3, 224, 224), **model_kwargs) -> Profi
         raise ValueError(f"profile: input_size must be positive integers like (3, 224, 224) or (1, 3, 224, 224), "
                          f"got {input_size}")
     if isinstance(model_or_name, str):
-        from ..registry import create_model
         name = model_or_name
         with torch.device("meta"):
             model = create_model(name, **model_kwargs)

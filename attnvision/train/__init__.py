@@ -1,8 +1,8 @@
-"""Training, evaluation and comparison: ``train(TrainConfig(...))``, ``evaluate``, ``compare``."""
+"""The training core: ``train(TrainConfig(...))``, ``evaluate``; comparisons are in :mod:`attnvision.compare`."""
 from __future__ import annotations
 
-from .compare import compare, register_run_metric
+from .config import TrainConfig
 from .evaluate import EvalResult, evaluate
-from .trainer import NonFiniteLossError, TrainConfig, train
+from .trainer import NonFiniteLossError, train
 
-__all__ = ["EvalResult", "NonFiniteLossError", "TrainConfig", "compare", "evaluate", "register_run_metric", "train"]
+__all__ = ["EvalResult", "NonFiniteLossError", "TrainConfig", "evaluate", "train"]

@@ -19,8 +19,8 @@ import random
 
 import torch
 
-from ..checkpoint import torch_load
 from ..io import atomic_write
+from ..weights import torch_load
 
 LAST_WEIGHTS, BEST_WEIGHTS, LAST_STATE = "last.safetensors", "best.safetensors", "last.state.pt"
 

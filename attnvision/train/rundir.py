@@ -19,8 +19,12 @@ import shutil
 
 from torch import nn
 
+from ..attach import attach as attach_attention
+from ..data import parse_spec
+from ..factory import create_model, fit_cfg_to_channels
 from ..io import atomic_write_text, read_json
 from . import checkpoints as ckpt
+from .config import RUNTIME_KEYS
 
 RUN_RECORD = "run.json"
 # Files a run writes; a directory holding any of them holds a run.
@@ -32,7 +36,6 @@ def create_run_model(name: str, model_kwargs: dict, *, num_classes: int, in_chan
                      attach_init: str = "identity", who: str = "train") -> nn.Module:
     """``create_model`` for a dataset's classes and channels (then ``attach``), refusing model
     kwargs that contradict the data instead of failing with "multiple values for keyword"."""
-    from ..registry import create_model
 
     if not isinstance(model_kwargs, dict):
         raise TypeError(f"{who}: model_kwargs must be a dict, got {type(model_kwargs).__name__}")
@@ -44,7 +47,6 @@ def create_run_model(name: str, model_kwargs: dict, *, num_classes: int, in_chan
     kwargs = {k: v for k, v in model_kwargs.items() if k not in ("in_chans", "num_classes")}
     model = create_model(name, num_classes=num_classes, in_chans=in_chans, **kwargs)
     if attach:
-        from ..attach import attach as attach_attention
         attach_attention(model, attach, init=attach_init)
     return model
 
@@ -53,8 +55,6 @@ def data_pretrained_cfg(spec: str, dataset, sample_shape, model_cfg: dict) -> di
     """The preprocessing a model trained on ``dataset`` expects: the dataset's own statistics for
     the built-in data, else the model's (the ones ``create_dataset`` normalised image files with);
     image folders are resized and centre-cropped by ``crop_pct``, other data is used whole."""
-    from ..data import parse_spec
-    from ..registry import fit_cfg_to_channels
 
     model_cfg = fit_cfg_to_channels(model_cfg, sample_shape[0])
     mean, std = getattr(dataset, "mean", None), getattr(dataset, "std", None)
@@ -62,12 +62,12 @@ def data_pretrained_cfg(spec: str, dataset, sample_shape, model_cfg: dict) -> di
         mean, std = model_cfg.get("mean"), model_cfg.get("std")
     if mean is None or std is None:  # a custom model and data: unknown, recorded as such
         mean = std = None
-    cfg = dict(model_cfg, input_size=tuple(sample_shape), mean=_tuple(mean), std=_tuple(std))
+    cfg = dict(model_cfg, input_size=tuple(sample_shape), mean=as_tuple(mean), std=as_tuple(std))
     cfg["crop_pct"] = model_cfg.get("crop_pct", 0.875) if parse_spec(spec)[0] == "imagefolder" else 1.0
     return cfg
 
 
-def _tuple(values):
+def as_tuple(values):
     return None if values is None else tuple(values)
 
 
@@ -142,25 +142,10 @@ def record_from_args(args, who: str, model_flags) -> dict:
     return read_record(args.run, who)
 
 
-def model_from_record(record: dict, who: str) -> nn.Module:
-    """The run's model (random weights), with the run's preprocessing as its ``pretrained_cfg``."""
-    if record["model"] is None:
-        raise ValueError(f"{who}: the run trained a model passed to train() in Python, which its record cannot "
-                         f"rebuild; build it yourself and load the weights with attnvision.load_checkpoint")
-    from .tasks import get_task
-
-    model = get_task(record.get("task", "classification")).model_from_record(record, who)
-    cfg = dict(record["pretrained_cfg"])
-    cfg["input_size"], cfg["mean"], cfg["std"] = (_tuple(cfg[k]) for k in ("input_size", "mean", "std"))
-    model.pretrained_cfg = dict(getattr(model, "pretrained_cfg", {}) or {}, **cfg)
-    return model
-
-
 def resumed_config(out: str, given: dict) -> dict:
     """The configuration to continue the run in ``out``: its stored one, updated by ``given``
     (settings named on the command line), which must agree with it but for ``epochs`` and
-    the settings that do not change what is trained (``trainer.RUNTIME_KEYS``)."""
-    from .trainer import RUNTIME_KEYS
+    the settings that do not change what is trained (``config.RUNTIME_KEYS``)."""
 
     if not os.path.isfile(os.path.join(out, RUN_RECORD)) and os.path.isfile(os.path.join(out, ckpt.LAST_STATE)):
         return dict(given)  # a run from before run records: the options given are the recipe (checked on load)

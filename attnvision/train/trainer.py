@@ -14,7 +14,7 @@ trains, evaluates after every epoch and writes into ``out``:
 ``TrainConfig(task="detection", model="fasterrcnn", backbone="resnet18_cbam", data="cluttered-digits-det")``
 trains a detector, ``task="segmentation"`` a segmenter: the loop (:class:`_Loop`: build, restore, train an
 epoch, evaluate, save and log) is the same; what differs comes from the task object
-(:mod:`.tasks`, :mod:`attnvision.dense.tasks`).
+(:mod:`.tasks`, :mod:`attnvision.tasks`).
 
 A directory that holds another run is refused unless ``resume`` (continue it: the recipe must
 be the same, but for more ``epochs``) or ``overwrite`` (replace it) is set.
@@ -46,7 +46,6 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -55,71 +54,25 @@ from torch.utils.data import DataLoader
 
 from ..data.transforms import _mix
 from ..io import atomic_write_text
+from ..profiling import profile
 from . import checkpoints as ckpt
 from . import rundir
-from .distributed import Dist, all_sum, barrier, broadcast_buffers, convert_sync_batchnorm, init
+from .config import TrainConfig
+from .distributed import (
+    Dist,
+    all_sum,
+    barrier,
+    broadcast_buffers,
+    convert_sync_batchnorm,
+    init,
+)
 from .optim import OPTIMIZERS, create_ema, create_optimizer, create_scheduler
-from .tasks import ClassificationTask, get_task
+from .process import scoped_process_state
+from .tasks import get_task
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-METRIC_COLUMNS = ClassificationTask().columns()  # classification's; each task names its own (Task.columns)
-# Settings that change how a run is executed, not what it trains: free to differ when resuming.
-RUNTIME_KEYS = ("workers", "threads", "eval_batch_size", "device", "out", "resume", "overwrite", "progress")
-
-
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; the message names the step."""
-
-
-@dataclass
-class TrainConfig:
-    """One training run. ``lr=None`` and ``weight_decay=None`` pick the optimiser's default
-    (SGD: 0.1 and 5e-4; AdamW: 1e-3 and 0.05)."""
-
-    model: str = "resnet20"
-    data: str = "digits"
-    task: str = "classification"       # or "detection", "segmentation" (attnvision.dense.tasks)
-    backbone: str | None = None        # detection/segmentation: the network under the head named by model
-    num_classes: int | None = None     # detection/segmentation: checked against the data; segfolder needs it
-    min_size: int | None = None        # detection: torchvision's resizing (default: the built-in canvases' 64,
-    max_size: int | None = None        # else 800 and 1333)
-    trainable_stages: int | None = None  # detection/segmentation: backbone stages trained (default all)
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float | None = None
-    opt: str = "sgd"
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float | None = None
-    sched: str = "cosine"
-    warmup_epochs: float = 0.0
-    step_epochs: float = 30.0          # step schedule: multiply the rate by step_gamma every step_epochs
-    step_gamma: float = 0.1
-    step_milestones: tuple[float, ...] = ()  # step schedule at these epochs instead (He et al.: 50% and 75%)
-    label_smoothing: float = 0.0
-    clip_grad: float | None = None
-    amp: str | None = None             # None, "bf16" or "fp16"
-    ema: float | None = None           # EMA decay, e.g. 0.999
-    compile: bool = False
-    deterministic: bool = False
-    sync_bn: bool = False
-    seed: int = 0
-    model_kwargs: dict = field(default_factory=dict)
-    attach: str | None = None          # retrofit attention into the model: attnvision.attach(model, attach)
-    attach_init: str = "identity"
-    input_size: tuple[int, int, int] | None = None
-    workers: int = 0
-    threads: int | None = None         # torch.set_num_threads (small CPU models often run best on 1)
-    eval_batch_size: int = 256
-    device: str | None = None
-    out: str | None = None
-    resume: bool = False               # continue the run in out from its last.state.pt
-    overwrite: bool = False            # replace the run in out (by default train refuses to)
-    progress: bool = True
-
-    def recipe(self) -> dict:
-        """What the run trains: every setting but the :data:`RUNTIME_KEYS`."""
-        return {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in RUNTIME_KEYS}
 
 
 def _check(cfg: TrainConfig, d: Dist) -> None:
@@ -141,14 +94,6 @@ def _check(cfg: TrainConfig, d: Dist) -> None:
     if not isinstance(cfg.model_kwargs, dict):
         raise TypeError(f"train: model_kwargs must be a dict, got {type(cfg.model_kwargs).__name__}")
     rundir.check_out(cfg.out, cfg.resume, cfg.overwrite)
-
-
-def _set_deterministic(on: bool) -> None:
-    if on:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(on)
-    torch.backends.cudnn.deterministic = on
-    torch.backends.cudnn.benchmark = not on
 
 
 def build_datasets(cfg: TrainConfig, pretrained_cfg: dict | None = None):
@@ -198,7 +143,7 @@ class _StopFlag:
 class MetricsLog:
     """``metrics.csv`` and ``metrics.jsonl`` (rewritten atomically each epoch) and TensorBoard if installed."""
 
-    def __init__(self, out: str, rows: list[dict], columns: tuple[str, ...] = METRIC_COLUMNS):
+    def __init__(self, out: str, rows: list[dict], columns: tuple[str, ...]):
         self.out, self.rows, self.columns = out, list(rows), columns
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -256,15 +201,9 @@ def train(cfg: TrainConfig, *, model: nn.Module | None = None, train_set=None, v
     """
     d = init(cfg.device)
     _check(cfg, d)
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    try:
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        _set_deterministic(cfg.deterministic)
+    # leave the process as it was (compare trains many runs in one process)
+    with scoped_process_state(threads=cfg.threads, deterministic=cfg.deterministic):
         return _train(cfg, d, model, train_set, val_set, on_step)
-    finally:  # leave the process as it was (compare trains many runs in one process)
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic)
 
 
 class _Loop:
@@ -301,7 +240,6 @@ class _Loop:
                              f"{cfg.data!r}, whose images are {'x'.join(map(str, self.sample_shape))} (only image "
                              f"folders are resized, to square sizes); leave input_size out or match it")
 
-        from ..profiling import profile
         self.prof = profile(model, (1, *self.sample_shape))
         model.to(device)
         if cfg.sync_bn:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 import torchvision
+from tiny_backbones import BUILDERS, SIZE
 from torchvision.ops import FrozenBatchNorm2d
 
 import attnvision as av
-from attnvision.checkpoint import load_checkpoint
-from attnvision.dense import DetectionTask, create_detector, detection_difference, from_torchvision
+from attnvision.dense import create_detector, detection_difference, from_torchvision
 from attnvision.dense.backbone import FeaturePyramidBackbone, build_body
-
-from tiny_backbones import BUILDERS, SIZE
+from attnvision.tasks.dense import DetectionTask
+from attnvision.weights import load_checkpoint
 
 SMALL = dict(min_size=SIZE, max_size=SIZE, fpn_channels=32)
 FAST = dict(rpn_pre_nms_top_n_train=64, rpn_post_nms_top_n_train=32, rpn_pre_nms_top_n_test=64,

@@ -7,8 +7,9 @@ import torch
 from tiny_backbones import SIZE
 
 import attnvision as av
-from attnvision.dense import SegmentationTask, create_segmenter
+from attnvision.dense import create_segmenter
 from attnvision.dense.segmentation import SemanticFPNHead, UperNetHead
+from attnvision.tasks.dense import SegmentationTask
 
 HEAD = {"semantic_fpn": dict(fpn_channels=32, channels=32, groups=8), "upernet": dict(channels=16)}
 

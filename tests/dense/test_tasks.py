@@ -7,7 +7,7 @@ import torch
 from tiny_backbones import BUILDERS
 
 from attnvision.data.dense import ClutteredDigitsDense
-from attnvision.dense import DetectionTask, SegmentationTask
+from attnvision.tasks.dense import DetectionTask, SegmentationTask
 
 
 def _fit(task, cfg, kind: str, metric: str, steps: int, lr: float) -> tuple[float, float]:

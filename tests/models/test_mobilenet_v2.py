@@ -110,8 +110,8 @@ def test_bam_and_cbam_modules_start_as_the_bam_cbam_authors_unless_asked_otherwi
 
 
 def test_bad_arguments_are_named():
-    with pytest.raises(ValueError, match="MobileNetV2: attn"):
-        av.create_model("mobilenet_v2", attn="lka")
+    with pytest.raises(ValueError, match="MobileNetV2: attn: unknown name 'sse'; did you mean 'se'"):
+        av.create_model("mobilenet_v2", attn="sse")
     with pytest.raises(ValueError, match="MobileNetV2: width_mult"):
         av.create_model("mobilenet_v2", width_mult=0)
     with pytest.raises(ValueError, match=r"MobileNetV2: expected input of shape \(B, 3, H, W\)"):

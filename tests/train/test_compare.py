@@ -8,9 +8,18 @@ import pytest
 import torch
 
 from attnvision.cli.main import main
+from attnvision.compare import (
+    BASE_COLUMNS,
+    RUN_METRICS,
+    compare,
+    group,
+    parse_sets,
+    plan,
+    register_run_metric,
+    run_config,
+    write_results,
+)
 from attnvision.train import evaluate
-from attnvision.train.compare import (BASE_COLUMNS, RUN_METRICS, compare, group, parse_sets, plan,
-                                      register_run_metric, run_config, write_results)
 from attnvision.train.stats import t_quantile
 from attnvision.train.trainer import TrainConfig
 
@@ -69,7 +78,7 @@ def test_finished_runs_are_reused_and_a_registered_metric_adds_a_column(grid):
     try:
         rows = compare(out=str(out), **GRID)
     finally:
-        RUN_METRICS.pop("recomputed_acc1")
+        RUN_METRICS.unregister("recomputed_acc1")
     assert [r["seconds"] for r in rows] == [r["seconds"] for r in first]  # nothing was trained again
     table = _csv(out / "results.csv")
     assert list(table[0])[-1] == "recomputed_acc1"
@@ -102,9 +111,9 @@ def test_compare_command_runs_a_small_grid(tmp_path, capsys):
 
 def test_data_with_boxes_gains_the_explanation_columns(tmp_path):
     import attnvision as av
+    from attnvision.compare import RunContext
     from attnvision.data import create_dataset
     from attnvision.explain import explanation_scores
-    from attnvision.train.compare import RunContext
 
     val = create_dataset("cluttered-digits", "val")
     model = av.create_model("resnet20_cbam", num_classes=10, in_chans=1, stem="imagenet").eval()
@@ -210,7 +219,7 @@ def test_one_seed_shows_no_spread_and_no_interval(tmp_path):
 
 
 def test_cifar_preset_trains_with_he_et_al_schedule(tmp_path, capsys):
-    from attnvision.train.compare import PRESETS
+    from attnvision.compare import PRESETS
     from attnvision.train.optim import create_scheduler
 
     preset = PRESETS["cifar"]
@@ -236,7 +245,7 @@ def test_cifar_preset_trains_with_he_et_al_schedule(tmp_path, capsys):
 def test_detection_compare_pairs_backbones_by_map_seed_by_seed(tmp_path, monkeypatch, capsys):
     from attnvision.cli.compare import summary_table
     from attnvision.data.dense import ClutteredDigitsDense
-    from attnvision.dense import DetectionTask
+    from attnvision.tasks.dense import DetectionTask
 
     canvases = ClutteredDigitsDense("val", "detection", length=4)
     monkeypatch.setattr(DetectionTask, "datasets", lambda self, cfg, pc=None: (canvases, canvases))

@@ -132,7 +132,7 @@ def _detector_rank(rank, world, port, out):
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     from attnvision.data.dense import ClutteredDigitsDense
-    from attnvision.dense import DetectionTask
+    from attnvision.tasks.dense import DetectionTask
 
     cfg = TrainConfig(task="detection", model="fasterrcnn", backbone="resnet20", data="cluttered-digits-det",
                       epochs=1, batch_size=4, lr=3e-3, opt="adamw", progress=False, threads=1, device="cpu",

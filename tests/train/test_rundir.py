@@ -7,7 +7,8 @@ import pytest
 from torch import nn
 
 from attnvision.train import TrainConfig, train
-from attnvision.train.rundir import model_from_record, read_record
+from attnvision.loading import model_from_record
+from attnvision.train.rundir import read_record
 from attnvision.train.trainer import check_resumable
 
 

@@ -1,7 +1,7 @@
 """Generating the README tables shows its progress on stderr."""
 from __future__ import annotations
 
-from attnvision.profiling.tables import DOC_TABLES, render
+from tools.doc_tables import DOC_TABLES, render
 
 
 def test_render_reports_progress_per_table_on_stderr(capsys):

@@ -31,13 +31,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..attach import attach as attach_attention
+from ..data import create_dataset, parse_spec
 from ..data.dense import IGNORE_INDEX, detection_collate, segmentation_collate
+from ..dense.detection import create_detector
+from ..dense.metrics import DetectionMetrics, SegmentationMetrics
+from ..dense.segmentation import create_segmenter
+from ..factory import create_model
 from ..train.distributed import Dist, all_gather_objects, all_sum
 from ..train.evaluate import Shard
 from ..train.tasks import Task
-from .detection import create_detector
-from .metrics import DetectionMetrics, SegmentationMetrics
-from .segmentation import create_segmenter
 
 
 def _build_args(task: str, cfg: Mapping) -> tuple[str, object, int, dict]:
@@ -57,6 +60,7 @@ class DenseTask(Task):
 
     train_columns = ("train_loss",)
     size_fields: tuple[str, ...] = ()
+    compares_backbones = True
 
     def check(self, cfg) -> None:
         super().check(cfg)
@@ -70,15 +74,11 @@ class DenseTask(Task):
             raise ValueError(f"train: {', '.join(wrong)} do(es) not apply to --task {self.name}")
 
     def model_pretrained_cfg(self, cfg) -> dict:
-        from ..registry import create_model
-
         kwargs = dict(cfg.model_kwargs.get("backbone_kwargs") or {})
         with torch.device("meta"):
             return dict(getattr(create_model(cfg.backbone, **kwargs), "pretrained_cfg", {}) or {})
 
     def datasets(self, cfg, pretrained_cfg: dict | None = None):
-        from ..data import create_dataset, parse_spec
-
         kw = dict(seed=cfg.seed)
         if parse_spec(cfg.data)[0] == "segfolder":
             kw["num_classes"] = cfg.num_classes
@@ -106,9 +106,6 @@ class DenseTask(Task):
     def model_from_parts(self, arch: str, backbone: str, num_classes: int, kwargs: dict, attach: str | None,
                          attach_init: str = "identity") -> nn.Module:
         if attach:
-            from ..attach import attach as attach_attention
-            from ..registry import create_model
-
             kwargs = dict(kwargs)
             if kwargs.get("pretrained_backbone") is not None:
                 raise ValueError(f"{self.name}: attach builds the backbone before the head; load its weights "
@@ -187,6 +184,11 @@ class DetectionTask(DenseTask):
     collate_fn = staticmethod(detection_collate)
     size_fields = ("min_size", "max_size")
     best = "val_map"
+    compare_metrics = ("val_map", "val_map_50", "val_map_75", "best_val_map")
+    compare_label = "mAP"
+    # a comparison of backbones without other arguments: the head, data and schedule of the README's example
+    compare_defaults = dict(model="fasterrcnn", data="cluttered-digits-det", epochs=4, seeds=3,
+                            recipe=dict(batch_size=8, lr=3e-3, opt="adamw", model_kwargs=dict(fpn_channels=64)))
     _BOX = ("map", "map_50", "map_75", "map_small", "map_medium", "map_large")
     val_columns = tuple(f"val_{k}" for k in _BOX)
 
@@ -248,6 +250,11 @@ class SegmentationTask(DenseTask):
 
     name = "segmentation"
     best = "val_miou"
+    compare_metrics = ("val_miou", "val_pixel_acc", "best_val_miou")
+    compare_label = "mIoU"
+    compare_defaults = dict(model="semantic_fpn", data="cluttered-digits-seg", epochs=4, seeds=3,
+                            recipe=dict(batch_size=8, lr=3e-3, opt="adamw",
+                                        model_kwargs=dict(fpn_channels=64, channels=64)))
     val_columns = ("val_miou", "val_pixel_acc")
     summary_extra = ("val_per_class_iou",)
 
@@ -274,6 +281,3 @@ class SegmentationTask(DenseTask):
             metrics.update(logits, masks.to(device))
         metrics.confusion = all_sum(metrics.confusion.to(d.device), d).cpu()
         return metrics.compute(), images, seconds
-
-
-TASKS = {"detection": DetectionTask, "segmentation": SegmentationTask}

@@ -1,4 +1,4 @@
-"""The README's tables, generated from the code: ``python -m attnvision.profiling.tables --write README.md``.
+"""The README's tables, generated from the code: ``python tools/doc_tables.py --write README.md``.
 
 Each table sits in the README between ``<!-- BEGIN table:NAME -->`` and ``<!-- END table:NAME -->``.
 A family adds its table with :func:`register_table`; ``--check`` fails when the README is stale
@@ -13,9 +13,12 @@ from typing import Callable
 
 import torch
 
-from ..cli._table import format_table
-from ..registry import create_model, list_models
-from .profile import profile
+from attnvision import attach, create_model, create_segmenter, list_models, profile
+from attnvision._table import format_table
+from attnvision.io import atomic_write_text
+from attnvision.layers.lka import lka_cost, lka_kernels, lka_receptive_field
+from attnvision.models.coatnet import COATNET_CFGS, LAYOUTS
+from attnvision.models.resnet import ATTN_KINDS
 
 DOC_TABLES: dict[str, Callable[[], str]] = {}
 
@@ -50,8 +53,6 @@ def model_rows(names, num_classes: int = 1000, macs_kwargs: dict | None = None, 
 
 @register_table("resnet")
 def resnet_table() -> str:
-    from ..models.resnet import ATTN_KINDS
-
     names = [f"{b}{'_' + a if a else ''}" for b in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
                                                    "resnext50_32x4d", "resnext101_32x4d", "wide_resnet18_1_5",
                                                    "wide_resnet18_2") for a in (None, *ATTN_KINDS)]
@@ -65,8 +66,6 @@ def resnet_table() -> str:
 
 @register_table("resnet_cifar")
 def resnet_cifar_table() -> str:
-    from ..models.resnet import ATTN_KINDS
-
     names = [f"{b}{'_' + a if a else ''}" for b in ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
                                                    "preresnet110", "wide_resnet16_8", "wide_resnet28_8",
                                                    "wide_resnet28_10", "resnext29_8x64d") for a in (None, *ATTN_KINDS)]
@@ -78,8 +77,6 @@ def resnet_cifar_table() -> str:
 
 @register_table("mobilenet_v2")
 def mobilenet_v2_table() -> str:
-    from ..models.resnet import ATTN_KINDS
-
     names = ["mobilenet_v2" + (f"_{a}" if a else "") for a in (None, *ATTN_KINDS)]
     body = [[f"`{n}`", f"{p:,}", _fmt_m(cfg.get("paper_params")), _fmt_g(m), _fmt_g(cfg.get("paper_macs"))]
             for n, p, m, _, cfg in model_rows(names)]
@@ -102,7 +99,6 @@ def evolving_table() -> str:
 def attach_table() -> str:
     import torchvision.models as tvm
 
-    from ..attach import attach
 
     cases = [("resnet50", None, None), *(("resnet50", k, "default") for k in ("se", "eca", "bam", "cbam")),
              ("resnet50", "cbam", "identity"), ("mobilenet_v2", None, None), ("mobilenet_v2", "cbam", "default"),
@@ -129,8 +125,6 @@ def attach_table() -> str:
 
 @register_table("coatnet")
 def coatnet_table() -> str:
-    from ..models.coatnet import COATNET_CFGS
-
     body = []
     for name in COATNET_CFGS:
         cells = [f"`{name}`"]
@@ -152,8 +146,6 @@ def coatnet_table() -> str:
 
 @register_table("coatnet_layouts")
 def coatnet_layouts_table() -> str:
-    from ..models.coatnet import LAYOUTS
-
     body = []
     for layout in LAYOUTS:
         p = profile("coatnet_0", layout=layout)
@@ -199,8 +191,6 @@ def van_table() -> str:
 
 @register_table("lka_cost")
 def lka_cost_table() -> str:
-    from ..layers.lka import lka_cost, lka_kernels, lka_receptive_field
-
     body = []
     for k, d in ((7, 2), (14, 3), (21, 3), (28, 4)):
         c = lka_cost(32, k, d)
@@ -213,8 +203,6 @@ def lka_cost_table() -> str:
 
 @register_table("dense_heads")
 def dense_heads_table() -> str:
-    from ..dense import create_segmenter
-
     body = []
     for backbone in ("resnet18", "resnet50", "van_b0", "van_b1", "van_b2", "coatnet_0"):
         row = [f"`{backbone}`"]
@@ -259,11 +247,10 @@ def main(argv=None) -> int:
     new = render(text, progress=True)
     if args.check:
         if new != text:
-            print(f"{args.readme}: tables are stale; run python -m attnvision.profiling.tables --write {args.readme}")
+            print(f"{args.readme}: tables are stale; run python tools/doc_tables.py --write {args.readme}")
             return 1
         return 0
     if new != text:
-        from ..io import atomic_write_text
         atomic_write_text(args.readme, new)
     return 0
 

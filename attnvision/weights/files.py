@@ -1,0 +1,93 @@
+"""Reading weights files: safetensors, torch files (tensors only), Hugging Face ``save_pretrained`` folders.
+
+Wrappers are unwrapped (``{"state_dict": ...}``, ``{"model": ...}``, EMA copies) and a DataParallel
+``module.`` prefix is stripped, so that every converter sees one flat ``{key: tensor}`` mapping.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import struct
+import warnings
+from typing import Mapping
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+_WRAPPER_KEYS = ("state_dict", "model", "module", "state_dict_ema", "model_ema")
+
+
+def torch_load(path: str, who: str, what: str = "checkpoint", hint: str = ""):
+    """``torch.load(path, weights_only=True)`` whose failures are one clear ``ValueError``.
+
+    ``weights_only`` unpickles tensors and plain containers only; a file that needs more (or is
+    not a torch file at all) is refused, and the message never suggests the unsafe
+    ``weights_only=False``: a pickle from an untrusted source can run any code.
+    """
+    try:
+        with warnings.catch_warnings():  # a damaged file may claim any pickle protocol
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        reason = "it is not a torch file of tensors (refused: unpickling anything else could run code)"
+    except (RuntimeError, EOFError, ValueError, OSError, IndexError, KeyError, TypeError, struct.error) as e:
+        # the restricted unpickler meets garbage as whatever error its opcode handler hits first
+        detail = str(e).split(". ")[0].strip() or type(e).__name__
+        reason = f"it is truncated or damaged ({type(e).__name__}: {detail})"
+    raise ValueError(f"{who}: {path!r} is not a valid {what}: {reason}" + (f"; {hint}" if hint else ""))
+
+
+def _is_training_state(sd) -> bool:
+    return isinstance(sd, Mapping) and {"recipe", "optimizer", "model"} <= set(sd)
+
+
+_HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+
+
+def hf_weights_file(folder: str, who: str) -> str:
+    """The weights file of a Hugging Face ``save_pretrained`` folder (one file, not sharded)."""
+    for name in _HF_WEIGHTS:
+        if os.path.isfile(os.path.join(folder, name)):
+            return os.path.join(folder, name)
+    raise FileNotFoundError(f"{who}: {folder!r} is a folder but holds neither {' nor '.join(_HF_WEIGHTS)} "
+                            f"(a Hugging Face save_pretrained folder of one weights file was expected)")
+
+
+def read_state_dict(path_or_state_dict) -> dict[str, torch.Tensor]:
+    """A flat ``{key: tensor}`` dict from a path (safetensors or torch) or a mapping.
+
+    A folder is read as a Hugging Face ``save_pretrained`` folder (``model.safetensors`` or
+    ``pytorch_model.bin``). Wrappers (``{"state_dict": ...}``, ``{"model": ...}``) are unwrapped and a DataParallel
+    ``module.`` prefix is stripped.
+    """
+    if isinstance(path_or_state_dict, (str, os.PathLike)):
+        path = os.fspath(path_or_state_dict)
+        if os.path.isdir(path):
+            path = hf_weights_file(path, "load_checkpoint")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"load_checkpoint: no checkpoint file at {path!r}")
+        if path.endswith(".safetensors"):
+            try:
+                sd = load_file(path)
+            except (SafetensorError, OSError) as e:
+                raise ValueError(f"load_checkpoint: {path!r} is not a valid safetensors file ({e})") from None
+        else:
+            sd = torch_load(path, "load_checkpoint")
+        if _is_training_state(sd):
+            weights = os.path.join(os.path.dirname(path), "last.safetensors")
+            raise ValueError(f"load_checkpoint: {path!r} is a training state (for `train --resume`), not weights; "
+                             f"load {weights!r} instead")
+    elif isinstance(path_or_state_dict, Mapping):
+        sd = path_or_state_dict
+    else:
+        raise TypeError(f"load_checkpoint: expected a path or a state_dict mapping, got {type(path_or_state_dict).__name__}")
+    while isinstance(sd, Mapping) and not any(isinstance(v, torch.Tensor) for v in sd.values()):
+        inner = next((sd[k] for k in _WRAPPER_KEYS if isinstance(sd.get(k), Mapping)), None)
+        if inner is None:
+            raise ValueError(f"load_checkpoint: found no tensors in the checkpoint (top-level keys: {sorted(sd)[:10]})")
+        sd = inner
+    sd = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
+    if sd and all(k.startswith("module.") for k in sd):
+        sd = {k[len("module."):]: v for k, v in sd.items()}
+    return sd
