@@ -7,6 +7,9 @@ object (:func:`get_task`) that supplies the parts that differ:
 - ``model_pretrained_cfg(cfg)``, ``datasets(cfg, pretrained_cfg)``, ``build_model(cfg, train_set)``:
   the model's preprocessing, the train/val datasets, the model (seeded by ``cfg.seed``);
 - ``collate_fn``: how a batch of dataset items is put together (``None``: PyTorch's default);
+- ``sample_augment(cfg)``, ``batch_transform(cfg, train_set)``: the per-sample augmentations its datasets
+  add and the transform of each training batch (classification's MixUp/CutMix; ``None``: none); a task
+  with ``augmentations = False`` refuses ``TrainConfig``'s augmentation settings;
 - ``forward(net, batch, cfg, device)``: the loss to back-propagate and the float64 sums the loop
   reduces over ranks (``TRAIN_SUMS``, the count of images last);
 - ``train_metrics(sums)``, ``evaluate(model, val_set, ...)``: the ``train_*`` and ``val_*`` values of an
@@ -15,8 +18,8 @@ object (:func:`get_task`) that supplies the parts that differ:
 - ``summary_metrics(result)``: what ``summary.json`` reports of the last evaluation.
 
 :class:`ClassificationTask` is the image-classification recipe (cross-entropy with label smoothing,
-top-1/top-5); :class:`attnvision.dense.DetectionTask` and :class:`attnvision.dense.SegmentationTask`
-are its peers for torchvision's detectors and our segmenters.
+on soft targets under MixUp/CutMix; top-1/top-5); :class:`attnvision.dense.DetectionTask` and
+:class:`attnvision.dense.SegmentationTask` are its peers for torchvision's detectors and our segmenters.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.augment import AUGMENT_FIELDS, SampleAugment, mixup_cutmix
 from . import rundir
 
 TASK_NAMES = ("classification", "detection", "segmentation")
@@ -37,6 +41,7 @@ class Task:
     train_columns: tuple[str, ...]
     val_columns: tuple[str, ...]
     best: str
+    augmentations = False  # whether the task applies TrainConfig's auto_augment ... cutmix_alpha
 
     def check(self, cfg) -> None:
         from ..data import data_task
@@ -45,6 +50,19 @@ class Task:
         if kind != self.name:
             raise ValueError(f"train: --task {self.name} needs {self.name} data ({', '.join(_data_of(self.name))}), "
                              f"got {cfg.data!r}, which is {kind} data; give --task {kind} or other --data")
+        given = [f for f in AUGMENT_FIELDS if getattr(cfg, f) not in (None, 0)]
+        if given and not self.augmentations:
+            raise ValueError(f"train: {', '.join(given)} {'is an' if len(given) == 1 else 'are'} image-classification "
+                             f"augmentation{'s' * (len(given) > 1)}; --task {self.name} does not take "
+                             f"{'it' if len(given) == 1 else 'them'}")
+
+    def sample_augment(self, cfg) -> SampleAugment | None:
+        """The per-sample augmentations the task's training set adds (``None``: none)."""
+        return None
+
+    def batch_transform(self, cfg, train_set):
+        """A callable ``(batch, *, seed) -> batch`` applied to each training batch, or ``None``."""
+        return None
 
     def columns(self) -> tuple[str, ...]:
         """The columns of ``metrics.csv``."""
@@ -70,6 +88,7 @@ class ClassificationTask(Task):
     train_columns = ("train_loss", "train_acc1")
     val_columns = ("val_loss", "val_acc1", "val_acc5")
     best = "val_acc1"
+    augmentations = True
 
     def check(self, cfg) -> None:
         super().check(cfg)
@@ -91,7 +110,23 @@ class ClassificationTask(Task):
         pc = pretrained_cfg or {}
         kw = dict(input_size=cfg.input_size or pc.get("input_size"), mean=pc.get("mean"), std=pc.get("std"),
                   crop_pct=pc.get("crop_pct", 0.875), seed=cfg.seed)
-        return create_dataset(cfg.data, "train", **kw), create_dataset(cfg.data, "val", **kw)
+        return (create_dataset(cfg.data, "train", sample_augment=self.sample_augment(cfg), **kw),
+                create_dataset(cfg.data, "val", **kw))
+
+    def sample_augment(self, cfg) -> SampleAugment | None:
+        aug = SampleAugment(auto_augment=cfg.auto_augment, aa_magnitude=cfg.aa_magnitude, aa_num_ops=cfg.aa_num_ops,
+                            color_jitter=cfg.color_jitter, random_erase=cfg.random_erase)
+        return aug or None
+
+    def batch_transform(self, cfg, train_set):
+        """MixUp/CutMix (:func:`attnvision.data.augment.mixup_cutmix`) over ``train_set``'s classes, or ``None``."""
+        if not (cfg.mixup_alpha or cfg.cutmix_alpha):
+            return None
+        num_classes = getattr(train_set, "num_classes", None)
+        if not isinstance(num_classes, int):
+            raise ValueError(f"train: mixup_alpha/cutmix_alpha need the number of classes, but the training set "
+                             f"({type(train_set).__name__}) has no integer num_classes (got {num_classes!r})")
+        return mixup_cutmix(num_classes, cfg.mixup_alpha, cfg.cutmix_alpha)
 
     def build_model(self, cfg, train_set) -> nn.Module:
         return self.model(cfg, train_set.num_classes, train_set.in_chans)
@@ -102,11 +137,15 @@ class ClassificationTask(Task):
                                        attach=cfg.attach, attach_init=cfg.attach_init)
 
     def forward(self, net, batch, cfg, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-entropy against class indices (B,) or, after MixUp/CutMix, class probabilities (B, K) (label
+        smoothing mixes either with the uniform distribution); train accuracy counts the larger share of a mixed
+        label as its class."""
         x, y = batch
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         logits = net(x)
         loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
-        sums = torch.tensor([loss.item() * len(y), (logits.argmax(1) == y).sum().item(), len(y)],
+        hard = y.argmax(1) if y.is_floating_point() else y
+        sums = torch.tensor([loss.item() * len(y), (logits.argmax(1) == hard).sum().item(), len(y)],
                             dtype=torch.float64)
         return loss, sums
 
