@@ -47,6 +47,19 @@ def add_parser(sub):
     p.add_argument("--step-epochs", type=float, help="step schedule: decay every N epochs (default 30)")
     p.add_argument("--step-gamma", type=float, help="step schedule: decay factor (default 0.1)")
     p.add_argument("--label-smoothing", type=float, help="(default 0)")
+    p.add_argument("--auto-augment", choices=("ra", "ta_wide", "augmix"),
+                   help="classification: RandAugment, TrivialAugment Wide or AugMix on each training image")
+    p.add_argument("--aa-magnitude", type=int, metavar="M",
+                   help="ra: magnitude 0..30 (default 9); augmix: severity 1..10 (default 3)")
+    p.add_argument("--aa-num-ops", type=int, metavar="N", help="ra: operations per image (default 2)")
+    p.add_argument("--color-jitter", type=float, metavar="S",
+                   help="classification: brightness, contrast and saturation factors in [1-S, 1+S] (default 0)")
+    p.add_argument("--random-erase", type=float, metavar="P",
+                   help="classification: erase one rectangle of each training image with probability P (default 0)")
+    p.add_argument("--mixup-alpha", type=float, metavar="A", help="classification: MixUp with Beta(A, A) (default 0)")
+    p.add_argument("--cutmix-alpha", type=float, metavar="A",
+                   help="classification: CutMix with Beta(A, A) (default 0); with --mixup-alpha, one of the two per "
+                   "batch")
     p.add_argument("--clip-grad", type=float, help="clip the gradients' global norm to this value")
     p.add_argument("--amp", choices=("bf16", "fp16"), help="mixed precision (fp16 on GPUs only)")
     p.add_argument("--ema", type=float, metavar="DECAY", help="keep an EMA of the weights (evaluated and saved)")

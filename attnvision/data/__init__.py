@@ -22,6 +22,7 @@ from .cluttered import ClutteredDigits
 from .digits import Digits
 from .files import CIFAR, ImageFolder
 from .synthetic import Synthetic
+from .augment import AUTO_AUGMENTS, BatchMix, InUnitRange, SampleAugment, mixup_cutmix
 from .transforms import Augmented, imagenet_transform, pad_crop_transform
 
 from .dense import DENSE_BUILTIN, DENSE_WITH_PATH, create_dense_dataset
@@ -29,8 +30,8 @@ from .dense import DENSE_BUILTIN, DENSE_WITH_PATH, create_dense_dataset
 BUILTIN = ("digits", "cluttered-digits", "synthetic") + DENSE_BUILTIN
 WITH_PATH = ("imagefolder", "cifar10", "cifar100") + DENSE_WITH_PATH
 
-__all__ = ["Augmented", "CIFAR", "ClutteredDigits", "Digits", "ImageFolder", "Synthetic", "create_dataset",
-           "data_task", "parse_spec"]
+__all__ = ["AUTO_AUGMENTS", "Augmented", "BatchMix", "CIFAR", "ClutteredDigits", "Digits", "ImageFolder",
+           "SampleAugment", "Synthetic", "create_dataset", "data_task", "mixup_cutmix", "parse_spec"]
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:
@@ -58,7 +59,8 @@ def data_task(spec: str) -> str:
 
 
 def create_dataset(spec: str, split: str = "train", *, input_size=None, mean=None, std=None,
-                   crop_pct: float = 0.875, augment: bool | None = None, seed: int = 0, **dense_kwargs):
+                   crop_pct: float = 0.875, augment: bool | None = None, seed: int = 0,
+                   sample_augment: SampleAugment | None = None, **dense_kwargs):
     """The ``split`` ("train" or "val") of the dataset ``spec``, with its transforms.
 
     Args:
@@ -68,23 +70,36 @@ def create_dataset(spec: str, split: str = "train", *, input_size=None, mean=Non
             datasets are normalised by their own training statistics.
         augment: apply training augmentation (default: for the train split).
         seed: augmentation seed.
+        sample_augment: RandAugment, TrivialAugment, AugMix, colour jitter, random erasing
+            (:class:`.augment.SampleAugment`) added to the training augmentation (classification data;
+            ``synthetic`` noise takes the erasing only).
         **dense_kwargs: for detection/segmentation specs (``num_classes``, ``ignore_index`` of ``segfolder``,
             ...): see :func:`.dense.create_dense_dataset`.
     """
     name, arg = parse_spec(spec)
+    if sample_augment is not None and not isinstance(sample_augment, SampleAugment):
+        raise TypeError(f"data: sample_augment must be a SampleAugment, got {type(sample_augment).__name__}")
+    if sample_augment and name in DENSE_BUILTIN + DENSE_WITH_PATH:
+        raise ValueError(f"data: sample_augment is for classification data; {name!r} is {data_task(spec)} data")
     if name in DENSE_BUILTIN + DENSE_WITH_PATH:
         return create_dense_dataset(name, arg, split, augment=augment, seed=seed, **dense_kwargs)
     if dense_kwargs:
         raise ValueError(f"data: {sorted(dense_kwargs)} are for detection/segmentation data, not {name!r}")
     augment = split == "train" if augment is None else augment
+    if sample_augment and not augment:
+        raise ValueError(f"data: sample_augment is training augmentation, but the {split!r} split of {name!r} is "
+                         f"built without augmentation (augment=True turns it on)")
+    sample_augment = sample_augment or None
     mean = mean or (0.485, 0.456, 0.406)
     std = std or (0.229, 0.224, 0.225)
     if name == "digits":
         base = Digits(split)
         background = -base.mean[0] / base.std[0]  # images are normalised already; pad with blank paper
         transform = v2.RandomCrop(base.image_size, padding=2, fill=background) if augment else None
+        transform = _on_normalised(base, transform, sample_augment)
     elif name == "cluttered-digits":
-        base, transform = ClutteredDigits(split, seed=seed), None
+        base = ClutteredDigits(split, seed=seed)
+        transform = _on_normalised(base, None, sample_augment)
     elif name == "synthetic":
         shape = (3, 32, 32)
         if arg:
@@ -94,13 +109,28 @@ def create_dataset(spec: str, split: str = "train", *, input_size=None, mean=Non
                 shape = ()
             if len(shape) != 3:
                 raise ValueError(f"data: synthetic takes a shape like 'synthetic:3x32x32', got {spec!r}")
-        base, transform = Synthetic(split, image_shape=shape), None
+        if sample_augment and sample_augment.image_steps():
+            raise ValueError("data: auto_augment and color_jitter work on images in [0, 1]; synthetic images are "
+                             "standard-normal noise of no such range (random_erase alone applies)")
+        base = Synthetic(split, image_shape=shape)
+        transform = v2.Compose(sample_augment.tensor_steps()) if sample_augment else None
     elif name == "imagefolder":
         base = ImageFolder(arg, split)
         size = int((input_size or (3, 224, 224))[-1])
         base.image_size = size
-        transform = imagenet_transform(size, mean, std, train=augment, crop_pct=crop_pct)
+        transform = imagenet_transform(size, mean, std, train=augment, crop_pct=crop_pct, augment=sample_augment)
     else:
         base = CIFAR(name, arg, split)
-        transform = pad_crop_transform(32, mean, std, train=augment)
+        transform = pad_crop_transform(32, mean, std, train=augment, augment=sample_augment)
     return Augmented(base, transform, seed=seed)
+
+
+def _on_normalised(base, crop, sample_augment: SampleAugment | None):
+    """``crop`` then ``sample_augment`` for a dataset of normalised tensors (its ``mean`` and ``std``): the policy
+    and jitter in the [0, 1] range (:class:`.augment.InUnitRange`), the erasing on the normalised tensor."""
+    if sample_augment is None:
+        return crop
+    image_steps = sample_augment.image_steps()
+    return v2.Compose([*([crop] if crop is not None else []),
+                       *([InUnitRange(image_steps, base.mean, base.std)] if image_steps else []),
+                       *sample_augment.tensor_steps()])

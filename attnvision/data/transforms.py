@@ -8,6 +8,9 @@ Recipes (the papers' standard ones):
 - ``digits``: ``2-pixel pad + random crop`` (no flip: a mirrored digit is another glyph);
 - ``cluttered-digits`` and ``synthetic``: none (the digit's box must stay where it is).
 
+On request, :class:`.augment.SampleAugment` adds RandAugment, TrivialAugment, AugMix, colour
+jitter and random erasing to any of these training recipes (see :mod:`.augment`).
+
 Mean/std and input size come from the model's ``pretrained_cfg`` for image files, and from
 the dataset itself for the built-in one-channel datasets.
 
@@ -23,21 +26,39 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from .augment import SampleAugment
+
 
 def to_tensor(mean, std) -> v2.Compose:
     return v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))])
 
 
-def imagenet_transform(size: int, mean, std, *, train: bool, crop_pct: float = 0.875) -> v2.Compose:
+def imagenet_transform(size: int, mean, std, *, train: bool, crop_pct: float = 0.875,
+                       augment: SampleAugment | None = None) -> v2.Compose:
+    """``augment`` (train only): its policy and jitter after the flip, its erasing after the normalisation."""
     if train:
-        return v2.Compose([v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip(), to_tensor(mean, std)])
+        return v2.Compose([v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip(),
+                           *_image_steps(augment), to_tensor(mean, std), *_tensor_steps(augment)])
     return v2.Compose([v2.Resize(int(math.floor(size / crop_pct)), antialias=True), v2.CenterCrop(size),
                        to_tensor(mean, std)])
 
 
-def pad_crop_transform(size: int, mean, std, *, train: bool, padding: int = 4, flip: bool = True) -> v2.Compose:
-    steps = [v2.RandomCrop(size, padding=padding)] + ([v2.RandomHorizontalFlip()] if flip else []) if train else []
-    return v2.Compose(steps + [to_tensor(mean, std)])
+def pad_crop_transform(size: int, mean, std, *, train: bool, padding: int = 4, flip: bool = True,
+                       augment: SampleAugment | None = None) -> v2.Compose:
+    """``augment`` (train only): as in :func:`imagenet_transform`."""
+    if not train:
+        return v2.Compose([to_tensor(mean, std)])
+    flips = [v2.RandomHorizontalFlip()] if flip else []
+    return v2.Compose([v2.RandomCrop(size, padding=padding), *flips, *_image_steps(augment), to_tensor(mean, std),
+                       *_tensor_steps(augment)])
+
+
+def _image_steps(augment: SampleAugment | None) -> list:
+    return augment.image_steps() if augment else []
+
+
+def _tensor_steps(augment: SampleAugment | None) -> list:
+    return augment.tensor_steps() if augment else []
 
 
 def _mix(*values: int) -> int:

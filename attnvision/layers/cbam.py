@@ -7,15 +7,22 @@
 Defaults r = 16, 7×7 kernel, both poolings. As in the authors' code, the spatial
 input is ordered [max, mean], the 7×7 conv has no bias and is followed by
 BatchNorm2d(1) (momentum 0.01). The paper's ablations are switches:
-``pool_types`` (avg, max or both) for the channel gate, as the authors' ``pool_types``
-(Jongchan/attention-module ``MODELS/cbam.py``, ``ChannelGate``: their ``SpatialGate`` always
-pools [max, mean] whatever ``pool_types`` says); ``spatial_pool_types`` for the spatial
-gate's poolings (default both, kept in the order [max, mean]); ``spatial_reduce="conv"`` for the
-paper's Table 2 alternative to that pooling, "1×1 conv": a 1×1 convolution (no bias) reduces the C
-channels to one map, which the k×k conv then reads (one input channel instead of two: C − k²
-parameters more a module), the rest of the gate unchanged; ``order`` ("channel_first",
-"spatial_first", or "parallel" = F ⊗ M_c(F) ⊗ M_s(F)); and ``channel`` / ``spatial``
-to drop a gate.
+``pool_types`` for the channel gate, as the authors' ``pool_types`` (Jongchan/attention-module
+``MODELS/cbam.py``, ``ChannelGate``: their ``SpatialGate`` always pools [max, mean] whatever
+``pool_types`` says), any non-empty set of their four global poolings of each channel's H×W map x,
+whose MLP outputs are summed in the order given:
+
+    avg:  (1/HW) Σ_ij x_ij                        max:  max_ij x_ij
+    lp:   (Σ_ij x_ij²)^(1/2)                      (their ``F.lp_pool2d(x, 2, (H, W))``: p = 2, no 1/HW)
+    lse:  log Σ_ij exp(x_ij) = m + log Σ_ij exp(x_ij − m),  m = max_ij x_ij   (their ``logsumexp_2d``)
+
+(``lp``'s gradient at an all-zero map is 0 here, where ``lp_pool2d``'s square root gives NaN);
+``spatial_pool_types`` for the spatial gate's poolings (avg, max or both; default both, kept in the
+order [max, mean]); ``spatial_reduce="conv"`` for the paper's Table 2 alternative to that pooling,
+"1×1 conv": a 1×1 convolution (no bias) reduces the C channels to one map, which the k×k conv then
+reads (one input channel instead of two: C − k² parameters more a module), the rest of the gate
+unchanged; ``order`` ("channel_first", "spatial_first", or "parallel" = F ⊗ M_c(F) ⊗ M_s(F)); and
+``channel`` / ``spatial`` to drop a gate.
 """
 from __future__ import annotations
 
@@ -26,16 +33,34 @@ from ._base import AttentionLayer
 from ._checks import check_choice, check_feature_map, check_positive_int, check_reduction
 from .adaptive_pool import channel_max, global_max
 
-_POOLS = ("avg", "max")
+_POOLS = ("avg", "max")                      # the paper's, and the spatial gate's only ones
+CHANNEL_POOLS = ("avg", "max", "lp", "lse")   # the authors' ChannelGate's
 _ORDERS = ("channel_first", "spatial_first", "parallel")
 _REDUCES = ("pool", "conv")
 
 
-def _check_pool_types(pool_types, name: str = "pool_types") -> tuple[str, ...]:
+def _check_pool_types(pool_types, name: str = "pool_types",
+                      allowed: tuple[str, ...] = CHANNEL_POOLS) -> tuple[str, ...]:
+    if isinstance(pool_types, str):
+        raise ValueError(f"CBAM: {name} must be a non-empty subset of {allowed} given as a sequence, e.g. "
+                         f"({pool_types!r},), got the string {pool_types!r}")
     pool_types = tuple(pool_types)
-    if not pool_types or any(p not in _POOLS for p in pool_types) or len(set(pool_types)) != len(pool_types):
-        raise ValueError(f"CBAM: {name} must be a non-empty subset of {_POOLS}, got {pool_types!r}")
+    unknown = [p for p in pool_types if p not in allowed]
+    if not pool_types or unknown or len(set(pool_types)) != len(pool_types):
+        why = (f"unknown {unknown!r}" if unknown else "empty" if not pool_types else "repeated entries")
+        raise ValueError(f"CBAM: {name} must be a non-empty subset of {allowed}, got {pool_types!r} ({why})")
     return pool_types
+
+
+def _pool_map(x: torch.Tensor, kind: str) -> torch.Tensor:
+    """One of the channel gate's poolings of a (B, C, H, W) map over H×W (module docstring): (B, C)."""
+    if kind == "avg":
+        return x.mean((2, 3))
+    if kind == "max":
+        return global_max(x)
+    if kind == "lp":
+        return torch.linalg.vector_norm(x, 2, dim=(2, 3))
+    return torch.logsumexp(x.flatten(2), -1)  # "lse", stable: max + log Σ exp(x − max)
 
 
 class CBAMChannelGate(nn.Module):
@@ -43,13 +68,13 @@ class CBAMChannelGate(nn.Module):
 
     def __init__(self, channels: int, hidden: int, pool_types=_POOLS):
         super().__init__()
-        self.pool_types = pool_types
+        self.pool_types = _check_pool_types(pool_types)
         self.fc1 = nn.Linear(channels, hidden)
         self.act = nn.ReLU(inplace=True)
         self.fc2 = nn.Linear(hidden, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = [x.mean((2, 3)) if p == "avg" else global_max(x) for p in self.pool_types]
+        pooled = [_pool_map(x, p) for p in self.pool_types]
         z = self.fc2(self.act(self.fc1(torch.cat(pooled, 0))))  # one MLP call for all descriptors
         return z.view(len(pooled), x.shape[0], -1).sum(0)
 
@@ -87,7 +112,7 @@ class CBAM(AttentionLayer):
             raise ValueError(f"CBAM: spatial_reduce='conv' replaces the spatial pooling; spatial_pool_types must be "
                              f"left unset, got {spatial_pool_types!r}")
         spatial_pool_types = _check_pool_types(("max", "avg") if spatial_pool_types is None else spatial_pool_types,
-                                               "spatial_pool_types")
+                                               "spatial_pool_types", _POOLS)
         check_choice("CBAM", "order", order, _ORDERS)
         if not (channel or spatial):
             raise ValueError("CBAM: at least one of channel=True or spatial=True is needed")

@@ -8,9 +8,10 @@ An inverted residual block expands its input t times with a 1×1 convolution, fi
 
 SE, ECA and CBAM refine the projected branch before the addition. The ECA paper's model
 (BangguWu/ECANet, ``models/eca_mobilenetv2.py``, ``ECA_MobileNetV2``) puts its ECA there with a
-fixed kernel: k = 1 for the stages of at most 96 channels, k = 3 above (``attn_kwargs`` overrides
-it). BAM sits after every stride stage but the last, before each downsampling, as in the other
-BAM backbones. Module names follow torchvision's ``mobilenet_v2`` (``features.N``, the attention
+fixed kernel: k = 1 for the stages of fewer than 96 channels, k = 3 from 96 up (``c < 96``, their
+rule since their commit a46e411; ``k_size``, ``gamma`` or ``b`` in ``attn_kwargs`` override it).
+BAM sits after every stride stage but the last, before each downsampling, as in the other BAM
+backbones. Module names follow torchvision's ``mobilenet_v2`` (``features.N``, the attention
 as the last layer of a block's ``conv``), so torchvision's and the ECA authors' checkpoints load
 with ``source="official"``. Initialisation is theirs (``ECA_MobileNetV2.__init__``, the same as
 torchvision's): He-normal fan-out convolutions, BN weight 1 and bias 0, the classifier N(0, 0.01)
@@ -94,7 +95,7 @@ class MobileNetV2(Backbone):
             cout = make_divisible(c * width_mult)
             kwargs = dict(attn_kwargs or {})
             if block_attn == "eca" and not {"k_size", "gamma", "b"} & set(kwargs):
-                kwargs["k_size"] = 1 if c <= 96 else 3  # the authors' per-stage kernel
+                kwargs["k_size"] = 1 if c < 96 else 3  # the authors' per-stage kernel (ECA_MobileNetV2)
             for i in range(n):
                 features.append(InvertedResidual(cin, cout, s if i == 0 else 1, t, block_attn, kwargs))
                 cin = cout

@@ -178,6 +178,15 @@ class ResNet(Backbone):
             :func:`~attnvision.register_attn` (placed in every block, or between stages if registered so).
         attn_kwargs: passed to every attention module (e.g. ``reduction=8``,
             ``combine="product"`` for the authors' BAM checkpoints).
+        eca_kernels: how ECA picks each stage's 1-D kernel size (only with ``attn="eca"``):
+            "checkpoint": the kernels of the authors' released checkpoints (BangguWu/ECANet README,
+            ``k_size`` of ``eca_resnet*``: ResNet-18 (3, 5, 7, 7), -34 (3, 3, 5, 7), -50 (3, 5, 5, 7),
+            -101 and -152 (3, 3, 5, 7)), so their weights load; "paper": eq. 14 of the ECA paper,
+            k = |log2(C)/γ + b/γ|_odd of each block's C, with ``gamma`` (γ, default 2) and ``b``
+            (default 1) from ``attn_kwargs``. ``None`` (default): "checkpoint" for the variants with
+            released kernels (``resnet18/34/50/101/152_eca``), "paper" for the others. Passing ``gamma``
+            or ``b`` with "checkpoint" is an error (they would change nothing), and so is ``k_size``
+            (one kernel for every stage) together with an explicit ``eca_kernels``.
         stem: "imagenet" (7×7/2 conv + 3×3/2 max pool) or "cifar" (3×3/1 conv).
         stride_in_1x1: stride in the bottleneck's first 1×1 conv (original ResNet layout).
         stem_pool: "pad" (3×3/2 max pool with padding 1, torchvision) or "ceil" (no padding, output
@@ -204,7 +213,7 @@ class ResNet(Backbone):
                  attn_kwargs: dict | None = None, stem: str | None = None, stride_in_1x1: bool = False,
                  drop_rate: float = 0.0, drop_path_rate: float = 0.0, block_dropout: float = 0.0,
                  zero_init_last: bool = False, make_block=None, channels_last: bool = True, stem_pool: str = "pad",
-                 init: str = "authors", global_pool: str = "avg"):
+                 init: str = "authors", global_pool: str = "avg", eca_kernels: str | None = None):
         super().__init__()
         check_init(type(self).__name__, init)
         attn = check_attn("ResNet", attn)
@@ -215,6 +224,7 @@ class ResNet(Backbone):
             raise ValueError(f"ResNet: stem_pool must be 'pad' or 'ceil', got {stem_pool!r}")
         if attn_kwargs is not None and not isinstance(attn_kwargs, dict):
             raise TypeError(f"ResNet: attn_kwargs must be a dict, got {type(attn_kwargs).__name__}")
+        stage_kernels = _eca_stage_kernels(cfg, attn, attn_kwargs or {}, eca_kernels)
         block = BLOCKS[cfg.block]
         preact = cfg.block.startswith("preact")
         self.cfg, self.attn, self.in_chans, self.num_classes = cfg, attn, in_chans, num_classes
@@ -241,8 +251,8 @@ class ResNet(Backbone):
             reduction *= stride
             cout = planes * block.expansion
             kw = dict(attn_kwargs or {})
-            if block_attn == "eca" and cfg.eca_kernels is not None:
-                kw.setdefault("k_size", cfg.eca_kernels[i])
+            if stage_kernels is not None:
+                kw["k_size"] = stage_kernels[i]
             blocks = []
             for j in range(depth):
                 s = stride if j == 0 else 1
@@ -337,6 +347,39 @@ class ResNet(Backbone):
     @staticmethod
     def checkpoint_filter_fn(state_dict, model):
         return convert_official_resnet(state_dict, model)
+
+
+ECA_KERNEL_RULES = ("checkpoint", "paper")
+
+
+def _eca_stage_kernels(cfg: ResNetCfg, attn: str | None, attn_kwargs: dict,
+                       eca_kernels: str | None) -> tuple[int, ...] | None:
+    """The per-stage ECA kernel sizes to impose, or ``None``: each ECA then follows ``attn_kwargs`` (eq. 14
+    with its ``gamma``/``b``, or one fixed ``k_size``). See ``eca_kernels`` in :class:`ResNet`."""
+    if eca_kernels is None:
+        if attn != "eca" or cfg.eca_kernels is None or "k_size" in attn_kwargs:
+            return None  # no released kernels, or one fixed kernel asked for every stage
+        origin = "eca_kernels=None (the default: 'checkpoint' for the variants with released kernels)"
+    else:
+        if eca_kernels not in ECA_KERNEL_RULES:
+            raise ValueError(f"ResNet: eca_kernels must be None or one of {ECA_KERNEL_RULES}, got {eca_kernels!r}")
+        if attn != "eca":
+            raise ValueError(f"ResNet: eca_kernels={eca_kernels!r} sets the kernels of ECA attention only, "
+                             f"but attn={attn!r}")
+        if "k_size" in attn_kwargs:
+            raise ValueError(f"ResNet: attn_kwargs k_size={attn_kwargs['k_size']!r} fixes one ECA kernel for every "
+                             f"stage, which contradicts eca_kernels={eca_kernels!r}; pass one of the two")
+        if eca_kernels == "paper":
+            return None
+        if cfg.eca_kernels is None:
+            raise ValueError("ResNet: eca_kernels='checkpoint' needs the kernel sizes of released ECA checkpoints, "
+                             "which exist for resnet18/34/50/101/152_eca only; use eca_kernels='paper' (eq. 14)")
+        origin = "eca_kernels='checkpoint'"
+    given = sorted({"gamma", "b"} & set(attn_kwargs))
+    if given:
+        raise ValueError(f"ResNet: attn_kwargs sets {' and '.join(given)} (eq. 14's kernel rule), but {origin} uses "
+                         f"the released per-stage kernels {cfg.eca_kernels}; pass eca_kernels='paper' to use eq. 14")
+    return cfg.eca_kernels
 
 
 # -- the authors' checkpoints ------------------------------------------------------------------

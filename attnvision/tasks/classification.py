@@ -1,4 +1,5 @@
-"""Image classification as a task of the training loop: cross-entropy with label smoothing, top-1/top-5."""
+"""Image classification as a task of the training loop: cross-entropy with label smoothing (on soft targets
+under MixUp/CutMix), top-1/top-5."""
 from __future__ import annotations
 
 import torch
@@ -6,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import create_dataset
+from ..data.augment import SampleAugment, mixup_cutmix
 from ..factory import create_model
 from ..train import rundir
 from ..train.evaluate import evaluate
@@ -23,6 +25,7 @@ class ClassificationTask(Task):
     compare_metrics = ("val_acc1", "val_acc5", "best_val_acc1")
     compare_label = "val acc1 %"
     compare_digits = 2
+    augmentations = True
 
     def check(self, cfg) -> None:
         super().check(cfg)
@@ -40,7 +43,23 @@ class ClassificationTask(Task):
         pc = pretrained_cfg or {}
         kw = dict(input_size=cfg.input_size or pc.get("input_size"), mean=pc.get("mean"), std=pc.get("std"),
                   crop_pct=pc.get("crop_pct", 0.875), seed=cfg.seed)
-        return create_dataset(cfg.data, "train", **kw), create_dataset(cfg.data, "val", **kw)
+        return (create_dataset(cfg.data, "train", sample_augment=self.sample_augment(cfg), **kw),
+                create_dataset(cfg.data, "val", **kw))
+
+    def sample_augment(self, cfg) -> SampleAugment | None:
+        aug = SampleAugment(auto_augment=cfg.auto_augment, aa_magnitude=cfg.aa_magnitude, aa_num_ops=cfg.aa_num_ops,
+                            color_jitter=cfg.color_jitter, random_erase=cfg.random_erase)
+        return aug or None
+
+    def batch_transform(self, cfg, train_set):
+        """MixUp/CutMix (:func:`attnvision.data.augment.mixup_cutmix`) over ``train_set``'s classes, or ``None``."""
+        if not (cfg.mixup_alpha or cfg.cutmix_alpha):
+            return None
+        num_classes = getattr(train_set, "num_classes", None)
+        if not isinstance(num_classes, int):
+            raise ValueError(f"train: mixup_alpha/cutmix_alpha need the number of classes, but the training set "
+                             f"({type(train_set).__name__}) has no integer num_classes (got {num_classes!r})")
+        return mixup_cutmix(num_classes, cfg.mixup_alpha, cfg.cutmix_alpha)
 
     def build_model(self, cfg, train_set) -> nn.Module:
         return self.model(cfg, train_set.num_classes, train_set.in_chans)
@@ -51,11 +70,15 @@ class ClassificationTask(Task):
                                        attach=cfg.attach, attach_init=cfg.attach_init)
 
     def forward(self, net, batch, cfg, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-entropy against class indices (B,) or, after MixUp/CutMix, class probabilities (B, K) (label
+        smoothing mixes either with the uniform distribution); train accuracy counts the larger share of a mixed
+        label as its class."""
         x, y = batch
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         logits = net(x)
         loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
-        sums = torch.tensor([loss.item() * len(y), (logits.argmax(1) == y).sum().item(), len(y)],
+        hard = y.argmax(1) if y.is_floating_point() else y
+        sums = torch.tensor([loss.item() * len(y), (logits.argmax(1) == hard).sum().item(), len(y)],
                             dtype=torch.float64)
         return loss, sums
 

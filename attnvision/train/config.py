@@ -33,6 +33,14 @@ class TrainConfig:
     step_gamma: float = 0.1
     step_milestones: tuple[float, ...] = ()  # step schedule at these epochs instead (He et al.: 50% and 75%)
     label_smoothing: float = 0.0
+    # classification augmentation (attnvision.data.augment): per sample, then per batch
+    auto_augment: str | None = None    # "ra" (RandAugment), "ta_wide" (TrivialAugment Wide) or "augmix"
+    aa_magnitude: int | None = None    # ra: 0..30 (default 9); augmix: its severity, 1..10 (default 3)
+    aa_num_ops: int | None = None      # ra: operations per image (default 2)
+    color_jitter: float = 0.0          # brightness, contrast and saturation factors in [1 - S, 1 + S]
+    random_erase: float = 0.0          # probability of erasing one rectangle
+    mixup_alpha: float = 0.0           # MixUp's Beta(alpha, alpha); 0: off
+    cutmix_alpha: float = 0.0          # CutMix's; with mixup_alpha too, one of the two per batch
     clip_grad: float | None = None
     amp: str | None = None             # None, "bf16" or "fp16"
     ema: float | None = None           # EMA decay, e.g. 0.999

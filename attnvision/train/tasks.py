@@ -23,6 +23,7 @@ trainer and ``compare`` only ever look a task up by name. The built-in ones live
 from __future__ import annotations
 
 from ..data import BUILTIN, WITH_PATH, data_task
+from ..data.augment import AUGMENT_FIELDS, SampleAugment
 from ..registry import Registry
 
 TASKS: Registry[type] = Registry("task")
@@ -43,12 +44,26 @@ class Task:
     # ``compare``'s models are backbones under one head; ``compare_defaults``: its head, data and schedule
     compares_backbones: bool = False
     compare_defaults: dict | None = None
+    augmentations = False  # whether the task applies TrainConfig's auto_augment ... cutmix_alpha
 
     def check(self, cfg) -> None:
         kind = data_task(cfg.data)
         if kind != self.name:
             raise ValueError(f"train: --task {self.name} needs {self.name} data ({', '.join(_data_of(self.name))}), "
                              f"got {cfg.data!r}, which is {kind} data; give --task {kind} or other --data")
+        given = [f for f in AUGMENT_FIELDS if getattr(cfg, f) not in (None, 0)]
+        if given and not self.augmentations:
+            raise ValueError(f"train: {', '.join(given)} {'is an' if len(given) == 1 else 'are'} image-classification "
+                             f"augmentation{'s' * (len(given) > 1)}; --task {self.name} does not take "
+                             f"{'it' if len(given) == 1 else 'them'}")
+
+    def sample_augment(self, cfg) -> SampleAugment | None:
+        """The per-sample augmentations the task's training set adds (``None``: none)."""
+        return None
+
+    def batch_transform(self, cfg, train_set):
+        """A callable ``(batch, *, seed) -> batch`` applied to each training batch, or ``None``."""
+        return None
 
     def columns(self) -> tuple[str, ...]:
         """The columns of ``metrics.csv``."""

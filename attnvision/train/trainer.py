@@ -20,7 +20,9 @@ A directory that holds another run is refused unless ``resume`` (continue it: th
 be the same, but for more ``epochs``) or ``overwrite`` (replace it) is set.
 
 Recipe: SGD (momentum, optional Nesterov) or AdamW; per-iteration cosine or step schedule
-after a linear warm-up; label smoothing; weight decay on conv/linear weights only; gradient
+after a linear warm-up; label smoothing; for classification, RandAugment/TrivialAugment/AugMix,
+colour jitter, random erasing and MixUp/CutMix (:mod:`attnvision.data.augment`; a batch's mixing is
+seeded by (seed, epoch, batch, rank)); weight decay on conv/linear weights only; gradient
 clipping by global norm; AMP (bf16, or fp16 with a gradient scaler) on GPUs; optional EMA
 of the weights (then evaluated and saved); optional ``torch.compile``.
 
@@ -52,6 +54,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..data.augment import AUGMENT_FIELDS, check_augment
 from ..data.transforms import _mix
 from ..io import atomic_write_text
 from ..profiling import profile
@@ -93,6 +96,7 @@ def _check(cfg: TrainConfig, d: Dist) -> None:
         raise ValueError("train: resume needs the run's out directory")
     if not isinstance(cfg.model_kwargs, dict):
         raise TypeError(f"train: model_kwargs must be a dict, got {type(cfg.model_kwargs).__name__}")
+    check_augment("train", **{k: getattr(cfg, k) for k in AUGMENT_FIELDS})
     rundir.check_out(cfg.out, cfg.resume, cfg.overwrite)
 
 
@@ -227,9 +231,14 @@ class _Loop:
             self.pretrained_cfg = dict(getattr(model, "pretrained_cfg", {}) or {})
         else:
             self.pretrained_cfg = task.model_pretrained_cfg(cfg)
+        if train_set is not None and task.sample_augment(cfg):
+            raise ValueError("train: auto_augment, color_jitter and random_erase are added to the datasets built from "
+                             "cfg.data; the train_set passed in keeps its own transforms: add them to it, or leave "
+                             "train_set out")
         if train_set is None or val_set is None:
             built_train, built_val = task.datasets(cfg, self.pretrained_cfg)
             train_set, val_set = train_set or built_train, val_set or built_val
+        self.batch_transform = task.batch_transform(cfg, train_set)  # MixUp/CutMix, seeded per batch
         if model is None:
             model = task.build_model(cfg, train_set)
         self.train_set, self.val_set = train_set, val_set
@@ -345,6 +354,8 @@ class _Loop:
         epoch_start, images, interrupted = time.perf_counter(), 0, False
         try:
             for batch, data in enumerate(loader, start=start_batch):
+                if self.batch_transform is not None:
+                    data = self.batch_transform(data, seed=_mix(cfg.seed, epoch, batch, d.rank))
                 with torch.autocast(device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                     loss, sums = task.forward(self.net, data, cfg, device)
                 flags = torch.tensor([not torch.isfinite(loss).item(), stop.requested], dtype=torch.float64)

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 import attnvision as av
 from attnvision.layers import BAM, CBAM, ECA, SE, eca_kernel_size
+from attnvision.layers.cbam import _pool_map
 
 LAYERS = {"se": SE, "eca": ECA, "bam": BAM, "cbam": CBAM}
 
@@ -156,6 +157,45 @@ def test_cbam_pool_types_change_only_the_channel_gate_spatial_input_stays_max_me
     torch.testing.assert_close(layer.spatial(x), expected)
 
 
+def _naive_pool(x, kind):
+    """Each channel's H×W map pooled by the module docstring's formula, one map at a time in float64."""
+    out = torch.empty(x.shape[:2], dtype=torch.float64)
+    for b in range(x.shape[0]):
+        for c in range(x.shape[1]):
+            v = [float(t) for t in x[b, c].flatten()]
+            out[b, c] = {"avg": lambda: sum(v) / len(v), "max": lambda: max(v),
+                         "lp": lambda: math.sqrt(sum(t * t for t in v)),
+                         "lse": lambda: math.log(sum(math.exp(t) for t in v))}[kind]()
+    return out
+
+
+@pytest.mark.parametrize("pool_types", [("lp",), ("lse",), ("lse", "avg"), ("avg", "max", "lp", "lse")])
+def test_cbam_lp_and_lse_channel_pools_match_a_naive_computation(pool_types):
+    layer = _randomize(CBAM(16, reduction=4, pool_types=pool_types))
+    assert layer.channel.pool_types == pool_types and layer.spatial.conv.in_channels == 2
+    x = torch.randn(2, 16, 5, 6)
+    gate = layer.channel
+    expected = sum(gate.fc2(torch.relu(gate.fc1(_naive_pool(x, p).float()))) for p in pool_types)  # eq. 2's sum
+    torch.testing.assert_close(gate(x), expected, rtol=1e-5, atol=1e-5)
+    out = layer(x)
+    ms_in = layer._gate(x, torch.sigmoid(expected)[:, :, None, None])
+    torch.testing.assert_close(out, ms_in * torch.sigmoid(layer.spatial(ms_in)), rtol=1e-5, atol=1e-5)
+
+
+def test_cbam_lp_and_lse_pools_are_the_authors_calls_and_stay_finite():
+    x = torch.randn(2, 8, 7, 5, dtype=torch.float64)
+    # the authors' ChannelGate: F.lp_pool2d(x, 2, (H, W)) and logsumexp_2d (max + log Σ exp(x − max))
+    torch.testing.assert_close(_pool_map(x, "lp"), F.lp_pool2d(x, 2, (7, 5)).flatten(1))
+    flat = x.flatten(2)
+    m = flat.amax(-1, keepdim=True)
+    torch.testing.assert_close(_pool_map(x, "lse"), (m + (flat - m).exp().sum(-1, keepdim=True).log()).squeeze(-1))
+    torch.testing.assert_close(_pool_map(x + 1000.0, "lse"), _pool_map(x, "lse") + 1000.0)  # no overflow
+    zero = torch.zeros(1, 16, 4, 4, requires_grad=True)
+    layer = CBAM(16, reduction=4, pool_types=("lp", "lse"))
+    layer(zero).sum().backward()
+    assert torch.isfinite(zero.grad).all() and all(torch.isfinite(p.grad).all() for p in layer.parameters())
+
+
 def test_cbam_spatial_pool_types_ablate_the_spatial_pooling():
     layer = _randomize(CBAM(16, reduction=4, spatial_pool_types=("avg",)))
     assert layer.spatial.conv.in_channels == 1 and layer.channel.pool_types == ("avg", "max")
@@ -239,7 +279,12 @@ def test_official_bam_module_refuses_the_sum_combination(load_reference):
     (lambda: ECA(64, k_size=4), r"ECA: k_size must be odd"),
     (lambda: BAM(64, combine="mean"), r"BAM: combine must be one of"),
     (lambda: CBAM(64, order="sideways"), r"CBAM: order must be one of"),
-    (lambda: CBAM(64, pool_types=("avg", "lse")), r"CBAM: pool_types must be"),
+    (lambda: CBAM(64, pool_types=("avg", "median")),
+     r"CBAM: pool_types must be a non-empty subset of \('avg', 'max', 'lp', 'lse'\), got \('avg', 'median'\) "
+     r"\(unknown \['median'\]\)"),
+    (lambda: CBAM(64, pool_types=("lp", "lp")), r"CBAM: pool_types must be .* \(repeated entries\)"),
+    (lambda: CBAM(64, pool_types=()), r"CBAM: pool_types must be .* got \(\) \(empty\)"),
+    (lambda: CBAM(64, pool_types="lse"), r"CBAM: pool_types must be .* given as a sequence, e.g. \('lse',\)"),
     (lambda: SE(32)(torch.randn(2, 16, 4, 4)), r"SE: expected 32 input channels, got 16"),
     (lambda: CBAM(32)(torch.randn(2, 32, 4)), r"CBAM: expected a 4-D input \(B, C, H, W\), got shape \(2, 32, 4\)"),
     (lambda: av.create_attn("cbma", 64), r"create_attn: unknown name 'cbma'; did you mean 'cbam'"),

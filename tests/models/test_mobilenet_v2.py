@@ -26,12 +26,13 @@ def test_torchvision_weights_load_and_give_its_outputs(width_mult):
 
 
 def _eca_keys_of_the_authors_model():
-    """The ECA authors' extra keys: one k-tap conv per block, after the projection's BN; k = 1 up to 96 channels."""
+    """The ECA authors' extra keys: one k-tap conv per block, after the projection's BN; k = 1 below 96 channels,
+    3 from 96 up (BangguWu/ECANet ``models/eca_mobilenetv2.py``: ``ksize = 1 if c < 96 else 3``)."""
     keys, index = {}, 1
     for t, c, n, _ in INVERTED_RESIDUAL_SETTING:
         for _ in range(n):
             position = 4 if t != 1 else 3  # [expand,] depth-wise, project conv, BN, ECA
-            keys[f"features.{index}.conv.{position}.conv.weight"] = (1, 1, 1 if c <= 96 else 3)
+            keys[f"features.{index}.conv.{position}.conv.weight"] = (1, 1, 1 if c < 96 else 3)
             index += 1
     return keys
 
@@ -43,7 +44,8 @@ def test_eca_sits_where_the_authors_put_it_with_their_kernels():
     assert extra == _eca_keys_of_the_authors_model()
     with torch.device("meta"):
         base = sum(p.numel() for p in av.create_model("mobilenet_v2").parameters())
-    assert sum(p.numel() for p in ours.parameters()) - base == 13 * 1 + 4 * 3  # k = 1 in 13 blocks, 3 in 4
+    # k = 1 in the 10 blocks of 16 to 64 channels, 3 in the 7 of 96 to 320
+    assert sum(p.numel() for p in ours.parameters()) - base == 10 * 1 + 7 * 3
 
 
 def test_parameter_counts_round_to_the_eca_papers_units_of_2_to_the_20():

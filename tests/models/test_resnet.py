@@ -151,6 +151,53 @@ def test_eca_resnets_default_to_the_released_kernel_sizes():
     assert [s[0].attn.k_size for s in adaptive.stages] == [3, 3, 3]
 
 
+def _stage_kernels(name, **kwargs):
+    with torch.device("meta"):
+        model = av.create_model(name, **kwargs)
+    kernels = [[b.attn.k_size for b in stage] for stage in model.stages]
+    assert all(len(set(k)) == 1 for k in kernels)  # one kernel a stage
+    return tuple(k[0] for k in kernels)
+
+
+@pytest.mark.parametrize("name", ["resnet18_eca", "resnet50_eca", "resnet20_eca", "resnext50_32x4d_eca"])
+@pytest.mark.parametrize("gamma,b", [(2, 1), (1, 1), (3, 2)])
+def test_eca_kernels_paper_follows_eq_14_with_gamma_and_b(name, gamma, b):
+    with torch.device("meta"):
+        model = av.create_model(name, eca_kernels="paper", attn_kwargs=dict(gamma=gamma, b=b))
+    for stage in model.stages:
+        c = stage[0].attn.channels
+        t = int(abs(math.log2(c) / gamma + b / gamma))  # |t|_odd as the authors' code rounds it
+        assert stage[0].attn.k_size == (t if t % 2 else t + 1)
+    if (gamma, b) == (2, 1):
+        assert _stage_kernels(name, eca_kernels="paper") == _stage_kernels(name, eca_kernels="paper",
+                                                                             attn_kwargs=dict(gamma=2, b=1))
+
+
+def test_eca_kernels_checkpoint_is_the_default_where_released_and_differs_from_the_paper():
+    assert _stage_kernels("resnet50_eca") == _stage_kernels("resnet50_eca", eca_kernels="checkpoint") == (3, 5, 5, 7)
+    assert _stage_kernels("resnet50_eca", eca_kernels="paper") == (5, 5, 5, 7)  # C = 256, 512, 1024, 2048
+    assert _stage_kernels("resnet18_eca", eca_kernels="paper") == (3, 5, 5, 5)  # C = 64 ... 512
+    assert _stage_kernels("resnet20_eca") == _stage_kernels("resnet20_eca", eca_kernels="paper")
+    assert _stage_kernels("resnet50_eca", attn_kwargs=dict(k_size=9)) == (9, 9, 9, 9)
+    assert _params("resnet50_eca", eca_kernels="paper") - _params("resnet50") == 3 * 5 + 4 * 5 + 6 * 5 + 3 * 7
+
+
+@pytest.mark.parametrize("name,kwargs,match", [
+    ("resnet50_eca", dict(attn_kwargs=dict(gamma=3)),
+     r"ResNet: attn_kwargs sets gamma \(eq. 14's kernel rule\), but eca_kernels=None \(the default"),
+    ("resnet50_eca", dict(eca_kernels="checkpoint", attn_kwargs=dict(b=2)),
+     r"attn_kwargs sets b .* eca_kernels='checkpoint' uses the released per-stage kernels \(3, 5, 5, 7\); "
+     r"pass eca_kernels='paper' to use eq. 14"),
+    ("resnet20_eca", dict(eca_kernels="checkpoint"), r"eca_kernels='checkpoint' needs the kernel sizes of released"),
+    ("resnet50_se", dict(eca_kernels="paper"), r"eca_kernels='paper' sets the kernels of ECA attention only"),
+    ("resnet50_eca", dict(eca_kernels="paper", attn_kwargs=dict(k_size=3)), r"k_size=3 fixes one ECA kernel"),
+    ("resnet50_eca", dict(eca_kernels="adaptive"), r"eca_kernels must be None or one of \('checkpoint', 'paper'\)"),
+])
+def test_eca_kernels_refuses_what_it_would_ignore(name, kwargs, match):
+    with torch.device("meta"), pytest.raises(ValueError, match=match):
+        av.create_model(name, **kwargs)
+
+
 def test_attention_sits_after_the_last_bn_before_the_addition():
     model = av.create_model("resnet18_se").eval()
     block = model.layer1[0]
