@@ -95,7 +95,8 @@ def run(args) -> int:
                          f"(or --resume DIR to continue a run)")
     cfg = TrainConfig(**{k: v for k, v in settings.items() if k in fields}, resume=bool(resume))
     if cfg.input_size is not None:
-        cfg.input_size = tuple(cfg.input_size)
+        c, h, w = cfg.input_size  # a list when read back from a run's record
+        cfg.input_size = (c, h, w)
     try:
         summary = train(cfg)
     except NonFiniteLossError as e:

@@ -30,7 +30,7 @@ SCHEDULES = ("cosine", "step", "constant")
 def no_weight_decay_patterns(model: nn.Module) -> set[str]:
     """What ``model.no_weight_decay()`` and that of every module inside it name (full parameter
     names, module prefixes, or fnmatch patterns), each under the path of the module that named it."""
-    patterns = set()
+    patterns: set[str] = set()
     for path, module in model.named_modules():
         method = getattr(module, "no_weight_decay", None)
         if not callable(method):

@@ -289,7 +289,9 @@ class _Loop:
     def __init__(self, cfg: TrainConfig, d: Dist, task, on_step):
         self.cfg, self.d, self.task, self.on_step = cfg, d, task, on_step
         self.out = cfg.out if cfg.out else None
-        self.start_epoch, self.start_batch, self.global_step, self.best, self.rows = 0, 0, 0, None, []
+        self.start_epoch, self.start_batch, self.global_step = 0, 0, 0
+        self.best: dict | None = None
+        self.rows: list[dict] = []
         self.running = self._zeros()  # the task's sums over the epoch so far (count last)
 
     def _zeros(self) -> torch.Tensor:
@@ -522,6 +524,7 @@ def _train(cfg: TrainConfig, d: Dist, model, train_set, val_set, on_step) -> dic
     out = run.out
     started = time.perf_counter()
     interrupted, result, train_ips = False, None, 0.0
+    values: dict | None = None
     resume_hint = f"continue with `attnvision train --resume {out}`" if out else "no out directory: nothing is saved"
     notice = (f"train: Ctrl-C: stopping at the end of the current step{' and saving ' + out if out else ''}; "
               f"press Ctrl-C again to quit at once" if d.is_main else None)
