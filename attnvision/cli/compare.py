@@ -11,17 +11,7 @@ import os
 import sys
 
 from .._table import format_table
-from ..compare import (
-    DEFAULT,
-    PRESETS,
-    compare,
-    delta_cell,
-    group,
-    mean_cell,
-    parse_sets,
-    task_columns,
-    verdict,
-)
+from ..compare import DEFAULT, PRESETS, compare, delta_cell, group, mean_cell, parse_sets, task_columns, verdict
 from ..train.tasks import TASKS
 
 

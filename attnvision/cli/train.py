@@ -41,7 +41,12 @@ def add_parser(sub):
     p.add_argument("--opt", choices=("sgd", "adamw"), help="optimiser (default sgd)")
     p.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
     p.add_argument("--nesterov", action="store_true")
-    p.add_argument("--weight-decay", type=float, help="on conv/linear weights (default: 5e-4 sgd, 0.05 adamw)")
+    p.add_argument("--weight-decay", type=float, help="on conv/linear weights, not on what the model's "
+                   "no_weight_decay() names (default: 5e-4 sgd, 0.05 adamw)")
+    p.add_argument("--layer-decay", type=float, metavar="D", help="layer-wise lr decay: the model's group_matcher() "
+                   "groups, stem to head, train at lr·D^(L−i) (the head at lr; e.g. 0.75 to fine-tune)")
+    p.add_argument("--accum-steps", type=int, metavar="N", help="gradient accumulation: one optimiser step every N "
+                   "batches of --batch-size (the step of one batch N times larger; default 1)")
     p.add_argument("--sched", choices=("cosine", "step", "constant"), help="schedule (default cosine)")
     p.add_argument("--warmup-epochs", type=float, help="linear warm-up (default 0)")
     p.add_argument("--step-epochs", type=float, help="step schedule: decay every N epochs (default 30)")
@@ -104,7 +109,8 @@ def run(args) -> int:
                          f"(or --resume DIR to continue a run)")
     cfg = TrainConfig(**{k: v for k, v in settings.items() if k in fields}, resume=bool(resume))
     if cfg.input_size is not None:
-        cfg.input_size = tuple(cfg.input_size)
+        c, h, w = cfg.input_size  # a list when read back from a run's record
+        cfg.input_size = (c, h, w)
     try:
         summary = train(cfg)
     except NonFiniteLossError as e:

@@ -30,35 +30,10 @@ attention MLP), AdamW (4e-3, half an epoch of warm-up, label smoothing 0.1, batc
 of fresh canvases. ``PRESETS["cifar"]`` is He et al.'s CIFAR protocol for ResNet-110 and its
 attention variants.
 """
-from .plan import (
-                     DEFAULT,
-                     PRESETS,
-                     applicable,
-                     parse_sets,
-                     plan,
-                     run_config,
-                     settings_label,
-)
-from .report import (
-                     BASE_COLUMNS,
-                     PAIRED_COLUMNS,
-                     SPEED_COLUMNS,
-                     Results,
-                     TaskColumns,
-                     delta_cell,
-                     group,
-                     mean_cell,
-                     task_columns,
-                     verdict,
-                     write_results,
-)
-from .run import (
-                     RUN_METRICS,
-                     RunContext,
-                     compare,
-                     measure_throughput,
-                     register_run_metric,
-)
+from .plan import DEFAULT, PRESETS, applicable, parse_sets, plan, run_config, settings_label
+from .report import (BASE_COLUMNS, PAIRED_COLUMNS, SPEED_COLUMNS, Results, TaskColumns, delta_cell, group, mean_cell,
+                     task_columns, verdict, write_results)
+from .run import RUN_METRICS, RunContext, compare, measure_throughput, register_run_metric
 
 __all__ = ["BASE_COLUMNS", "DEFAULT", "PAIRED_COLUMNS", "PRESETS", "RUN_METRICS", "Results", "RunContext",
            "SPEED_COLUMNS", "TaskColumns", "applicable", "compare", "delta_cell", "group", "mean_cell",

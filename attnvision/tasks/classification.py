@@ -76,7 +76,9 @@ class ClassificationTask(Task):
         x, y = batch
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         logits = net(x)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+        # the loss in float32 at least (bf16/fp16 logits under AMP; float64 models keep theirs)
+        loss = F.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)), y,
+                               label_smoothing=cfg.label_smoothing)
         hard = y.argmax(1) if y.is_floating_point() else y
         sums = torch.tensor([loss.item() * len(y), (logits.argmax(1) == hard).sum().item(), len(y)],
                             dtype=torch.float64)

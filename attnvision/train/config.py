@@ -42,6 +42,8 @@ class TrainConfig:
     mixup_alpha: float = 0.0           # MixUp's Beta(alpha, alpha); 0: off
     cutmix_alpha: float = 0.0          # CutMix's; with mixup_alpha too, one of the two per batch
     clip_grad: float | None = None
+    accum_steps: int = 1               # micro-batches of batch_size per optimiser step
+    layer_decay: float | None = None   # layer-wise lr decay D: group i of L at lr·D^(L−i) (optim.layer_ids)
     amp: str | None = None             # None, "bf16" or "fp16"
     ema: float | None = None           # EMA decay, e.g. 0.999
     compile: bool = False

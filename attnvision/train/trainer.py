@@ -22,14 +22,22 @@ be the same, but for more ``epochs``) or ``overwrite`` (replace it) is set.
 Recipe: SGD (momentum, optional Nesterov) or AdamW; per-iteration cosine or step schedule
 after a linear warm-up; label smoothing; for classification, RandAugment/TrivialAugment/AugMix,
 colour jitter, random erasing and MixUp/CutMix (:mod:`attnvision.data.augment`; a batch's mixing is
-seeded by (seed, epoch, batch, rank)); weight decay on conv/linear weights only; gradient
-clipping by global norm; AMP (bf16, or fp16 with a gradient scaler) on GPUs; optional EMA
-of the weights (then evaluated and saved); optional ``torch.compile``.
+seeded by (seed, epoch, batch, rank)); weight decay on conv/linear weights only (not on what the
+model's ``no_weight_decay()`` names); optional layer-wise learning-rate decay over the model's
+``group_matcher()`` (:mod:`.optim`); gradient accumulation; gradient clipping by global norm; AMP
+(bf16, or fp16 with a gradient scaler) on GPUs; optional EMA of the weights (then evaluated and
+saved); optional ``torch.compile``.
 
 Reproducibility: the data order of epoch e is a permutation seeded by (seed, e) and each
 sample's augmentation is seeded by (seed, e, index), so a run resumed from any saved point
 (``resume=True``) follows the uninterrupted run exactly; with ``deterministic=True`` (which
 also asks PyTorch for deterministic kernels) its final weights are the same bit for bit on CPU.
+
+Gradient accumulation (``accum_steps=N``): ``batch_size`` is then the micro-batch; the optimiser steps
+once every N micro-batches on the mean of their losses, so N micro-batches of B samples make the
+step of one batch of N·B (exactly, for models without batch statistics). The schedule counts
+optimiser steps; the epoch's last group may hold fewer micro-batches and is averaged over those.
+Interruption and the saved state fall on optimiser steps.
 
 Distributed (torchrun): ``batch_size`` is the global batch, split evenly over the ranks; rank r
 takes elements r, r + world, ... of each global batch, so N processes see the same samples per
@@ -42,6 +50,7 @@ current step, saves ``last`` at that batch and returns (a second Ctrl-C aborts a
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -61,15 +70,8 @@ from ..profiling import profile
 from . import checkpoints as ckpt
 from . import rundir
 from .config import TrainConfig
-from .distributed import (
-    Dist,
-    all_sum,
-    barrier,
-    broadcast_buffers,
-    convert_sync_batchnorm,
-    init,
-)
-from .optim import OPTIMIZERS, create_ema, create_optimizer, create_scheduler
+from .distributed import Dist, all_sum, barrier, broadcast_buffers, convert_sync_batchnorm, init
+from .optim import OPTIMIZERS, base_lr, create_ema, create_optimizer, create_scheduler
 from .process import scoped_process_state
 from .tasks import get_task
 
@@ -86,6 +88,10 @@ def _check(cfg: TrainConfig, d: Dist) -> None:
     if cfg.batch_size % d.world_size:
         raise ValueError(f"train: the global batch_size ({cfg.batch_size}) must divide evenly over "
                          f"{d.world_size} processes")
+    if isinstance(cfg.accum_steps, bool) or not isinstance(cfg.accum_steps, int) or cfg.accum_steps < 1:
+        raise ValueError(f"train: accum_steps must be a positive integer, got {cfg.accum_steps!r}")
+    if cfg.layer_decay is not None and not (isinstance(cfg.layer_decay, (int, float)) and 0 < cfg.layer_decay <= 1):
+        raise ValueError(f"train: layer_decay must be in (0, 1] (or None: off), got {cfg.layer_decay!r}")
     if cfg.opt not in OPTIMIZERS:
         raise ValueError(f"train: opt must be one of {OPTIMIZERS}, got {cfg.opt!r}")
     if cfg.amp is not None and cfg.amp not in AMP_DTYPES:
@@ -217,7 +223,9 @@ class _Loop:
     def __init__(self, cfg: TrainConfig, d: Dist, task, on_step):
         self.cfg, self.d, self.task, self.on_step = cfg, d, task, on_step
         self.out = cfg.out if cfg.out else None
-        self.start_epoch, self.start_batch, self.global_step, self.best, self.rows = 0, 0, 0, None, []
+        self.start_epoch, self.start_batch, self.global_step = 0, 0, 0
+        self.best: dict | None = None
+        self.rows: list[dict] = []
         self.running = self._zeros()  # the task's sums over the epoch so far (count last)
 
     def _zeros(self) -> torch.Tensor:
@@ -259,22 +267,23 @@ class _Loop:
         lr = cfg.lr if cfg.lr is not None else opt_defaults[0]
         wd = cfg.weight_decay if cfg.weight_decay is not None else opt_defaults[1]
         self.optimizer = create_optimizer(model, cfg.opt, lr, weight_decay=wd, momentum=cfg.momentum,
-                                          nesterov=cfg.nesterov)
-        self.steps_per_epoch = len(train_set) // cfg.batch_size
-        if self.steps_per_epoch == 0:
+                                          nesterov=cfg.nesterov, layer_decay=cfg.layer_decay)
+        self.batches_per_epoch = len(train_set) // cfg.batch_size
+        if self.batches_per_epoch == 0:
             raise ValueError(f"train: the training set ({len(train_set)} samples) is smaller than one batch "
                              f"({cfg.batch_size})")
-        steps = self.steps_per_epoch
+        # optimiser steps; the schedule counts these
+        steps = self.steps_per_epoch = -(-self.batches_per_epoch // cfg.accum_steps)
         self.scheduler = create_scheduler(self.optimizer, cfg.sched, total_steps=cfg.epochs * steps,
                                           warmup_steps=int(cfg.warmup_epochs * steps),
                                           step_every=int(cfg.step_epochs * steps), gamma=cfg.step_gamma,
                                           milestones=tuple(int(m * steps) for m in cfg.step_milestones))
         self.amp_dtype = AMP_DTYPES.get(cfg.amp)
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
-        net = model
+        net, self.ddp = model, None
         if d.enabled:
-            net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
-                                                      else None)
+            net = self.ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device.index]
+                                                                 if device.type == "cuda" else None)
         if cfg.compile:
             net = torch.compile(net)
         self.net = net
@@ -288,7 +297,12 @@ class _Loop:
             state = ckpt.load_state(os.path.join(out, ckpt.LAST_STATE))
             check_resumable(state["recipe"], cfg.recipe(), state["epoch"])
             self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
+            try:
+                self.optimizer.load_state_dict(state["optimizer"])
+            except ValueError as e:
+                raise ValueError(f"train: cannot resume {out}: its optimiser state does not fit this model's "
+                                 f"parameter groups ({e}); runs saved before no_weight_decay() was honoured have "
+                                 f"other groups for models that name parameters in it") from None
             self.scheduler.load_state_dict(state["scheduler"])
             self.scaler.load_state_dict(state["scaler"])
             if self.ema is not None:
@@ -337,7 +351,7 @@ class _Loop:
     def train_epoch(self, epoch: int, stop: "_StopFlag") -> tuple[bool, int, float]:
         """Train ``epoch`` from ``start_batch``; ``(interrupted, images, seconds)``."""
         cfg, d, device, task = self.cfg, self.d, self.device, self.task
-        steps, start_batch = self.steps_per_epoch, self.start_batch
+        steps, start_batch = self.batches_per_epoch, self.start_batch
         if hasattr(self.train_set, "set_epoch"):
             self.train_set.set_epoch(epoch)
         order = torch.randperm(len(self.train_set), generator=torch.Generator().manual_seed(_mix(cfg.seed, epoch)))
@@ -356,20 +370,30 @@ class _Loop:
             for batch, data in enumerate(loader, start=start_batch):
                 if self.batch_transform is not None:
                     data = self.batch_transform(data, seed=_mix(cfg.seed, epoch, batch, d.rank))
-                with torch.autocast(device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-                    loss, sums = task.forward(self.net, data, cfg, device)
-                flags = torch.tensor([not torch.isfinite(loss).item(), stop.requested], dtype=torch.float64)
-                step_stats = all_sum(torch.cat([sums, flags]).to(device), d).cpu()
-                n = len(sums)
-                if step_stats[n] > 0:
-                    self._non_finite(loss, epoch, batch)
-                self._step(loss)
+                first = batch - batch % cfg.accum_steps  # the micro-batches first..last make one optimiser step
+                last = min(first + cfg.accum_steps, steps) - 1
+                if batch == first:
+                    self.optimizer.zero_grad(set_to_none=True)
+                # DDP averages the gradients over ranks at the group's last backward only
+                sync = self.ddp.no_sync() if self.ddp is not None and batch < last else contextlib.nullcontext()
+                with sync:
+                    with torch.autocast(device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                        loss, sums = task.forward(self.net, data, cfg, device)
+                    flags = torch.tensor([not torch.isfinite(loss).item(), stop.requested], dtype=torch.float64)
+                    step_stats = all_sum(torch.cat([sums, flags]).to(device), d).cpu()
+                    n = len(sums)
+                    if step_stats[n] > 0:
+                        self._non_finite(loss, epoch, batch)
+                    self.scaler.scale(loss / (last - first + 1)).backward()
                 self.running += step_stats[:n]
                 images += int(step_stats[n - 1])
                 if bar is not None:
                     ips = images / max(time.perf_counter() - epoch_start, 1e-9)
                     bar.set_postfix(**task.postfix(self.running), img_s=f"{ips:.0f}", refresh=False)
                     bar.update()
+                if batch < last:
+                    continue
+                self._step()
                 if self.on_step is not None:
                     self.on_step(self.global_step)
                 if step_stats[n + 1] > 0 or stop.requested:
@@ -381,10 +405,9 @@ class _Loop:
                 bar.close()
         return interrupted, images, time.perf_counter() - epoch_start
 
-    def _step(self, loss: torch.Tensor) -> None:
+    def _step(self) -> None:
+        """The optimiser step on the gradients accumulated since the last one."""
         cfg = self.cfg
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
         if cfg.clip_grad:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad)
@@ -402,7 +425,7 @@ class _Loop:
                 f"batch {start_batch})" if out and (epoch or start_batch) else "no checkpoint was written")
         raise NonFiniteLossError(
             f"train: the loss became {value} at step {self.global_step + 1} (epoch {epoch + 1}, batch "
-            f"{batch + 1} of {self.steps_per_epoch}); stopped before updating the weights; {kept}. "
+            f"{batch + 1} of {self.batches_per_epoch}); stopped before updating the weights; {kept}. "
             f"Lower the learning rate or clip gradients (--clip-grad).")
 
     # -- evaluate ------------------------------------------------------------------------------
@@ -418,7 +441,7 @@ class _Loop:
         broadcast_buffers(self.model, d)
         values, result = self.evaluate(workers=cfg.workers, amp_dtype=self.amp_dtype)
         row = dict(epoch=epoch + 1, **task.train_metrics(self.running), **values,
-                   lr=self.optimizer.param_groups[0]["lr"], seconds=time.perf_counter() - epoch_start,
+                   lr=base_lr(self.optimizer), seconds=time.perf_counter() - epoch_start,
                    train_images_per_s=train_ips)
         if self.log is not None:
             self.log.add(row)
@@ -441,6 +464,7 @@ def _train(cfg: TrainConfig, d: Dist, model, train_set, val_set, on_step) -> dic
     out = run.out
     started = time.perf_counter()
     interrupted, result, train_ips = False, None, 0.0
+    values: dict | None = None
     resume_hint = f"continue with `attnvision train --resume {out}`" if out else "no out directory: nothing is saved"
     notice = (f"train: Ctrl-C: stopping at the end of the current step{' and saving ' + out if out else ''}; "
               f"press Ctrl-C again to quit at once" if d.is_main else None)
