@@ -14,13 +14,15 @@ the path of a local file:
   broken download never sits under the final name. With ``HF_HUB_OFFLINE=1`` or no network a
   file already there is used.
 
-``sha256`` (a full digest, or, as torch.hub's ``check_hash`` and torchvision's file names, a
-prefix of at least 8 hex digits; ``sha256_prefix`` is read too) is checked on download and
-on the first use of a file already cached: a file whose hash was confirmed is remembered by its
-path, size and modification time under ``torch.hub.get_dir()/attnvision/verified``, so it is
-not hashed again on every call. A file that does not match is removed (from the Hub cache: the
-blob and its snapshot link) and a one-line ``ValueError`` names the file, the expected and the
-computed hash.
+``sha256`` is the digest of the file the cfg names first: the Hub file when there is an
+``hf_hub_id``, else the URL's file; ``url_sha256`` is that of the URL's file when both are given
+(the Hub's safetensors copy of a ``.pth`` has another hash). Either may be a full digest or, as
+torch.hub's ``check_hash`` and torchvision's file names, a prefix of at least 8 hex digits. A
+file is checked on download and on its first use from the cache: a file whose hash was confirmed
+is remembered by its path, size and modification time under
+``torch.hub.get_dir()/attnvision/verified``, so it is not hashed again on every call. A file that
+does not match is removed (from the Hub cache: the blob and its snapshot link) and a one-line
+``ValueError`` names the file, the expected and the computed hash.
 
 Every failure is one line naming ``who`` (the calling function) and, where the network is the
 cause, the offline route: download the file by hand and pass ``pretrained=PATH``.
@@ -51,7 +53,7 @@ def fetch_weights(cfg: Mapping, *, who: str = "create_model", progress: bool = T
 
     Args:
         cfg: ``hf_hub_id`` (+ ``hf_hub_filename``, ``hf_hub_revision``) and/or ``url``
-            (+ ``file_name``), optional ``sha256`` / ``sha256_prefix``; other keys are ignored.
+            (+ ``file_name``), optional ``sha256`` and ``url_sha256``; other keys are ignored.
         who: the function named in error messages.
         progress: show torch.hub's progress bar for URL downloads.
 
@@ -61,35 +63,37 @@ def fetch_weights(cfg: Mapping, *, who: str = "create_model", progress: bool = T
     if not isinstance(cfg, Mapping):
         raise TypeError(f"{who}: the weights description must be a dict with 'hf_hub_id' or 'url', "
                         f"got {type(cfg).__name__}")
-    expected = _expected_hashes(cfg, who)
     hub_id, url = cfg.get("hf_hub_id"), cfg.get("url")
     if not hub_id and not url:
         raise ValueError(f"{who}: the weights description has neither 'hf_hub_id' nor 'url' "
                          f"(keys: {sorted(cfg)})")
+    sha256 = _expected_hash(cfg, "sha256", who)
+    url_sha256 = _expected_hash(cfg, "url_sha256", who)
+    if not hub_id:  # then both name the URL's file: keep the longer, after checking they agree
+        if sha256 and url_sha256 and not (sha256.startswith(url_sha256) or url_sha256.startswith(sha256)):
+            raise ValueError(f"{who}: sha256 {sha256} and url_sha256 {url_sha256} disagree for the same file {url!r}")
+        url_sha256 = max(sha256 or "", url_sha256 or "", key=len) or None
     if hub_id:
         hub = _import_hub()
         if hub is not None:
-            return _fetch_from_hub(hub, cfg, expected, who, url)
+            return _fetch_from_hub(hub, cfg, sha256, url_sha256, who)
         if not url:
             filename = cfg.get("hf_hub_filename") or DEFAULT_HUB_FILENAME
             raise ImportError(f"{who}: the weights of {hub_id!r} are on the Hugging Face Hub, which needs "
                               f"huggingface_hub: pip install \"attnvision[hub]\", or download {filename} from "
                               f"{_hub_url(hub_id, filename, cfg.get('hf_hub_revision'))} and pass pretrained=PATH")
-    return _fetch_from_url(cfg, expected, who, progress)
+    return _fetch_from_url(cfg, url_sha256, who, progress)
 
 
 # -- checks ----------------------------------------------------------------------------------
 
-def _expected_hashes(cfg: Mapping, who: str) -> list[str]:
-    out = []
-    for key in ("sha256", "sha256_prefix"):
-        value = cfg.get(key)
-        if value is None:
-            continue
-        if not isinstance(value, str) or not _HEX.match(value):
-            raise ValueError(f"{who}: {key} must be 8 to 64 hex digits (a sha256 digest or its prefix), got {value!r}")
-        out.append(value.lower())
-    return out
+def _expected_hash(cfg: Mapping, key: str, who: str) -> str | None:
+    value = cfg.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _HEX.match(value):
+        raise ValueError(f"{who}: {key} must be 8 to 64 hex digits (a sha256 digest or its prefix), got {value!r}")
+    return value.lower()
 
 
 def _sha256(path: str) -> str:
@@ -100,8 +104,8 @@ def _sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def _matches(digest: str, expected: list[str]) -> bool:
-    return all(digest.startswith(e) for e in expected)
+def _matches(digest: str, expected: str) -> bool:
+    return digest.startswith(expected)
 
 
 def _record_path(path: str) -> str:
@@ -139,7 +143,7 @@ def _forget(path: str) -> None:
         os.remove(_record_path(path))
 
 
-def _verify_cached(path: str, expected: list[str], who: str, removal) -> None:
+def _verify_cached(path: str, expected: str | None, who: str, removal) -> None:
     """Check a cached file once; on a mismatch call ``removal()`` (-> what was done) and raise."""
     if not expected:
         return
@@ -152,7 +156,7 @@ def _verify_cached(path: str, expected: list[str], who: str, removal) -> None:
         return
     _forget(path)
     done = removal()
-    raise ValueError(f"{who}: {path!r} has sha256 {digest}, expected {' / '.join(expected)}; {done}")
+    raise ValueError(f"{who}: {path!r} has sha256 {digest}, expected {expected}; {done}")
 
 
 def _looks_like_html(path: str) -> bool:
@@ -179,7 +183,7 @@ def _hub_url(repo_id: str, filename: str, revision: str | None) -> str:
     return f"https://huggingface.co/{repo_id}/resolve/{revision or 'main'}/{filename}"
 
 
-def _fetch_from_hub(hub, cfg: Mapping, expected: list[str], who: str, url: str | None) -> str:
+def _fetch_from_hub(hub, cfg: Mapping, expected: str | None, url_expected: str | None, who: str) -> str:
     from huggingface_hub import constants
 
     # huggingface_hub.utils has exported these names since long before .errors existed
@@ -207,8 +211,8 @@ def _fetch_from_hub(hub, cfg: Mapping, expected: list[str], who: str, url: str |
     try:
         path = hub.hf_hub_download(repo_id, filename, revision=revision, local_files_only=offline)
     except (LocalEntryNotFoundError, OfflineModeIsEnabled):
-        if url and os.path.isfile(_cached_url_file(cfg)):  # the same weights under their plain URL, cached by torch
-            return _fetch_from_url(cfg, expected, who, progress=False)
+        if cfg.get("url") and os.path.isfile(_cached_url_file(cfg)):  # the same weights under their URL, in torch's cache
+            return _fetch_from_url(cfg, url_expected, who, progress=False)
         raise unreachable("offline mode is on (HF_HUB_OFFLINE)" if offline else "the Hub cannot be reached") from None
     except GatedRepoError:
         raise PermissionError(f"{who}: {repo_id!r} is a gated repository on the Hugging Face Hub: accept its terms and "
@@ -255,7 +259,7 @@ def _cached_url_file(cfg: Mapping) -> str:
     return os.path.join(torch.hub.get_dir(), "checkpoints", _url_file_name(cfg))
 
 
-def _fetch_from_url(cfg: Mapping, expected: list[str], who: str, progress: bool) -> str:
+def _fetch_from_url(cfg: Mapping, expected: str | None, who: str, progress: bool) -> str:
     url = cfg["url"]
     if not isinstance(url, str) or not urllib.parse.urlparse(url).scheme:
         raise ValueError(f"{who}: url must be an absolute URL (https://..., file://...), got {url!r}")
@@ -289,8 +293,8 @@ def _fetch_from_url(cfg: Mapping, expected: list[str], who: str, progress: bool)
         if expected:
             digest = _sha256(tmp)
             if not _matches(digest, expected):
-                raise ValueError(f"{who}: the file downloaded from {url} has sha256 {digest}, expected "
-                                 f"{' / '.join(expected)}; it was not kept")
+                raise ValueError(f"{who}: the file downloaded from {url} has sha256 {digest}, expected {expected}; "
+                                 f"it was not kept")
         os.replace(tmp, path)
     except urllib.error.HTTPError as e:
         raise OSError(f"{who}: {url} answered HTTP {e.code} ({e.reason}): download {name} by hand and pass "

@@ -128,7 +128,9 @@ def test_hub_offline_uses_the_same_weights_cached_under_their_url(hub_cache, tor
     data = b"the same weights, cached by torch.hub"
     (torch_hub_dir / "checkpoints").mkdir(parents=True)
     (torch_hub_dir / "checkpoints" / "tiny-1234abcd.pth").write_bytes(data)
-    cfg = {"hf_hub_id": REPO, "url": "file:///nonexistent/tiny-1234abcd.pth", "sha256": sha256(data)}
+    # sha256 is the Hub file's (another file: its safetensors copy), url_sha256 the .pth's
+    cfg = {"hf_hub_id": REPO, "url": "file:///nonexistent/tiny-1234abcd.pth", "sha256": sha256(b"safetensors copy"),
+           "url_sha256": sha256(data)[:8]}
     assert fetch_weights(cfg) == str(torch_hub_dir / "checkpoints" / "tiny-1234abcd.pth")
 
 
@@ -175,6 +177,16 @@ def test_url_sha256_prefix_as_torchvision_names_it_is_accepted(online, tmp_path)
     source = tmp_path / "w.pth"
     source.write_bytes(data)
     assert os.path.isfile(fetch_weights({"url": source.as_uri(), "sha256": sha256(data)[:8]}, progress=False))
+
+
+def test_url_only_cfg_checks_sha256_and_url_sha256_against_the_same_file(online, tmp_path):
+    data = b"weights named by both fields"
+    source = tmp_path / "w.pth"
+    source.write_bytes(data)
+    cfg = {"url": source.as_uri(), "sha256": sha256(data), "url_sha256": sha256(data)[:8]}
+    assert os.path.isfile(fetch_weights(cfg, progress=False))
+    with pytest.raises(ValueError, match="disagree"):
+        fetch_weights({"url": source.as_uri(), "sha256": sha256(data), "url_sha256": "00000000"})
 
 
 def test_url_file_name_in_cfg_names_the_cached_file(online, tmp_path, torch_hub_dir):
