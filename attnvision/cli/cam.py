@@ -6,8 +6,7 @@ one class (``--class C``, default: the non-background class predicted on most pi
 """
 from __future__ import annotations
 
-import json
-
+from ._options import json_object
 
 RUN_MODEL_FLAGS = ("model", "model_kwargs", "num_classes")  # what --run gives already
 
@@ -23,7 +22,7 @@ def add_parser(sub):
     p.add_argument("--class", dest="target", type=int, help="class to explain (default: the top prediction)")
     p.add_argument("--out", default="cam.png", help="output figure (default cam.png; format from the suffix)")
     p.add_argument("--num-classes", type=int, help="classifier outputs, without --run (default 1000)")
-    p.add_argument("--model-kwargs", type=json.loads, help="JSON dict passed to create_model, without --run")
+    p.add_argument("--model-kwargs", type=json_object, help="JSON dict passed to create_model, without --run")
     p.add_argument("--input-size", nargs=2, type=int, metavar=("H", "W"),
                    help="model input size (default: the model's pretrained_cfg)")
     p.add_argument("--method", choices=("gradcam", "gradcam++"), default="gradcam")

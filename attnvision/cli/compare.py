@@ -6,9 +6,10 @@ differences to the baseline and, in words, whether each is larger than the seed 
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
+
+from ._options import json_object
 
 
 def add_parser(sub):
@@ -35,7 +36,7 @@ def add_parser(sub):
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--opt", choices=("sgd", "adamw"))
-    p.add_argument("--model-kwargs", type=json.loads, help="JSON dict passed to every create_model")
+    p.add_argument("--model-kwargs", type=json_object, help="JSON dict passed to every create_model")
     p.add_argument("--threads", type=int, help="torch threads when --jobs is 1")
     p.add_argument("--jobs", type=int, help="runs at once, one thread each (default: the number of CPUs, at most 2)")
     p.add_argument("--out", default="runs/compare", help="output directory (default runs/compare)")

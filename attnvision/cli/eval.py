@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 
+from ._options import json_object
+
 
 def add_parser(sub):
     p = sub.add_parser("eval", help="evaluate a run, or a checkpoint (ours or the authors') on a dataset")
@@ -17,7 +19,7 @@ def add_parser(sub):
     p.add_argument("--split", choices=("train", "val"), default="val")
     p.add_argument("--source", choices=("auto", "attnvision", "official"), default="auto",
                    help="key layout of the checkpoint (official: the authors')")
-    p.add_argument("--model-kwargs", type=json.loads, help="JSON dict passed to create_model (without --run)")
+    p.add_argument("--model-kwargs", type=json_object, help="JSON dict passed to create_model (without --run)")
     p.add_argument("--attach", metavar="KIND", help="attention retrofitted at training (`train --attach KIND`)")
     p.add_argument("--attach-init", choices=("identity", "default"), default="identity")
     p.add_argument("--input-size", nargs=3, type=int, metavar=("C", "H", "W"))

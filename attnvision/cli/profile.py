@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+from ._options import json_object
 from ._table import format_table
 
 
@@ -13,7 +14,7 @@ def add_parser(sub):
                    help="C H W, or B C H W (default: the model's pretrained_cfg input_size, batch 1)")
     p.add_argument("--batch-size", type=int, help="batch B (default 1, or the B of a 4-number --input-size)")
     p.add_argument("--num-classes", type=int, default=1000)
-    p.add_argument("--model-kwargs", type=json.loads, default={}, help="JSON dict passed to create_model")
+    p.add_argument("--model-kwargs", type=json_object, default={}, help="JSON dict passed to create_model")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run)
 

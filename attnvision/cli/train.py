@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+
+from ._options import json_object
 
 DEFAULT_OUT = "runs/train"
 
@@ -51,7 +52,7 @@ def add_parser(sub):
                    help="under torchrun, normalise over the global batch (SyncBatchNorm on GPUs, its CPU equivalent "
                         "otherwise): the weights then equal one process's")
     p.add_argument("--seed", type=int, help="(default 0)")
-    p.add_argument("--model-kwargs", type=json.loads, help="JSON dict passed to create_model (num_classes and "
+    p.add_argument("--model-kwargs", type=json_object, help="JSON dict passed to create_model (num_classes and "
                    "in_chans follow the data); with --task, to create_detector/create_segmenter")
     p.add_argument("--attach", metavar="KIND", help="retrofit attention KIND into the model (attnvision.attach)")
     p.add_argument("--attach-init", choices=("identity", "default"), help="(default identity)")
