@@ -7,6 +7,7 @@ one class (``--class C``, default: the non-background class predicted on most pi
 from __future__ import annotations
 
 from ._options import json_object
+from ._threads import add_threads_option, resolve_threads, torch_threads
 
 RUN_MODEL_FLAGS = ("model", "model_kwargs", "num_classes")  # what --run gives already
 
@@ -39,6 +40,7 @@ def add_parser(sub):
     p.add_argument("--score-thresh", type=float, default=0.5,
                    help="detection runs: draw the detections scoring at least this (default 0.5)")
     p.add_argument("--dpi", type=int, default=100)
+    add_threads_option(p)
     p.set_defaults(func=run)
 
 
@@ -111,6 +113,11 @@ def _model(args):
 
 
 def run(args) -> int:
+    with torch_threads(resolve_threads(args.threads, "cam")):
+        return _run(args)
+
+
+def _run(args) -> int:
     import torch
 
     from ..explain.figure import explain_image, save_figure

@@ -7,6 +7,7 @@ import json
 import os
 
 from ._options import json_object
+from ._threads import add_threads_option, resolve_threads, torch_threads
 
 
 def add_parser(sub):
@@ -25,6 +26,7 @@ def add_parser(sub):
     p.add_argument("--input-size", nargs=3, type=int, metavar=("C", "H", "W"))
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--workers", type=int, default=0)
+    add_threads_option(p)
     p.add_argument("--device", help="cpu | cuda (default: cuda when available)")
     p.add_argument("--per-class", action="store_true", help="also per-class accuracy and the confusion matrix")
     p.add_argument("--out", help="write eval.json here (default: beside the checkpoint)")
@@ -51,6 +53,11 @@ def _model_and_data(args):
 
 
 def run(args) -> int:
+    with torch_threads(resolve_threads(args.threads, "eval")):
+        return _run(args)
+
+
+def _run(args) -> int:
     from .. import load_checkpoint
     from ..data import create_dataset
     from ..io import atomic_write_text

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 from ._options import json_object
+from ._threads import add_threads_option, resolve_threads, torch_threads
 from ._table import format_table
 
 
@@ -16,10 +17,17 @@ def add_parser(sub):
     p.add_argument("--num-classes", type=int, default=1000)
     p.add_argument("--model-kwargs", type=json_object, default={}, help="JSON dict passed to create_model")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_threads_option(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    # counting takes no time worth a warning about a busy machine
+    with torch_threads(resolve_threads(args.threads, "profile", warn=False)):
+        return _run(args)
+
+
+def _run(args) -> int:
     import torch
 
     from .. import profile

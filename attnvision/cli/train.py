@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from ._options import json_object
+from ._threads import add_threads_option, resolve_threads
 
 DEFAULT_OUT = "runs/train"
 
@@ -59,7 +61,7 @@ def add_parser(sub):
     p.add_argument("--input-size", nargs=3, type=int, metavar=("C", "H", "W"),
                    help="crop size for image files (default: the model's pretrained_cfg)")
     p.add_argument("--workers", type=int, help="data-loading processes (default 0)")
-    p.add_argument("--threads", type=int, help="torch threads per process")
+    add_threads_option(p, "torch threads per process (under torchrun the cores are divided among them)")
     p.add_argument("--device", help="cpu | cuda (default: cuda when available)")
     p.add_argument("--out", help=f"run directory (default {DEFAULT_OUT}); train refuses one holding another run")
     p.add_argument("--resume", nargs="?", const=True, metavar="DIR",
@@ -84,6 +86,7 @@ def run(args) -> int:
             raise ValueError(f"train: --resume {resume} and --out {given['out']} name two directories; give one")
         given["out"] = resume
     given.setdefault("out", DEFAULT_OUT)
+    given["threads"] = resolve_threads(given.get("threads"), "train", jobs=_local_processes())
     settings = resumed_config(given["out"], given) if resume else given
     missing = [f"--{k}" for k in ("model", "epochs") if k not in settings]
     if missing:
@@ -117,5 +120,10 @@ def _digits(metric: str) -> int:
 
 
 def _is_main() -> bool:
-    import os
     return os.environ.get("RANK", "0") == "0"
+
+
+def _local_processes() -> int:
+    """The processes torchrun started on this machine (they share its cores), else 1."""
+    count = os.environ.get("LOCAL_WORLD_SIZE", "")
+    return int(count) if count.isdigit() and int(count) > 0 else 1
