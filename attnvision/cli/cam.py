@@ -38,7 +38,8 @@ def add_parser(sub):
     p.add_argument("--detection", type=int, default=0, help="detection runs: the detection to explain, by rank "
                    "of score (default 0, the highest)")
     p.add_argument("--score-thresh", type=float, default=0.5,
-                   help="detection runs: draw the detections scoring at least this (default 0.5)")
+                   help="detection runs: draw the detections scoring at least this (default 0.5); the one "
+                   "explained is drawn in red whatever its score, and the title gives its score")
     p.add_argument("--dpi", type=int, default=100)
     add_threads_option(p)
     p.set_defaults(func=run)
