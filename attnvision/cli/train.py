@@ -86,7 +86,7 @@ def run(args) -> int:
             raise ValueError(f"train: --resume {resume} and --out {given['out']} name two directories; give one")
         given["out"] = resume
     given.setdefault("out", DEFAULT_OUT)
-    given["threads"] = resolve_threads(given.get("threads"), "train", jobs=_local_processes())
+    given["threads"] = resolve_threads(given.get("threads"), "train", jobs=_local_processes(), warn=_is_main())
     settings = resumed_config(given["out"], given) if resume else given
     missing = [f"--{k}" for k in ("model", "epochs") if k not in settings]
     if missing:
