@@ -7,6 +7,7 @@ import io
 from .._table import format_table
 from ..io import atomic_write_text
 from ..profiling.benchmark import benchmark
+from ._threads import add_threads_option, resolve_threads
 
 
 def add_parser(sub):
@@ -17,7 +18,7 @@ def add_parser(sub):
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--input-size", nargs=3, type=int, metavar=("C", "H", "W"),
                    help="input size (default: the first model's pretrained_cfg input_size)")
-    p.add_argument("--threads", type=int, help="torch threads (default: PyTorch's)")
+    add_threads_option(p)
     p.add_argument("--channels-last", action="store_true", help="models and input in channels-last memory")
     p.add_argument("--compile", action="store_true", help="torch.compile every model")
     p.add_argument("--optimize", action="store_true",
@@ -31,11 +32,9 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    import torch
-
-
+    threads = resolve_threads(args.threads, "benchmark")
     results, peak = benchmark(args.models, batch_size=args.batch_size, input_size=args.input_size,
-                              threads=args.threads, channels_last=args.channels_last, compile=args.compile,
+                              threads=threads, channels_last=args.channels_last, compile=args.compile,
                               optimize=args.optimize, train=args.train, repeats=args.repeats,
                               num_classes=args.num_classes, device=args.device, progress=True)
     first = results[0]
@@ -53,7 +52,7 @@ def run(args) -> int:
         rows.append(row)
     c, h, w = first.input_size
     layout = "channels-last" if args.channels_last else "NCHW"
-    print(f"batch {args.batch_size}, {c}x{h}x{w}, {layout}, {torch.get_num_threads() if args.threads is None else args.threads}"
+    print(f"batch {args.batch_size}, {c}x{h}x{w}, {layout}, {threads}"
           f" threads{', compiled' if args.compile else ''}; median of {args.repeats} interleaved repeats; "
           f"fp32 GEMM peak {peak:.1f} GFLOP/s")
     print(format_table(headers, rows))

@@ -6,14 +6,14 @@ one class (``--class C``, default: the non-background class predicted on most pi
 """
 from __future__ import annotations
 
-import json
-
 from ..explain.dense import detection_cam, segmentation_cam
 from ..explain.figure import dense_figure, explain_image, save_figure
 from ..factory import create_model
 from ..loading import model_from_record
 from ..train.rundir import record_from_args
 from ..weights import load_checkpoint
+from ._options import json_object
+from ._threads import add_threads_option, resolve_threads, torch_threads
 
 RUN_MODEL_FLAGS = ("model", "model_kwargs", "num_classes")  # what --run gives already
 
@@ -29,7 +29,7 @@ def add_parser(sub):
     p.add_argument("--class", dest="target", type=int, help="class to explain (default: the top prediction)")
     p.add_argument("--out", default="cam.png", help="output figure (default cam.png; format from the suffix)")
     p.add_argument("--num-classes", type=int, help="classifier outputs, without --run (default 1000)")
-    p.add_argument("--model-kwargs", type=json.loads, help="JSON dict passed to create_model, without --run")
+    p.add_argument("--model-kwargs", type=json_object, help="JSON dict passed to create_model, without --run")
     p.add_argument("--input-size", nargs=2, type=int, metavar=("H", "W"),
                    help="model input size (default: the model's pretrained_cfg)")
     p.add_argument("--method", choices=("gradcam", "gradcam++"), default="gradcam")
@@ -44,8 +44,10 @@ def add_parser(sub):
     p.add_argument("--detection", type=int, default=0, help="detection runs: the detection to explain, by rank "
                    "of score (default 0, the highest)")
     p.add_argument("--score-thresh", type=float, default=0.5,
-                   help="detection runs: draw the detections scoring at least this (default 0.5)")
+                   help="detection runs: draw the detections scoring at least this (default 0.5); the one "
+                   "explained is drawn in red whatever its score, and the title gives its score")
     p.add_argument("--dpi", type=int, default=100)
+    add_threads_option(p)
     p.set_defaults(func=run)
 
 
@@ -115,6 +117,11 @@ def _model(args):
 
 
 def run(args) -> int:
+    with torch_threads(resolve_threads(args.threads, "cam")):
+        return _run(args)
+
+
+def _run(args) -> int:
     import torch
 
 

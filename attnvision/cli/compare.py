@@ -6,13 +6,14 @@ differences to the baseline and, in words, whether each is larger than the seed 
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 
 from .._table import format_table
 from ..compare import DEFAULT, PRESETS, compare, delta_cell, group, mean_cell, parse_sets, task_columns, verdict
 from ..train.tasks import TASKS
+from ._options import json_object
+from ._threads import add_threads_option, available_cpus, resolve_threads
 
 
 def add_parser(sub):
@@ -37,9 +38,9 @@ def add_parser(sub):
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--opt", choices=("sgd", "adamw"))
-    p.add_argument("--model-kwargs", type=json.loads, help="JSON dict passed to every create_model")
-    p.add_argument("--threads", type=int, help="torch threads when --jobs is 1")
-    p.add_argument("--jobs", type=int, help="runs at once, one thread each (default: the number of CPUs, at most 2)")
+    p.add_argument("--model-kwargs", type=json_object, help="JSON dict passed to every create_model")
+    add_threads_option(p, "torch threads of each run, divided among the --jobs")
+    p.add_argument("--jobs", type=int, help="runs at once (default: the cores this process may use, at most 2)")
     p.add_argument("--out", default="runs/compare", help="output directory (default runs/compare)")
     p.set_defaults(func=run)
 
@@ -56,10 +57,12 @@ def run(args) -> int:
     # the default recipe; its model keywords (the small ResNet's stem) only go with the default models
     source = PRESETS[args.preset] if args.preset else DEFAULT
     recipe = {k: v for k, v in source["recipe"].items() if k != "model_kwargs" or models is None} if not dense else {}
-    for key in ("batch_size", "lr", "opt", "model_kwargs", "threads"):
+    for key in ("batch_size", "lr", "opt", "model_kwargs"):
         if getattr(args, key) is not None:
             recipe[key] = getattr(args, key)
-    jobs = args.jobs or min(2, os.cpu_count() or 1)
+    jobs = args.jobs if args.jobs is not None else min(2, available_cpus())
+    if jobs >= 1:  # else refused by compare
+        recipe["threads"] = resolve_threads(args.threads, "compare", jobs)
     rows = compare(models, parse_sets(args.sets) if args.sets else None, preset=args.preset, data=args.data,
                    epochs=args.epochs, seeds=args.seeds, out=args.out, recipe=recipe, jobs=jobs, task=args.task,
                    head=args.model)

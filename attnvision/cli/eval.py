@@ -16,6 +16,8 @@ from ..train.distributed import resolve_device
 from ..train.rundir import create_run_model, record_from_args
 from ..train.tasks import get_task
 from ..weights import load_checkpoint
+from ._options import json_object
+from ._threads import add_threads_option, resolve_threads, torch_threads
 
 
 def add_parser(sub):
@@ -28,12 +30,13 @@ def add_parser(sub):
     p.add_argument("--split", choices=("train", "val"), default="val")
     p.add_argument("--source", choices=("auto", "attnvision", "official"), default="auto",
                    help="key layout of the checkpoint (official: the authors')")
-    p.add_argument("--model-kwargs", type=json.loads, help="JSON dict passed to create_model (without --run)")
+    p.add_argument("--model-kwargs", type=json_object, help="JSON dict passed to create_model (without --run)")
     p.add_argument("--attach", metavar="KIND", help="attention retrofitted at training (`train --attach KIND`)")
     p.add_argument("--attach-init", choices=("identity", "default"), default="identity")
     p.add_argument("--input-size", nargs=3, type=int, metavar=("C", "H", "W"))
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--workers", type=int, default=0)
+    add_threads_option(p)
     p.add_argument("--device", help="cpu | cuda (default: cuda when available)")
     p.add_argument("--per-class", action="store_true", help="also per-class accuracy and the confusion matrix")
     p.add_argument("--out", help="write eval.json here (default: beside the checkpoint)")
@@ -58,6 +61,11 @@ def _model_and_data(args):
 
 
 def run(args) -> int:
+    with torch_threads(resolve_threads(args.threads, "eval")):
+        return _run(args)
+
+
+def _run(args) -> int:
     device = resolve_device(args.device, "eval")
     record, pc = _model_and_data(args)
     if record and record.get("task", "classification") != "classification":

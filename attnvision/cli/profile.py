@@ -6,6 +6,8 @@ import json
 from .._table import format_table
 from ..factory import create_model
 from ..profiling import profile
+from ._options import json_object
+from ._threads import add_threads_option, resolve_threads, torch_threads
 
 
 def add_parser(sub):
@@ -15,12 +17,19 @@ def add_parser(sub):
                    help="C H W, or B C H W (default: the model's pretrained_cfg input_size, batch 1)")
     p.add_argument("--batch-size", type=int, help="batch B (default 1, or the B of a 4-number --input-size)")
     p.add_argument("--num-classes", type=int, default=1000)
-    p.add_argument("--model-kwargs", type=json.loads, default={}, help="JSON dict passed to create_model")
+    p.add_argument("--model-kwargs", type=json_object, default={}, help="JSON dict passed to create_model")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_threads_option(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    # counting takes no time worth a warning about a busy machine
+    with torch_threads(resolve_threads(args.threads, "profile", warn=False)):
+        return _run(args)
+
+
+def _run(args) -> int:
     import torch
 
 

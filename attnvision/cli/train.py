@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
 
 from ..train import NonFiniteLossError, TrainConfig, train
 from ..train.distributed import shutdown
 from ..train.rundir import resumed_config
 from ..train.tasks import get_task
+from ._options import json_object
+from ._threads import add_threads_option, resolve_threads
 
 DEFAULT_OUT = "runs/train"
 
@@ -74,14 +76,14 @@ def add_parser(sub):
                    help="under torchrun, normalise over the global batch (SyncBatchNorm on GPUs, its CPU equivalent "
                         "otherwise): the weights then equal one process's")
     p.add_argument("--seed", type=int, help="(default 0)")
-    p.add_argument("--model-kwargs", type=json.loads, help="JSON dict passed to create_model (num_classes and "
+    p.add_argument("--model-kwargs", type=json_object, help="JSON dict passed to create_model (num_classes and "
                    "in_chans follow the data); with --task, to create_detector/create_segmenter")
     p.add_argument("--attach", metavar="KIND", help="retrofit attention KIND into the model (attnvision.attach)")
     p.add_argument("--attach-init", choices=("identity", "default"), help="(default identity)")
     p.add_argument("--input-size", nargs=3, type=int, metavar=("C", "H", "W"),
                    help="crop size for image files (default: the model's pretrained_cfg)")
     p.add_argument("--workers", type=int, help="data-loading processes (default 0)")
-    p.add_argument("--threads", type=int, help="torch threads per process")
+    add_threads_option(p, "torch threads per process (under torchrun the cores are divided among them)")
     p.add_argument("--device", help="cpu | cuda (default: cuda when available)")
     p.add_argument("--out", help=f"run directory (default {DEFAULT_OUT}); train refuses one holding another run")
     p.add_argument("--resume", nargs="?", const=True, metavar="DIR",
@@ -102,6 +104,7 @@ def run(args) -> int:
             raise ValueError(f"train: --resume {resume} and --out {given['out']} name two directories; give one")
         given["out"] = resume
     given.setdefault("out", DEFAULT_OUT)
+    given["threads"] = resolve_threads(given.get("threads"), "train", jobs=_local_processes(), warn=_is_main())
     settings = resumed_config(given["out"], given) if resume else given
     missing = [f"--{k}" for k in ("model", "epochs") if k not in settings]
     if missing:
@@ -134,5 +137,10 @@ def _digits(metric: str) -> int:
 
 
 def _is_main() -> bool:
-    import os
     return os.environ.get("RANK", "0") == "0"
+
+
+def _local_processes() -> int:
+    """The processes torchrun started on this machine (they share its cores), else 1."""
+    count = os.environ.get("LOCAL_WORLD_SIZE", "")
+    return int(count) if count.isdigit() and int(count) > 0 else 1

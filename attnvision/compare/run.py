@@ -130,8 +130,9 @@ def compare(models: list[str] | None = None, settings: list[dict] | None = None,
     ``recipe`` holds :class:`TrainConfig` fields shared by every run.
     Each setting applies only to the models it changes (:func:`applicable`); the first model is
     the baseline every other is paired with, seed by seed. ``jobs`` runs that many trainings at
-    once in separate processes (one thread each); throughput is then measured afterwards, one
-    model at a time.
+    once in separate processes, each on ``recipe["threads"]`` threads (default 1; the command line
+    divides the available cores among the jobs); throughput is then measured afterwards, one model at
+    a time, on as many threads.
     """
     task_spec = get_task(task)
     if task_spec.compares_backbones:
@@ -163,7 +164,7 @@ def compare(models: list[str] | None = None, settings: list[dict] | None = None,
             raise unknown_name_error("compare", m, list_models())
     threads = recipe.pop("threads", None)
     base = TrainConfig(data=data, epochs=epochs, out=None, progress=progress and jobs == 1,
-                       threads=1 if jobs > 1 else threads, **recipe)
+                       threads=threads or (1 if jobs > 1 else None), **recipe)
 
     columns = TaskColumns.of(task_spec)
     grid = plan(models, settings, seeds, base)

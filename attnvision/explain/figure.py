@@ -200,8 +200,9 @@ def dense_figure(display: np.ndarray, cam: torch.Tensor, *, detections: dict | N
                  score_thresh: float = 0.5, prediction: torch.Tensor | None = None, target: int | None = None,
                  class_names=None, title: str = ""):
     """Where a detector or segmenter looks, in two panels: its output over the image (the detections
-    scoring at least ``score_thresh``, ``chosen`` in red; or the predicted class map), and the Grad-CAM map
-    of the explained detection (its box drawn) or class (the outline of its predicted pixels)."""
+    scoring at least ``score_thresh``, and ``chosen`` in red whatever its score, the title saying which;
+    or the predicted class map), and the Grad-CAM map of the explained detection (its box drawn) or
+    class (the outline of its predicted pixels)."""
     Figure, Rectangle, _, _ = _import_matplotlib()
     height, width = display.shape[:2]
     fig = Figure(figsize=(2 * PANEL_W, PANEL_H + 0.4), constrained_layout=True)
@@ -215,21 +216,20 @@ def dense_figure(display: np.ndarray, cam: torch.Tensor, *, detections: dict | N
         ax.axis("off")
     right.imshow(cam.detach().float().cpu().numpy(), cmap="jet", alpha=0.5, extent=(0, width, height, 0))
     if detections is not None:
-        shown = 0
         for k, (box, score, label) in enumerate(zip(detections["boxes"].tolist(), detections["scores"].tolist(),
                                                     detections["labels"].tolist())):
             if score < score_thresh and k != chosen:
                 continue
-            shown += score >= score_thresh
             x0, y0, x1, y1 = box
             color = "red" if k == chosen else "lime"
             for ax in (left, right) if k == chosen else (left,):
                 ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=color, linewidth=1.5))
             left.text(x0, y0, f"{name(label)} {score:.2f}", color=color, fontsize=7, va="bottom")
-        left.set_title(f"{shown} detection(s) with score ≥ {score_thresh:g}", fontsize=9)
-        box_label = detections["labels"][chosen].item()
-        right.set_title(f"Grad-CAM of detection {chosen}: {name(box_label)} "
-                        f"{detections['scores'][chosen].item():.2f}" + _empty_note(cam), fontsize=9)
+        left.set_title(detections_title(detections["scores"].tolist(), chosen, score_thresh), fontsize=9)
+        if chosen is not None:
+            box_label = detections["labels"][chosen].item()
+            right.set_title(f"Grad-CAM of detection {chosen}: {name(box_label)} "
+                            f"{detections['scores'][chosen].item():.2f}" + _empty_note(cam), fontsize=9)
     else:
         classes = prediction.cpu().numpy()
         left.imshow(np.ma.masked_equal(classes, 0), cmap="tab20", alpha=0.6, vmin=0, vmax=19,
@@ -244,6 +244,19 @@ def dense_figure(display: np.ndarray, cam: torch.Tensor, *, detections: dict | N
         right.set_title(f"Grad-CAM of {name(target)} (its predicted pixels outlined)" + _empty_note(cam), fontsize=9)
     fig.suptitle(title, fontsize=11)
     return fig
+
+
+def detections_title(scores: list[float], chosen: int | None, score_thresh: float) -> str:
+    """What the detections panel shows: how many detections pass ``score_thresh`` and which one is
+    explained, with its score when it is below the threshold (drawn all the same)."""
+    above = sum(score >= score_thresh for score in scores)
+    count = f"{above} detection{'' if above == 1 else 's'} with score ≥ {score_thresh:g}"
+    if chosen is None:
+        return count
+    if scores[chosen] >= score_thresh:
+        return f"{count}; red: detection {chosen}, explained"
+    return (f"explained in red: detection {chosen}, score {scores[chosen]:.2f}, below {score_thresh:g} "
+            f"({'none' if above == 0 else above} above)")
 
 
 def _empty_note(cam: torch.Tensor) -> str:

@@ -10,7 +10,9 @@ A run directory holds:
   consistent by itself, whatever happened between two writes.
 
 A kill during a save leaves the previous file in place: the new one only replaces it by an
-atomic rename once it is complete on disk.
+atomic rename once it is complete on disk. A write that fails (a full disk, a read-only folder)
+is an ``OSError`` with its errno, never the writers' own ``RuntimeError``/``SafetensorError`` that
+would hide it, and leaves no temporary file.
 """
 from __future__ import annotations
 
@@ -19,23 +21,52 @@ import random
 
 import torch
 
-from ..io import atomic_write
+from ..io import atomic_write, atomic_write_bytes
 from ..weights import torch_load
 
 LAST_WEIGHTS, BEST_WEIGHTS, LAST_STATE = "last.safetensors", "best.safetensors", "last.state.pt"
 
 
 def save_weights(path, state_dict: dict, metadata: dict | None = None) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     # clones: safetensors refuses tensors that share storage (tied weights)
     tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state_dict.items()}
     meta = {k: str(v) for k, v in (metadata or {}).items()}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    # serialised here and written by Python: safetensors' own file writer reports a full disk as a
+    # SafetensorError, without the errno
+    atomic_write_bytes(path, save(tensors, metadata=meta))
+
+
+class _Sink:
+    """The file ``torch.save`` writes to, keeping the ``OSError`` of a failed write: torch turns it into
+    a ``RuntimeError`` ("unexpected pos") that has lost the errno."""
+
+    def __init__(self, file):
+        self.file, self.error = file, None
+
+    def write(self, data) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
 
 
 def save_state(path, state: dict) -> None:
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            sink = _Sink(f)
+            try:
+                torch.save(state, sink)
+            except RuntimeError:
+                if sink.error is None:
+                    raise
+                raise sink.error from None
+    atomic_write(path, write)
 
 
 def load_state(path) -> dict:

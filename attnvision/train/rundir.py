@@ -8,21 +8,23 @@ rebuild the model from it. The weights files carry the model part of the record 
 safetensors metadata, so that one file alone rebuilds its model (``attnvision.load_model``).
 
 ``train`` refuses to write into a directory that holds another run unless it is asked to
-continue it (``resume``) or to replace it (``overwrite``); a replaced run's files are removed
-before the new run writes its first one, never earlier.
+continue it (``resume``) or to replace it (``overwrite``); a replaced run's files are set aside
+when the new run writes its first one, put back if that write fails, and removed once it succeeded.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import tempfile
 
 from torch import nn
 
 from ..attach import attach as attach_attention
 from ..data import parse_spec
 from ..factory import create_model, fit_cfg_to_channels
-from ..io import atomic_write_text, read_json
+from ..io import atomic_write_text, file_operation, read_json
 from . import checkpoints as ckpt
 from .config import RUNTIME_KEYS
 
@@ -197,11 +199,31 @@ def check_out(out: str | None, resume: bool, overwrite: bool) -> None:
                          f"continue it with --resume, replace it with --overwrite, or choose another --out")
 
 
-def clear_run(out: str) -> None:
-    """Remove the files of the run in ``out`` (nothing else of the directory)."""
-    for name in held_run(out):
-        path = os.path.join(out, name)
-        if os.path.isdir(path):
-            shutil.rmtree(path)
-        else:
-            os.remove(path)
+@contextlib.contextmanager
+def replacing_run(out: str):
+    """Around the first write of a new run replacing the run in ``out`` (``overwrite``): the old run's
+    files are set aside first (renamed into a hidden folder of ``out``), put back when the block fails
+    and removed once it succeeded, so that a folder the new run cannot write into (read-only, full)
+    keeps the old run whole. Nothing else of the directory is touched."""
+    found = held_run(out)
+    if not found:
+        yield
+        return
+    with file_operation("replace the run in", out):
+        aside = tempfile.mkdtemp(prefix=".replaced-run.", dir=out)
+    moved = []
+    try:
+        for name in found:
+            with file_operation("set aside", os.path.join(out, name)):
+                os.replace(os.path.join(out, name), os.path.join(aside, name))
+            moved.append(name)
+        yield
+    except BaseException:
+        for name in moved:
+            with contextlib.suppress(OSError):
+                os.replace(os.path.join(aside, name), os.path.join(out, name))
+        with contextlib.suppress(OSError):  # stays only when a file could not be put back
+            os.rmdir(aside)
+        raise
+    with file_operation("remove the replaced run in", aside):
+        shutil.rmtree(aside)

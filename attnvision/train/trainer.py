@@ -312,11 +312,10 @@ class _Loop:
             self.best, self.rows, self.running = state["best"], state["rows"], state["running"]
         self.model_meta, self.log = {}, None
         if out and d.is_main:
-            if cfg.overwrite:
-                rundir.clear_run(out)
             run_cfg = rundir.data_pretrained_cfg(cfg.data, self.train_set, self.sample_shape, self.pretrained_cfg)
-            record = rundir.write_record(out, _config(cfg), self.train_set, run_cfg, self.custom_model,
-                                         **self._dense_record())
+            with rundir.replacing_run(out) if cfg.overwrite else contextlib.nullcontext():
+                record = rundir.write_record(out, _config(cfg), self.train_set, run_cfg, self.custom_model,
+                                             **self._dense_record())
             # the weights carry what rebuilds their model, unless the record cannot name one
             self.model_meta = {} if self.custom_model else rundir.model_metadata(record)
             self.log = MetricsLog(out, self.rows, self.task.columns())
