@@ -11,9 +11,15 @@ import sys
 
 from .._table import format_table
 from ..compare import DEFAULT, PRESETS, compare, delta_cell, group, mean_cell, parse_sets, task_columns, verdict
+from ..train.config import TrainConfig, config_from_dict
 from ..train.tasks import TASKS
-from ._options import json_object
+from ._config import add_config_options
 from ._threads import add_threads_option, available_cpus, resolve_threads
+
+# TrainConfig fields that the grid sets itself (or that name where and how each run goes)
+_OWN_FIELDS = ("model", "data", "task", "backbone", "epochs", "seed", "out", "resume", "overwrite", "progress",
+               "threads")
+RECIPE_FIELDS = [f for f in TrainConfig.__dataclass_fields__ if f not in _OWN_FIELDS]
 
 
 def add_parser(sub):
@@ -35,10 +41,8 @@ def add_parser(sub):
     p.add_argument("--data", help=f"dataset spec (default: {DEFAULT['data']})")
     p.add_argument("--epochs", type=int, help=f"epochs per run (default: {DEFAULT['epochs']})")
     p.add_argument("--seeds", type=int, help=f"seeds per setting (default: {DEFAULT['seeds']})")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--opt", choices=("sgd", "adamw"))
-    p.add_argument("--model-kwargs", type=json_object, help="JSON dict passed to every create_model")
+    # every other TrainConfig field, shared by all runs (the grid's own options above replace theirs)
+    add_config_options(p, exclude=_OWN_FIELDS, show_defaults=False)
     add_threads_option(p, "torch threads of each run, divided among the --jobs")
     p.add_argument("--jobs", type=int, help="runs at once (default: the cores this process may use, at most 2)")
     p.add_argument("--out", default="runs/compare", help="output directory (default runs/compare)")
@@ -57,9 +61,7 @@ def run(args) -> int:
     # the default recipe; its model keywords (the small ResNet's stem) only go with the default models
     source = PRESETS[args.preset] if args.preset else DEFAULT
     recipe = {k: v for k, v in source["recipe"].items() if k != "model_kwargs" or models is None} if not dense else {}
-    for key in ("batch_size", "lr", "opt", "model_kwargs"):
-        if getattr(args, key) is not None:
-            recipe[key] = getattr(args, key)
+    recipe.update(config_from_dict({k: v for k, v in vars(args).items() if k in RECIPE_FIELDS}, "compare"))
     jobs = args.jobs if args.jobs is not None else min(2, available_cpus())
     if jobs >= 1:  # else refused by compare
         recipe["threads"] = resolve_threads(args.threads, "compare", jobs)

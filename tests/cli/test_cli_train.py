@@ -185,7 +185,8 @@ def test_cuda_device_without_a_gpu_is_a_one_line_error(tmp_path, capsys, monkeyp
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--epochs", "1"], "--model is required (or --resume DIR to continue a run)"),
+    (["--epochs", "1"], "--model is required (on the command line or in --config FILE; or --resume DIR to continue "
+                        "a run)"),
     (["--resume", "nowhere"], "no run directory at 'nowhere'"),
     (["--resume", "a", "--out", "b"], "--resume a and --out b name two directories"),
     (["--model", "resnet20", "--epochs", "1", "--resume", "--overwrite"],
