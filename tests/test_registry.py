@@ -97,11 +97,13 @@ def test_one_registry_type_refuses_duplicates_suggests_close_names_and_lists_sor
 
 def test_every_registry_is_the_one_type():
     from attnvision.compare import RUN_METRICS
+    from attnvision.data import DATASETS
+    from attnvision.explain import EXPLAIN_METHODS
     from attnvision.layers.create_attn import ATTN_KINDS
     from attnvision.registry import MODELS, Registry
     from attnvision.train.tasks import TASKS
 
-    for reg in (MODELS, ATTN_KINDS, TASKS, RUN_METRICS):
+    for reg in (MODELS, ATTN_KINDS, TASKS, DATASETS, RUN_METRICS, EXPLAIN_METHODS):
         assert isinstance(reg, Registry) and len(reg) > 0, reg
 
 
@@ -128,3 +130,33 @@ def test_a_registered_attention_kind_plugs_into_every_family_that_takes_attn(nam
             av.register_attn("test_gate", Gate)
     finally:
         ATTN_KINDS.unregister("test_gate")
+
+
+def test_a_registered_dataset_trains_through_the_same_spec_strings(tmp_path):
+    from attnvision.data import DATASETS, create_dataset, data_task, register_dataset
+
+    def small_digits(arg, split, *, seed, **_):
+        full = create_dataset("digits", split, seed=seed)
+        full.base.images, full.base.labels = full.base.images[:int(arg)], full.base.labels[:int(arg)]
+        return full
+
+    register_dataset("few-digits", small_digits, argument=True)
+    try:
+        data = create_dataset("few-digits:40", "val")
+        assert len(data) == 40 and data_task("few-digits:40") == "classification"
+        with pytest.raises(ValueError, match="data: unknown name 'few-digit'; did you mean 'few-digits'"):
+            create_dataset("few-digit", "val")
+    finally:
+        DATASETS.unregister("few-digits")
+
+
+def test_a_registered_explanation_method_is_used_by_gradcam():
+    from attnvision.explain import EXPLAIN_METHODS, gradcam
+
+    EXPLAIN_METHODS.register("uniform", lambda act, grad: torch.ones(act.shape[:2]))
+    try:
+        model = av.create_model("resnet20", num_classes=3).eval()
+        cams = gradcam(model, torch.randn(2, 3, 32, 32), method="uniform", normalize=False)
+        assert cams.shape == (2, 32, 32) and (cams >= 0).all()
+    finally:
+        EXPLAIN_METHODS.unregister("uniform")

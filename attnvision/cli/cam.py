@@ -6,6 +6,7 @@ one class (``--class C``, default: the non-background class predicted on most pi
 """
 from __future__ import annotations
 
+from ..explain import EXPLAIN_METHODS
 from ..explain.dense import detection_cam, segmentation_cam
 from ..explain.figure import dense_figure, explain_image, save_figure
 from ..factory import create_model
@@ -32,7 +33,7 @@ def add_parser(sub):
     p.add_argument("--model-kwargs", type=json_object, help="JSON dict passed to create_model, without --run")
     p.add_argument("--input-size", nargs=2, type=int, metavar=("H", "W"),
                    help="model input size (default: the model's pretrained_cfg)")
-    p.add_argument("--method", choices=("gradcam", "gradcam++"), default="gradcam")
+    p.add_argument("--method", choices=EXPLAIN_METHODS.names(), default="gradcam")
     p.add_argument("--layer", default="auto", help="module to explain (default: the last stage)")
     p.add_argument("--labels", help="text file with one class name per line (default: ImageNet names for "
                    "1000 classes, else 'class K')")

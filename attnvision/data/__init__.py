@@ -15,23 +15,52 @@ Every dataset gives ``(image tensor, label)`` and has ``num_classes``, ``in_chan
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, Callable
+
 from torchvision.transforms import v2
 
 from .._suggest import unknown_name_error
+from ..registry import Registry
+from .augment import AUTO_AUGMENTS, BatchMix, InUnitRange, SampleAugment, mixup_cutmix
 from .cluttered import ClutteredDigits
+from .dense import DENSE_BUILTIN, DENSE_WITH_PATH, IMAGENET_MEAN, IMAGENET_STD, create_dense_dataset
 from .digits import Digits
 from .files import CIFAR, ImageFolder
 from .synthetic import Synthetic
-from .augment import AUTO_AUGMENTS, BatchMix, InUnitRange, SampleAugment, mixup_cutmix
 from .transforms import Augmented, imagenet_transform, pad_crop_transform
 
-from .dense import DENSE_BUILTIN, DENSE_WITH_PATH, create_dense_dataset
+__all__ = ["AUTO_AUGMENTS", "Augmented", "BatchMix", "CIFAR", "ClutteredDigits", "DATASETS", "DataSource", "Digits",
+           "ImageFolder", "SampleAugment", "Synthetic", "create_dataset", "data_task", "mixup_cutmix", "parse_spec",
+           "register_dataset", "spec_names"]
 
-BUILTIN = ("digits", "cluttered-digits", "synthetic") + DENSE_BUILTIN
-WITH_PATH = ("imagefolder", "cifar10", "cifar100") + DENSE_WITH_PATH
 
-__all__ = ["AUTO_AUGMENTS", "Augmented", "BatchMix", "CIFAR", "ClutteredDigits", "Digits", "ImageFolder",
-           "SampleAugment", "Synthetic", "create_dataset", "data_task", "mixup_cutmix", "parse_spec"]
+@dataclass(frozen=True)
+class DataSource:
+    """A registered data spec: ``build(arg, split, **options) -> dataset`` (``options``: ``input_size``,
+    ``mean``, ``std``, ``crop_pct``, ``augment``, ``seed``, ``sample_augment`` and, for detection and
+    segmentation data, their own keywords), the task its items are for, and what follows its name:
+    ``path=True`` for ``NAME:PATH`` (required), ``argument=True`` for an optional ``NAME[:ARG]``."""
+
+    build: Callable[..., Any]
+    task: str = "classification"
+    path: bool = False
+    argument: bool = False
+
+
+DATASETS: Registry[DataSource] = Registry("dataset")
+
+
+def register_dataset(name: str, build: Callable[..., Any], *, task: str = "classification", path: bool = False,
+                     argument: bool = False, override: bool = False) -> None:
+    """Make ``create_dataset("NAME[:ARG]", split, ...)`` (and ``train --data``) build ``build(arg, split, ...)``."""
+    DATASETS.register(name, DataSource(build, task, path, argument), override=override, who="register_dataset")
+
+
+def spec_names(task: str | None = None) -> list[str]:
+    """The data specs (``NAME`` or ``NAME:PATH``) registered for ``task`` (all when None)."""
+    return [f"{n}:PATH" if DATASETS[n].path else n for n in DATASETS.names()
+            if task is None or DATASETS[n].task == task]
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:
@@ -39,23 +68,19 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
     if not isinstance(spec, str) or not spec:
         raise TypeError(f"data: the spec must be a non-empty string, got {spec!r}")
     name, sep, arg = spec.partition(":")
-    if name not in BUILTIN + WITH_PATH:
-        raise unknown_name_error("data", name, [*BUILTIN, *(f"{n}:PATH" for n in WITH_PATH)])
-    if name in WITH_PATH and not arg:
+    if name not in DATASETS:
+        raise unknown_name_error("data", name, spec_names())
+    source = DATASETS[name]
+    if source.path and not arg:
         raise ValueError(f"data: {name!r} needs a path, as in '{name}:PATH'")
-    if name in ("digits", "cluttered-digits", *DENSE_BUILTIN) and sep:
+    if not (source.path or source.argument) and sep:
         raise ValueError(f"data: {name!r} takes no argument, got {spec!r}")
     return name, arg or None
 
 
 def data_task(spec: str) -> str:
     """The task whose items ``spec`` gives: "classification", "detection" or "segmentation"."""
-    name, _ = parse_spec(spec)
-    if name in ("cluttered-digits-det", "coco", "voc"):
-        return "detection"
-    if name in ("cluttered-digits-seg", "segfolder"):
-        return "segmentation"
-    return "classification"
+    return DATASETS[parse_spec(spec)[0]].task
 
 
 def create_dataset(spec: str, split: str = "train", *, input_size=None, mean=None, std=None,
@@ -77,52 +102,81 @@ def create_dataset(spec: str, split: str = "train", *, input_size=None, mean=Non
             ...): see :func:`.dense.create_dense_dataset`.
     """
     name, arg = parse_spec(spec)
+    source = DATASETS[name]
     if sample_augment is not None and not isinstance(sample_augment, SampleAugment):
         raise TypeError(f"data: sample_augment must be a SampleAugment, got {type(sample_augment).__name__}")
-    if sample_augment and name in DENSE_BUILTIN + DENSE_WITH_PATH:
-        raise ValueError(f"data: sample_augment is for classification data; {name!r} is {data_task(spec)} data")
-    if name in DENSE_BUILTIN + DENSE_WITH_PATH:
-        return create_dense_dataset(name, arg, split, augment=augment, seed=seed, **dense_kwargs)
+    if source.task != "classification":
+        if sample_augment:
+            raise ValueError(f"data: sample_augment is for classification data; {name!r} is {source.task} data")
+        return source.build(arg, split, augment=augment, seed=seed, **dense_kwargs)
     if dense_kwargs:
         raise ValueError(f"data: {sorted(dense_kwargs)} are for detection/segmentation data, not {name!r}")
     augment = split == "train" if augment is None else augment
     if sample_augment and not augment:
         raise ValueError(f"data: sample_augment is training augmentation, but the {split!r} split of {name!r} is "
                          f"built without augmentation (augment=True turns it on)")
-    sample_augment = sample_augment or None
-    mean = mean or (0.485, 0.456, 0.406)
-    std = std or (0.229, 0.224, 0.225)
-    if name == "digits":
-        base = Digits(split)
-        background = -base.mean[0] / base.std[0]  # images are normalised already; pad with blank paper
-        transform = v2.RandomCrop(base.image_size, padding=2, fill=background) if augment else None
-        transform = _on_normalised(base, transform, sample_augment)
-    elif name == "cluttered-digits":
-        base = ClutteredDigits(split, seed=seed)
-        transform = _on_normalised(base, None, sample_augment)
-    elif name == "synthetic":
-        shape = (3, 32, 32)
-        if arg:
-            try:
-                shape = tuple(int(s) for s in arg.lower().split("x"))
-            except ValueError:
-                shape = ()
-            if len(shape) != 3:
-                raise ValueError(f"data: synthetic takes a shape like 'synthetic:3x32x32', got {spec!r}")
-        if sample_augment and sample_augment.image_steps():
-            raise ValueError("data: auto_augment and color_jitter work on images in [0, 1]; synthetic images are "
-                             "standard-normal noise of no such range (random_erase alone applies)")
-        base = Synthetic(split, image_shape=shape)
-        transform = v2.Compose(sample_augment.tensor_steps()) if sample_augment else None
-    elif name == "imagefolder":
-        base = ImageFolder(arg, split)
-        size = int((input_size or (3, 224, 224))[-1])
-        base.image_size = size
-        transform = imagenet_transform(size, mean, std, train=augment, crop_pct=crop_pct, augment=sample_augment)
-    else:
-        base = CIFAR(name, arg, split)
-        transform = pad_crop_transform(32, mean, std, train=augment, augment=sample_augment)
+    return source.build(arg, split, input_size=input_size, mean=mean or IMAGENET_MEAN, std=std or IMAGENET_STD,
+                        crop_pct=crop_pct, augment=augment, seed=seed, sample_augment=sample_augment or None)
+
+
+def _digits(arg, split, *, augment, seed, sample_augment, **_):
+    base = Digits(split)
+    background = -base.mean[0] / base.std[0]  # images are normalised already; pad with blank paper
+    crop = v2.RandomCrop(base.image_size, padding=2, fill=background) if augment else None
+    return Augmented(base, _on_normalised(base, crop, sample_augment), seed=seed)
+
+
+def _cluttered_digits(arg, split, *, seed, sample_augment, **_):
+    base = ClutteredDigits(split, seed=seed)
+    return Augmented(base, _on_normalised(base, None, sample_augment), seed=seed)
+
+
+def _synthetic(arg, split, *, seed, sample_augment, **_):
+    shape: tuple[int, ...] = (3, 32, 32)
+    if arg:
+        try:
+            shape = tuple(int(s) for s in arg.lower().split("x"))
+        except ValueError:
+            shape = ()
+        if len(shape) != 3:
+            raise ValueError(f"data: synthetic takes a shape like 'synthetic:3x32x32', got 'synthetic:{arg}'")
+    if sample_augment and sample_augment.image_steps():
+        raise ValueError("data: auto_augment and color_jitter work on images in [0, 1]; synthetic images are "
+                         "standard-normal noise of no such range (random_erase alone applies)")
+    transform = v2.Compose(sample_augment.tensor_steps()) if sample_augment else None
+    return Augmented(Synthetic(split, image_shape=shape), transform, seed=seed)
+
+
+def _image_folder(arg, split, *, input_size, mean, std, crop_pct, augment, seed, sample_augment):
+    base = ImageFolder(arg, split)
+    size = int((input_size or (3, 224, 224))[-1])
+    base.image_size = size
+    transform = imagenet_transform(size, mean, std, train=augment, crop_pct=crop_pct, augment=sample_augment)
     return Augmented(base, transform, seed=seed)
+
+
+def _cifar(name: str):
+    def build(arg, split, *, mean, std, augment, seed, sample_augment, **_):
+        base = CIFAR(name, arg, split)
+        return Augmented(base, pad_crop_transform(32, mean, std, train=augment, augment=sample_augment), seed=seed)
+    return build
+
+
+def _dense(name: str):
+    def build(arg, split, **kwargs):
+        return create_dense_dataset(name, arg, split, **kwargs)
+    return build
+
+
+register_dataset("digits", _digits)
+register_dataset("cluttered-digits", _cluttered_digits)
+register_dataset("synthetic", _synthetic, argument=True)
+register_dataset("imagefolder", _image_folder, path=True)
+register_dataset("cifar10", _cifar("cifar10"), path=True)
+register_dataset("cifar100", _cifar("cifar100"), path=True)
+for _name in DENSE_BUILTIN + DENSE_WITH_PATH:
+    register_dataset(_name, _dense(_name), task="detection" if _name in ("cluttered-digits-det", "coco", "voc")
+                     else "segmentation", path=_name in DENSE_WITH_PATH)
 
 
 def _on_normalised(base, crop, sample_augment: SampleAugment | None):

@@ -11,10 +11,10 @@ explain.explanation_scores(model, loader)              # over (image, label, box
 it; they need matplotlib (the ``plot`` extra), imported only when called.
 """
 from .attention import LAYOUTS, AttentionMap, attention_layers, attention_maps, query_maps
-from .gradcam import METHODS, cam_from_activations, gradcam, resolve_layer
+from .gradcam import EXPLAIN_METHODS, METHODS, cam_from_activations, gradcam, resolve_layer
 from .figure import explain_image, save_figure
 from .metrics import energy_in_box, explanation_scores, pointing_game
 
-__all__ = ["LAYOUTS", "METHODS", "AttentionMap", "attention_layers", "attention_maps", "cam_from_activations",
+__all__ = ["EXPLAIN_METHODS", "LAYOUTS", "METHODS", "AttentionMap", "attention_layers", "attention_maps", "cam_from_activations",
            "energy_in_box", "explain_image", "explanation_scores", "gradcam", "pointing_game", "query_maps",
            "resolve_layer", "save_figure"]

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .gradcam import METHODS, _as_maps, _NotRun, cam_from_activations, captured_layer, layer_gradient, \
-    normalize_peak, resolve_layer
+from .gradcam import (_as_maps, _NotRun, cam_from_activations, captured_layer, check_method, layer_gradient,
+                      normalize_peak, resolve_layer)
 
 
 def _body(model: nn.Module) -> tuple[str, nn.Module]:
@@ -46,8 +46,7 @@ def dense_layer(model: nn.Module, layer: str | nn.Module = "auto") -> tuple[str,
 
 
 def _check_method(who: str, method: str) -> None:
-    if method not in METHODS:
-        raise ValueError(f"{who}: method must be one of {METHODS}, got {method!r}")
+    check_method(who, method)
 
 
 def detection_cam(detector: nn.Module, image: torch.Tensor, detection: int = 0, layer: str | nn.Module = "auto",

@@ -24,16 +24,17 @@ not call itself (it loops over the blocks) is read through the last of its block
 from __future__ import annotations
 
 import contextlib
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .._suggest import unknown_name_error
+from ..registry import Registry
 from ._grid import token_grid, tokens_to_map
 
-METHODS = ("gradcam", "gradcam++")
+METHODS = ("gradcam", "gradcam++")  # the built-in methods (EXPLAIN_METHODS holds every registered one)
 
 
 def resolve_layer(model: nn.Module, layer: str | nn.Module = "auto") -> tuple[str, nn.Module]:
@@ -188,19 +189,37 @@ def _activation_and_gradient(model, images, name, module, target, use_input: boo
     return logits.detach(), act, grad
 
 
+def _gradcam_weights(act: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM's α^c_k: the gradient averaged over the map."""
+    return grad.mean((2, 3))                                                      # α (B, K)
+
+
+def _gradcam_pp_weights(act: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM++'s w^c_k: positive gradients weighted by α^{kc}_{ij} = g² / (2g² + Σ A · g³)."""
+    g2 = grad.pow(2)
+    g3 = g2 * grad
+    denom = 2 * g2 + act.sum((2, 3), keepdim=True) * g3
+    a = torch.where(grad != 0, g2 / torch.where(denom != 0, denom, torch.ones_like(denom)),
+                    torch.zeros_like(g2))                                         # (B, K, h, w)
+    return (a * grad.clamp_min(0)).sum((2, 3))                                    # w (B, K)
+
+
+# Explanation methods are plug-ins: ``fn(activations, gradients) -> channel weights (B, K)``.
+EXPLAIN_METHODS: Registry[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = Registry("explanation method")
+EXPLAIN_METHODS.register("gradcam", _gradcam_weights)
+EXPLAIN_METHODS.register("gradcam++", _gradcam_pp_weights)
+
+
+def check_method(who: str, method) -> None:
+    """A clear error naming ``who`` unless ``method`` is a registered explanation method."""
+    if method not in EXPLAIN_METHODS:
+        raise ValueError(f"{who}: method must be one of {tuple(EXPLAIN_METHODS.names())}, got {method!r}")
+
+
 def cam_from_activations(act: torch.Tensor, grad: torch.Tensor, method: str = "gradcam") -> torch.Tensor:
     """L^c (B, h, w) from activations A and gradients g, both (B, K, h, w)."""
-    if method == "gradcam":
-        weights = grad.mean((2, 3))                                               # α (B, K)
-    elif method == "gradcam++":
-        g2 = grad.pow(2)
-        g3 = g2 * grad
-        denom = 2 * g2 + act.sum((2, 3), keepdim=True) * g3
-        a = torch.where(grad != 0, g2 / torch.where(denom != 0, denom, torch.ones_like(denom)),
-                        torch.zeros_like(g2))                                     # (B, K, h, w)
-        weights = (a * grad.clamp_min(0)).sum((2, 3))                             # w (B, K)
-    else:
-        raise ValueError(f"gradcam: method must be one of {METHODS}, got {method!r}")
+    check_method("gradcam", method)
+    weights = EXPLAIN_METHODS[method](act, grad)
     return torch.relu((weights[:, :, None, None] * act).sum(1))                   # (B, h, w)
 
 
@@ -222,8 +241,7 @@ def gradcam(model: nn.Module, images: torch.Tensor, target: int | Sequence[int] 
         return_logits: also return the logits of the forward pass, ``(cams, logits)``.
     """
     _check_images("gradcam", images)
-    if method not in METHODS:
-        raise ValueError(f"gradcam: method must be one of {METHODS}, got {method!r}")
+    check_method("gradcam", method)
     if torch.is_inference_mode_enabled():
         raise RuntimeError("gradcam: needs gradients; call it outside torch.inference_mode()")
     name, module = resolve_layer(model, layer)

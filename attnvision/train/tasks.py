@@ -22,7 +22,7 @@ trainer and ``compare`` only ever look a task up by name. The built-in ones live
 """
 from __future__ import annotations
 
-from ..data import BUILTIN, WITH_PATH, data_task
+from ..data import data_task, spec_names
 from ..data.augment import AUGMENT_FIELDS, SampleAugment
 from ..registry import Registry
 
@@ -76,8 +76,7 @@ class Task:
 
 
 def _data_of(task: str) -> list[str]:
-    return [n for n in BUILTIN if data_task(n) == task] + [f"{n}:PATH" for n in WITH_PATH
-                                                           if data_task(f"{n}:x") == task]
+    return spec_names(task)
 
 
 def register_task(cls=None, *, name: str | None = None, override: bool = False):
