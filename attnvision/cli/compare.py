@@ -12,7 +12,7 @@ import sys
 from .._table import format_table
 from ..compare import DEFAULT, PRESETS, compare, delta_cell, group, mean_cell, parse_sets, task_columns, verdict
 from ..train.config import TrainConfig, config_from_dict
-from ..train.tasks import TASKS
+from ..train.tasks import TASKS, get_task
 from ._config import add_config_options
 from ._threads import add_threads_option, available_cpus, resolve_threads
 
@@ -50,7 +50,7 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    dense = args.task != "classification"
+    dense = get_task(args.task).uses_backbone  # backbones under one head
     if dense and args.models:
         raise ValueError(f"compare: --task {args.task} compares --backbones under one head (--model); drop --models")
     if not dense and (args.backbones or args.model):

@@ -74,7 +74,7 @@ def run(args) -> int:
         return 130
     if summary["world_size"] == 1 or _is_main():
         best = get_task(cfg.task).best  # val_acc1, val_map or val_miou
-        name = cfg.model if cfg.task == "classification" else f"{cfg.model} on {cfg.backbone}"
+        name = f"{cfg.model} on {cfg.backbone}" if get_task(cfg.task).uses_backbone else cfg.model
         print(f"{name} on {cfg.data}: {best.replace('_', ' ', 1)} {summary[best]:.{_digits(best)}f} (best "
               f"{summary['best_' + best]:.{_digits(best)}f} at epoch {summary['best_epoch']}), {summary['params']:,} "
               f"params, {summary['macs']:,} MACs; wrote {cfg.out}/")

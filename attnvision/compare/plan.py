@@ -72,7 +72,7 @@ def settings_label(setting: dict) -> str:
 
 def run_config(model: str, setting: dict, seed: int, base: TrainConfig) -> TrainConfig:
     """The run of ``model`` (the backbone, for detection and segmentation) under ``setting`` and ``seed``."""
-    named = dict(backbone=model) if get_task(base.task).compares_backbones else dict(model=model)
+    named = dict(backbone=model) if get_task(base.task).uses_backbone else dict(model=model)
     cfg = dataclasses.replace(base, **named, seed=seed, model_kwargs=json.loads(json.dumps(base.model_kwargs)))
     for key, value in setting.items():
         if key.startswith("train."):
@@ -110,7 +110,7 @@ def applicable(model: str, setting: dict, base: TrainConfig) -> dict:
     attention for any ``attn_kwargs``, is not affected)."""
     kept, plain = {}, None
     for key, value in setting.items():
-        if key.startswith("train.") or get_task(base.task).compares_backbones:  # a head's keywords change every run
+        if key.startswith("train.") or get_task(base.task).uses_backbone:  # a head's keywords change every run
             kept[key] = value
             continue
         if plain is None:  # the model without any setting: built once, compared with each

@@ -135,7 +135,7 @@ def compare(models: list[str] | None = None, settings: list[dict] | None = None,
     a time, on as many threads.
     """
     task_spec = get_task(task)
-    if task_spec.compares_backbones:
+    if task_spec.uses_backbone:
         if preset or not models:
             raise ValueError(f"compare: --task {task} compares the backbones given (--backbones A,B,...); "
                              f"presets are classification protocols")
@@ -209,7 +209,7 @@ def compare(models: list[str] | None = None, settings: list[dict] | None = None,
 
     rows = []
     with scoped_process_state(threads=base.threads):
-        speed = _throughputs(grid, base, out, progress) if not task_spec.compares_backbones else {}
+        speed = _throughputs(grid, base, out, progress) if not task_spec.uses_backbone else {}
         for m, s, k in grid.runs:
             cfg, summary = summaries[(m, settings_label(s), k)]
             summary = _add_run_metrics(cfg, summary, cfg.out)  # metrics registered in this process only

@@ -60,7 +60,7 @@ class DenseTask(Task):
 
     train_columns = ("train_loss",)
     size_fields: tuple[str, ...] = ()
-    compares_backbones = True
+    uses_backbone = True
 
     def check(self, cfg) -> None:
         super().check(cfg)
@@ -72,6 +72,12 @@ class DenseTask(Task):
         wrong += ["input_size"] * (cfg.input_size is not None)
         if wrong:
             raise ValueError(f"train: {', '.join(wrong)} do(es) not apply to --task {self.name}")
+
+    def record_fields(self, cfg, train_set) -> dict:
+        return dict(task=self.name, backbone=cfg.backbone, model_kwargs=self.model_kwargs(cfg, train_set))
+
+    def summary_fields(self, cfg) -> dict:
+        return dict(task=self.name, backbone=cfg.backbone)
 
     def model_pretrained_cfg(self, cfg) -> dict:
         kwargs = dict(cfg.model_kwargs.get("backbone_kwargs") or {})

@@ -13,7 +13,7 @@ object (:func:`get_task`) that supplies the parts that differ:
   epoch's row of ``metrics.csv`` (columns ``train_columns`` and ``val_columns``);
 - ``best``: the ``val_*`` column whose highest value marks ``best.safetensors``;
 - ``summary_metrics(result)``: what ``summary.json`` reports of the last evaluation;
-- ``compare_metrics``, ``compare_label``, ``compare_digits``, ``compares_backbones``, ``compare_defaults``:
+- ``compare_metrics``, ``compare_label``, ``compare_digits``, ``uses_backbone``, ``compare_defaults``:
   what :func:`attnvision.compare.compare` reports and how it builds a grid of this task.
 
 Tasks are plug-ins: a subclass registers itself with :func:`register_task` (``TASKS``), and the
@@ -41,8 +41,9 @@ class Task:
     compare_metrics: tuple[str, ...]
     compare_label: str
     compare_digits: int = 4
-    # ``compare``'s models are backbones under one head; ``compare_defaults``: its head, data and schedule
-    compares_backbones: bool = False
+    # the model is a head (``cfg.model``) on a backbone (``cfg.backbone``), and ``compare``'s models are
+    # backbones under one head; ``compare_defaults``: that head, the data and the schedule
+    uses_backbone: bool = False
     compare_defaults: dict | None = None
     augmentations = False  # whether the task applies TrainConfig's auto_augment ... cutmix_alpha
 
@@ -56,6 +57,14 @@ class Task:
             raise ValueError(f"train: {', '.join(given)} {'is an' if len(given) == 1 else 'are'} image-classification "
                              f"augmentation{'s' * (len(given) > 1)}; --task {self.name} does not take "
                              f"{'it' if len(given) == 1 else 'them'}")
+
+    def record_fields(self, cfg, train_set) -> dict:
+        """What the run record (``run.json``, the weights' metadata) adds to rebuild this task's model."""
+        return {}
+
+    def summary_fields(self, cfg) -> dict:
+        """What ``summary.json`` adds for this task."""
+        return {}
 
     def sample_augment(self, cfg) -> SampleAugment | None:
         """The per-sample augmentations the task's training set adds (``None``: none)."""

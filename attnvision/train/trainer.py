@@ -315,16 +315,10 @@ class _Loop:
             run_cfg = rundir.data_pretrained_cfg(cfg.data, self.train_set, self.sample_shape, self.pretrained_cfg)
             with rundir.replacing_run(out) if cfg.overwrite else contextlib.nullcontext():
                 record = rundir.write_record(out, _config(cfg), self.train_set, run_cfg, self.custom_model,
-                                             **self._dense_record())
+                                             **self.task.record_fields(cfg, self.train_set))
             # the weights carry what rebuilds their model, unless the record cannot name one
             self.model_meta = {} if self.custom_model else rundir.model_metadata(record)
             self.log = MetricsLog(out, self.rows, self.task.columns())
-
-    def _dense_record(self) -> dict:
-        if self.task.name == "classification":
-            return {}
-        return dict(task=self.task.name, backbone=self.cfg.backbone,
-                    model_kwargs=self.task.model_kwargs(self.cfg, self.train_set))
 
     # -- save and log --------------------------------------------------------------------------
     def save(self, epoch: int, batch: int, row: dict | None) -> None:
@@ -500,8 +494,7 @@ def _train(cfg: TrainConfig, d: Dist, model, train_set, val_set, on_step) -> dic
         seconds=time.perf_counter() - started, world_size=d.world_size,
         config=_config(cfg),
     )
-    if task.name != "classification":
-        summary.update(task=task.name, backbone=cfg.backbone)
+    summary.update(task.summary_fields(cfg))
     if out and d.is_main and not interrupted:
         atomic_write_text(os.path.join(out, "summary.json"), json.dumps(summary, indent=1) + "\n")
     if interrupted and d.is_main:
