@@ -27,7 +27,12 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(self.prog, message)
 
     def option_strings(self) -> list[str]:
-        return [s for action in self._actions for s in action.option_strings]
+        """Every option this parser takes, its sub-commands' included (``data export --split``)."""
+        found = [s for action in self._actions for s in action.option_strings]
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                found += [s for sub in action.choices.values() for s in sub.option_strings()]
+        return found
 
 
 def json_object(text: str) -> dict:

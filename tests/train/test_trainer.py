@@ -133,16 +133,8 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_p
 
 
 def _crash_while_saving(path):
-    """Child process: start writing new weights, then die abruptly half-way through the file."""
-    import safetensors.torch
-
-    def half_then_die(tensors, filename, metadata=None):
-        with open(filename, "wb") as f:
-            f.write(b"\x00" * 1000)
-            f.flush()
-        os._exit(1)
-
-    safetensors.torch.save_file = half_then_die
+    """Child process: write new weights, then die abruptly before the file is complete on disk (at its fsync)."""
+    os.fsync = lambda fd: os._exit(1)
     save_weights(path, {"w": torch.full((100,), 2.0)})
 
 
