@@ -60,7 +60,7 @@ def data_task(spec: str) -> str:
 
 def create_dataset(spec: str, split: str = "train", *, input_size=None, mean=None, std=None,
                    crop_pct: float = 0.875, augment: bool | None = None, seed: int = 0,
-                   sample_augment: SampleAugment | None = None, **dense_kwargs):
+                   sample_augment: SampleAugment | None = None, interpolation: str = "bilinear", **dense_kwargs):
     """The ``split`` ("train" or "val") of the dataset ``spec``, with its transforms.
 
     Args:
@@ -73,6 +73,7 @@ def create_dataset(spec: str, split: str = "train", *, input_size=None, mean=Non
         sample_augment: RandAugment, TrivialAugment, AugMix, colour jitter, random erasing
             (:class:`.augment.SampleAugment`) added to the training augmentation (classification data;
             ``synthetic`` noise takes the erasing only).
+        interpolation: how image files are resized ("bilinear", "bicubic"; the model's ``pretrained_cfg``).
         **dense_kwargs: for detection/segmentation specs (``num_classes``, ``ignore_index`` of ``segfolder``,
             ...): see :func:`.dense.create_dense_dataset`.
     """
@@ -118,7 +119,8 @@ def create_dataset(spec: str, split: str = "train", *, input_size=None, mean=Non
         base = ImageFolder(arg, split)
         size = int((input_size or (3, 224, 224))[-1])
         base.image_size = size
-        transform = imagenet_transform(size, mean, std, train=augment, crop_pct=crop_pct, augment=sample_augment)
+        transform = imagenet_transform(size, mean, std, train=augment, crop_pct=crop_pct, augment=sample_augment,
+                                       interpolation=interpolation)
     else:
         base = CIFAR(name, arg, split)
         transform = pad_crop_transform(32, mean, std, train=augment, augment=sample_augment)
