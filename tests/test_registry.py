@@ -21,9 +21,14 @@ def test_unknown_model_suggests_the_closest_names():
         av.create_model(50)
 
 
-def test_pretrained_must_be_a_local_path():
-    with pytest.raises(TypeError, match="pretrained must be False or a local path"):
+def test_pretrained_is_published_weights_a_tag_or_a_local_path():
+    with pytest.raises(ValueError, match="'resnet20' has no published weights .* pass pretrained=PATH"):
         av.create_model("resnet20", pretrained=True)
+    with pytest.raises(TypeError, match="pretrained must be False, True, a tag of the model's published weights or a "
+                                        "local path, got 1.5"):
+        av.create_model("resnet20", pretrained=1.5)
+    with pytest.raises(TypeError, match="pretrained must be False or a local path for timm:resnet18"):
+        av.create_model("timm:resnet18", pretrained=True)
 
 
 def test_external_models_build_without_downloading():

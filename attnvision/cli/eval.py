@@ -1,6 +1,7 @@
 """``attnvision eval --run DIR`` or ``--model NAME --checkpoint PATH --data SPEC``: top-1/top-5 and loss;
 for a detection run COCO AP (mAP, mAP50, mAP75, per-size AP; mask AP for Mask R-CNN), for a segmentation
-run mIoU, pixel accuracy and per-class IoU."""
+run mIoU, pixel accuracy and per-class IoU. ``--model NAME --pretrained [TAG] --data SPEC`` evaluates the
+published weights with their preprocessing and prints the measured top-1 beside the publisher's."""
 from __future__ import annotations
 
 import json
@@ -16,6 +17,7 @@ from ..train.distributed import resolve_device
 from ..train.rundir import create_run_model, record_from_args
 from ..train.tasks import get_task
 from ..weights import load_checkpoint
+from ..weights.pretrained import get_weights, is_tag, split_tag, weights_of
 from ._options import json_object
 from ._threads import add_threads_option, resolve_threads, torch_threads
 
@@ -26,6 +28,10 @@ def add_parser(sub):
                    "preprocessing, and its last.safetensors (other options may change the data or checkpoint)")
     p.add_argument("--model", help="registered model name (without --run)")
     p.add_argument("--checkpoint", help="weights file (safetensors or torch; default with --run: DIR/last.safetensors)")
+    p.add_argument("--pretrained", nargs="?", const=True, metavar="TAG", help="evaluate the published weights of "
+                   "--model (its default ones, or TAG; `attnvision models --pretrained` lists them) with their "
+                   "preprocessing, beside the publisher's top-1; --data must have the weights' classes "
+                   "(ImageNet-1k's)")
     p.add_argument("--data", help="dataset spec, as for `attnvision train` (default: the run's, else digits)")
     p.add_argument("--split", choices=("train", "val"), default="val")
     p.add_argument("--source", choices=("auto", "attnvision", "official"), default="auto",
@@ -67,6 +73,8 @@ def run(args) -> int:
 
 def _run(args) -> int:
     device = resolve_device(args.device, "eval")
+    if args.pretrained:
+        return _run_pretrained(args, device)
     record, pc = _model_and_data(args)
     if record and record.get("task", "classification") != "classification":
         return _run_dense(args, record, device)
@@ -107,6 +115,56 @@ def _run(args) -> int:
                       split=args.split, **result.as_dict(per_class=args.per_class))
     atomic_write_text(out, json.dumps(record_out, indent=1) + "\n")
     print(f"wrote {out}")
+    return 0
+
+
+def _run_pretrained(args, device) -> int:
+    """Evaluate published weights (``create_model(NAME, pretrained=...)``) on ``--data`` with their preprocessing."""
+    if args.run or args.checkpoint or args.attach:
+        raise ValueError("eval: --pretrained evaluates the published weights of --model; it takes no --run, "
+                         "--checkpoint or --attach")
+    if args.source != "auto":
+        raise ValueError("eval: --source is the layout of --checkpoint; published weights know their own")
+    if not args.model or not args.data:
+        raise ValueError("eval: --pretrained needs --model NAME (`attnvision models --pretrained` lists them) and "
+                         "--data SPEC (ImageNet's validation images: imagefolder:PATH)")
+    arch, tag = split_tag(args.model)
+    if isinstance(args.pretrained, str) and not is_tag(arch, args.pretrained):
+        tags = [w.tag for w in weights_of(arch)]
+        raise ValueError(f"eval: --pretrained takes a tag of {arch}'s published weights "
+                         f"({', '.join(tags) or 'none'}), got {args.pretrained!r}; evaluate a file with --checkpoint")
+    weights = get_weights(arch, tag or (args.pretrained if isinstance(args.pretrained, str) else None), who="eval")
+    kwargs = dict(args.model_kwargs or {})
+    if kwargs.get("num_classes", weights.num_classes) != weights.num_classes:
+        raise ValueError(f"eval: the {weights.tag} weights of {arch} have {weights.num_classes} classes; "
+                         f"--model-kwargs sets num_classes={kwargs['num_classes']!r}")
+    kwargs["num_classes"] = weights.num_classes
+    model = create_model(args.model, pretrained=args.pretrained, **kwargs)
+    pc = model.pretrained_cfg
+    name, size = f"{pc['architecture']}.{pc['tag']}", tuple(args.input_size or pc["input_size"])
+    data = create_dataset(args.data, args.split, input_size=size, mean=pc["mean"], std=pc["std"],
+                          crop_pct=pc["crop_pct"], interpolation=pc["interpolation"], augment=False)
+    if (data.num_classes, data.in_chans) != (model.num_classes, model.in_chans):
+        raise ValueError(f"eval: the {name} weights classify {model.in_chans}-channel images into "
+                         f"{model.num_classes} classes; {args.data!r} has {data.in_chans} channels and "
+                         f"{data.num_classes} classes (for ImageNet-1k weights: its validation images, one folder "
+                         f"per class, in the usual sorted order)")
+    result = evaluate(model.to(device), data, batch_size=args.batch_size, workers=args.workers, device=device,
+                      progress=True)
+    published, where = pc.get("top1"), pc.get("hf_hub_id") or pc.get("url")
+    print(f"{name} (published weights, {where}) on {args.data} {args.split}, {result.count} images at "
+          f"{'x'.join(map(str, size[1:]))}, crop {pc['crop_pct']:g}, {pc['interpolation']}:")
+    rows = [["measured", f"{result.acc1:.3f}", f"{result.acc5:.3f}"],
+            ["publisher", "–" if published is None else f"{published:g}", "–"]]
+    if published is not None:
+        rows.append(["difference", f"{result.acc1 - published:+.3f}", ""])
+    print(format_table(["", "top-1", "top-5"], rows))
+    if size != tuple(pc["input_size"]):
+        print(f"(the publisher measured at {'x'.join(map(str, pc['input_size'][1:]))}; --input-size changed it)")
+    if args.out:
+        atomic_write_text(args.out, json.dumps(dict(model=name, weights=where, data=args.data, split=args.split,
+                                                    top1_published=published, **result.as_dict()), indent=1) + "\n")
+        print(f"wrote {args.out}")
     return 0
 
 

@@ -85,7 +85,7 @@ def data_task(spec: str) -> str:
 
 def create_dataset(spec: str, split: str = "train", *, input_size=None, mean=None, std=None,
                    crop_pct: float = 0.875, augment: bool | None = None, seed: int = 0,
-                   sample_augment: SampleAugment | None = None, **dense_kwargs):
+                   sample_augment: SampleAugment | None = None, interpolation: str = "bilinear", **dense_kwargs):
     """The ``split`` ("train" or "val") of the dataset ``spec``, with its transforms.
 
     Args:
@@ -98,6 +98,7 @@ def create_dataset(spec: str, split: str = "train", *, input_size=None, mean=Non
         sample_augment: RandAugment, TrivialAugment, AugMix, colour jitter, random erasing
             (:class:`.augment.SampleAugment`) added to the training augmentation (classification data;
             ``synthetic`` noise takes the erasing only).
+        interpolation: how image files are resized ("bilinear", "bicubic"; the model's ``pretrained_cfg``).
         **dense_kwargs: for detection/segmentation specs (``num_classes``, ``ignore_index`` of ``segfolder``,
             ...): see :func:`.dense.create_dense_dataset`.
     """
@@ -116,7 +117,8 @@ def create_dataset(spec: str, split: str = "train", *, input_size=None, mean=Non
         raise ValueError(f"data: sample_augment is training augmentation, but the {split!r} split of {name!r} is "
                          f"built without augmentation (augment=True turns it on)")
     return source.build(arg, split, input_size=input_size, mean=mean or IMAGENET_MEAN, std=std or IMAGENET_STD,
-                        crop_pct=crop_pct, augment=augment, seed=seed, sample_augment=sample_augment or None)
+                        crop_pct=crop_pct, augment=augment, seed=seed, sample_augment=sample_augment or None,
+                        interpolation=interpolation)
 
 
 def _digits(arg, split, *, augment, seed, sample_augment, **_):
@@ -147,11 +149,12 @@ def _synthetic(arg, split, *, seed, sample_augment, **_):
     return Augmented(Synthetic(split, image_shape=shape), transform, seed=seed)
 
 
-def _image_folder(arg, split, *, input_size, mean, std, crop_pct, augment, seed, sample_augment):
+def _image_folder(arg, split, *, input_size, mean, std, crop_pct, augment, seed, sample_augment, interpolation):
     base = ImageFolder(arg, split)
     size = int((input_size or (3, 224, 224))[-1])
     base.image_size = size
-    transform = imagenet_transform(size, mean, std, train=augment, crop_pct=crop_pct, augment=sample_augment)
+    transform = imagenet_transform(size, mean, std, train=augment, crop_pct=crop_pct, augment=sample_augment,
+                                   interpolation=interpolation)
     return Augmented(base, transform, seed=seed)
 
 

@@ -33,14 +33,22 @@ def to_tensor(mean, std) -> v2.Compose:
     return v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))])
 
 
+INTERPOLATIONS = {"bilinear": v2.InterpolationMode.BILINEAR, "bicubic": v2.InterpolationMode.BICUBIC,
+                  "nearest": v2.InterpolationMode.NEAREST}
+
+
 def imagenet_transform(size: int, mean, std, *, train: bool, crop_pct: float = 0.875,
-                       augment: SampleAugment | None = None) -> v2.Compose:
-    """``augment`` (train only): its policy and jitter after the flip, its erasing after the normalisation."""
+                       augment: SampleAugment | None = None, interpolation: str = "bilinear") -> v2.Compose:
+    """``augment`` (train only): its policy and jitter after the flip, its erasing after the normalisation;
+    ``interpolation`` (a ``pretrained_cfg``'s: "bilinear", "bicubic" or "nearest") resizes."""
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"data: interpolation must be one of {tuple(INTERPOLATIONS)}, got {interpolation!r}")
+    mode = INTERPOLATIONS[interpolation]
     if train:
-        return v2.Compose([v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip(),
+        return v2.Compose([v2.RandomResizedCrop(size, interpolation=mode, antialias=True), v2.RandomHorizontalFlip(),
                            *_image_steps(augment), to_tensor(mean, std), *_tensor_steps(augment)])
-    return v2.Compose([v2.Resize(int(math.floor(size / crop_pct)), antialias=True), v2.CenterCrop(size),
-                       to_tensor(mean, std)])
+    return v2.Compose([v2.Resize(int(math.floor(size / crop_pct)), interpolation=mode, antialias=True),
+                       v2.CenterCrop(size), to_tensor(mean, std)])
 
 
 def pad_crop_transform(size: int, mean, std, *, train: bool, padding: int = 4, flip: bool = True,

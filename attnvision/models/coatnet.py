@@ -26,6 +26,13 @@ blocks are grouped by L1…L4 so ``features_only`` still gives five maps).
 ``rel_attn`` selects pre-softmax (the paper's), post-softmax or no relative bias.
 Relative tables are sized for ``img_size``; other input sizes interpolate them, and
 checkpoints made at another size are resized when loaded.
+
+No published ImageNet weights fit these models, so none are registered (``pretrained=True`` refuses):
+the authors released none (google-research/maxvit publishes MaxViT checkpoints only), timm's paper-like
+``coatnet_0_224`` … ``coatnet_3_224`` are untrained, and timm's trained ``coatnet_0_rw_224`` /
+``coatnet_1_rw_224`` (``sw_in1k``) are another network: coatnet_0_rw has depths (2, 3, 7, 2) against the
+paper's (2, 3, 5, 2), both a (32, 64) stem, SiLU MBConvs (the paper: GELU) expanding from the input width,
+ReLU SE, no bias on several projections, and no pre-logits Linear + tanh head (timm's ``_rw_coat_cfg``).
 """
 from __future__ import annotations
 

@@ -30,8 +30,9 @@ from torch import nn
 
 from ..layers import BAM, CBAM, create_attn
 from ..layers.create_attn import check_attn
-from ._base import (MATCH_PREV, Backbone, check_image, check_init, init_attention_module_cnn, make_cfg,
-                    register_variant, stage_attn_matchers)
+from ..weights.pretrained import WeightsCfg, register_weights
+from ._base import (IMAGENET_MEAN, IMAGENET_STD, MATCH_PREV, Backbone, check_image, check_init,
+                    init_attention_module_cnn, make_cfg, register_variant, stage_attn_matchers)
 from .resnet import _PAPERS, ATTN_KINDS, _between_stages
 
 # (expansion t, output channels c, repeats n, first stride s) of the 17 inverted residual blocks
@@ -188,3 +189,37 @@ for _attn in (None, *ATTN_KINDS):
         partial(MobileNetV2, attn=_attn, paper=_MOBILENET_V2_PAPER + (f"; {_PAPERS[_attn]}" if _attn else ""),
                 paper_params=_params, paper_macs=_macs),
         "MobileNetV2 " + (f"with {_attn.upper()} attention." if _attn else "without attention."))
+
+
+# -- published weights ------------------------------------------------------------------------
+# Default: torchvision's V1 weights, trained with the recipe closest to the paper's (torchvision's V2
+# used a longer recipe with heavier augmentation). Keys: torchvision's, the classifier at classifier.1.
+_TV_EVIDENCE = ("pypi:torchvision==0.29.1 (wheel) torchvision/models/mobilenetv2.py MobileNet_V2_Weights.{} (url, "
+                "acc@1, check_hash=True) and transforms/_presets.py ImageClassification")
+
+
+def _torchvision(tag: str, file: str, top1: float, crop_pct: float) -> WeightsCfg:
+    return WeightsCfg(tag=tag, url=f"https://download.pytorch.org/models/{file}",
+                      url_sha256=file.rsplit("-", 1)[1].split(".")[0], top1=top1, license="bsd-3-clause",
+                      source="official", mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_pct=crop_pct,
+                      interpolation="bilinear",
+                      evidence=(_TV_EVIDENCE.format("IMAGENET1K_V2" if tag == "tv2_in1k" else "IMAGENET1K_V1"),))
+
+
+PRETRAINED = {
+    "mobilenet_v2": [
+        _torchvision("tv_in1k", "mobilenet_v2-b0353104.pth", 71.878, 0.875),
+        _torchvision("tv2_in1k", "mobilenet_v2-7ebf99e0.pth", 72.154, 0.9655),  # resize 232, crop 224
+    ],
+    "mobilenet_v2_eca": [
+        WeightsCfg(tag="eca_authors_in1k", page="https://drive.google.com/open?id=1FxzeXPg1SJQZzVVH4HRjMeq_SVMfidUm",
+                   top1=72.56, license="mit", source="official", mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                   crop_pct=0.875, interpolation="bilinear",
+                   evidence=(("github.com/BangguWu/ECANet@b332f6b3e6e2afe8a3287dc8ee8440a0fbec74c4 README.md "
+                              "(ImageNet table, link 'eca_mobilenetv2_k13'), LICENSE"),
+                             "github.com/BangguWu/ECANet main.py (Resize 256, CenterCrop 224)"),
+                   notes="no checksum is published; which ECA kernel rule the file follows (c < 96 or c <= 96 for "
+                         "k = 1) was not checked: the 96-channel blocks' eca.conv.weight shape tells"),
+    ],
+}
+register_weights(PRETRAINED)

@@ -25,12 +25,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..weights import remap_keys
+from ..weights.pretrained import WeightsCfg, register_weights
 from ..layers import BAM, DropPath, create_attn, drop_path_rates
 from ..layers.bam import OFFICIAL_BAM_NEEDS_PRODUCT
 from ..layers.create_attn import attn_placement, check_attn
 from ..layers.pointwise import PointwiseConv2d
-from ._base import (MATCH_PREV, Backbone, CIFAR_MEAN, CIFAR_STD, check_image, check_init, init_attention_module_cnn,
-                    init_torchvision_cnn, keep_layers, make_cfg, register_variant, stage_attn_matchers)
+from ._base import (IMAGENET_MEAN, IMAGENET_STD, MATCH_PREV, Backbone, CIFAR_MEAN, CIFAR_STD, check_image,
+                    check_init, init_attention_module_cnn, init_torchvision_cnn, keep_layers, make_cfg,
+                    register_variant, stage_attn_matchers)
 
 ATTN_KINDS = ("se", "eca", "bam", "cbam")  # the papers' kinds, registered as variants (resnet50_cbam, ...)
 
@@ -573,3 +575,143 @@ for _base in RESNET_CFGS:
                          partial(lambda n, c, base, attn, **kw: ResNet(_variant_cfg(base, attn), n, c, attn=attn, **kw),
                                  base=_base, attn=_attn),
                          f"{_base} " + (f"with {_attn.upper()} attention." if _attn else "without attention."))
+
+
+# -- published weights ------------------------------------------------------------------------
+# One list per model, the default tag first: the weights whose network is ours exactly, built with
+# the default arguments, and whose training is closest to the paper's (torchvision's V1 recipe for
+# the plain ResNets; for resnet50_se timm's ra2 weights, since the SE authors' own (legacy_in1k) need
+# the Caffe layout, stride_in_1x1=True and stem_pool="ceil"; for resnet101/152_se these are the only
+# weights, and pretrained=True builds that layout). Values are the publishers' (see each evidence).
+
+_TIMM = "github.com/huggingface/pytorch-image-models@aa4b5850c1543fa488abf260f18390eda46cf85d"
+_TIMM_RESULTS = f"{_TIMM} results/results-imagenet.csv (timm's own evaluation)"
+_TV = "pypi:torchvision==0.29.1 (wheel)"
+_ECA_AUTHORS = "github.com/BangguWu/ECANet@b332f6b3e6e2afe8a3287dc8ee8440a0fbec74c4"
+_TORCHVISION_EVAL = dict(mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_pct=0.875, interpolation="bilinear")
+# torchvision's V2 weights are evaluated after a resize to 232 and a 224 centre crop (224/232)
+_TORCHVISION_V2_EVAL = dict(_TORCHVISION_EVAL, crop_pct=0.9655)
+# timm's ResNet Strikes Back weights: 224 at crop 0.95, bicubic; their better test size is 288 at crop 1.0
+_RSB_EVAL = dict(mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_pct=0.95, interpolation="bicubic",
+                 test_input_size=(3, 288, 288), test_crop_pct=1.0)
+_RSB_URL = "https://github.com/{org}/pytorch-image-models/releases/download/v0.1-rsb-weights/{file}"
+_LEGACY_SE = dict(stride_in_1x1=True, stem_pool="ceil")  # the SE authors' Caffe layout (timm's senet.py)
+
+
+def _torchvision(model: str, tag: str, file: str, top1: float, sha256: str | None = None) -> WeightsCfg:
+    """torchvision's weights (keys equal ours), also on the Hub as timm's safetensors copy of the same tensors."""
+    version = "IMAGENET1K_V2" if tag == "tv2_in1k" else "IMAGENET1K_V1"
+    return WeightsCfg(
+        tag=tag, hf_hub_id=f"timm/{model}.{tag}", hf_hub_filename="model.safetensors",
+        url=f"https://download.pytorch.org/models/{file}", url_sha256=file.rsplit("-", 1)[1].split(".")[0],
+        sha256=sha256, top1=top1, license="bsd-3-clause", source="attnvision",
+        evidence=((f"{_TV} torchvision/models/resnet.py ResNet{model[6:]}_Weights.{version} (url, acc@1, "
+                   f"check_hash=True) and transforms/_presets.py ImageClassification"),
+                  f"{_TIMM} timm/models/resnet.py default_cfgs['{model}.{tag}'] (hf_hub_id, license)"),
+        **(_TORCHVISION_V2_EVAL if tag == "tv2_in1k" else _TORCHVISION_EVAL))
+
+
+def _rsb(model: str, tag: str, org: str, file: str, top1: float, sha256: str | None = None) -> WeightsCfg:
+    """timm's ResNet Strikes Back weights (Wightman et al. 2021): torchvision's keys."""
+    return WeightsCfg(
+        tag=tag, hf_hub_id=f"timm/{model}.{tag}", hf_hub_filename="model.safetensors",
+        url=_RSB_URL.format(org=org, file=file), sha256=sha256, top1=top1, license="apache-2.0", source="attnvision",
+        evidence=(f"{_TIMM} timm/models/resnet.py default_cfgs['{model}.{tag}'] (_rcfg)", _TIMM_RESULTS),
+        notes="top-1 at 224 (crop 0.95); timm reports more at its test size 288 (crop 1.0)", **_RSB_EVAL)
+
+
+def _legacy_se(model: str, file: str, top1: float) -> WeightsCfg:
+    """Cadene's port of the SE authors' Caffe models, as timm's ``legacy_seresnet*`` (URL only)."""
+    timm_name = model.replace("resnet", "legacy_seresnet").removesuffix("_se")
+    return WeightsCfg(
+        tag="legacy_in1k",
+        url=f"https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-cadene/{file}",
+        top1=top1, license="apache-2.0", source="official", model_kwargs=_LEGACY_SE,
+        evidence=((f"{_TIMM} timm/models/senet.py default_cfgs['{timm_name}.in1k'] (_cfg: 0.875, bilinear) and "
+                   f"SENet.__init__ (pool0 = MaxPool2d(3, 2, ceil_mode=True))"), _TIMM_RESULTS),
+        notes="the SE authors' weights (Hu et al.), converted from Caffe; no checksum is published",
+        **_TORCHVISION_EVAL)
+
+
+def _eca_authors(model: str, drive_id: str, label: str, top1: float) -> WeightsCfg:
+    """The ECA authors' checkpoints (BangguWu/ECANet): Google Drive only."""
+    return WeightsCfg(
+        tag="eca_authors_in1k", page=f"https://drive.google.com/open?id={drive_id}", top1=top1, license="mit",
+        source="official",
+        evidence=(f"{_ECA_AUTHORS} README.md (ImageNet table, link '{label}'), LICENSE",
+                  "github.com/BangguWu/ECANet main.py (Resize 256, CenterCrop 224)"),
+        notes=f"the README's '{label}'; a BaiduDrive mirror is listed there too; no checksum is published",
+        **_TORCHVISION_EVAL)
+
+
+def _attention_module_authors(kind: str, drive_id: str, top1: float, **kwargs) -> WeightsCfg:
+    """The BAM/CBAM authors' checkpoints (Jongchan/attention-module): Google Drive only."""
+    return WeightsCfg(
+        tag=f"{kind}_authors_in1k", page=f"https://drive.google.com/file/d/{drive_id}/view?usp=sharing", top1=top1,
+        license="mit", source="official",
+        evidence=(("github.com/Jongchan/attention-module@459efad0e05ee7dde50c41ca10a3d0800bc3792a README.md "
+                   "(ACC@1), LICENSE, train_imagenet.py (Scale 256, CenterCrop 224)"),),
+        notes="no checksum is published", **_TORCHVISION_EVAL, **kwargs)
+
+
+PRETRAINED = {
+    "resnet18": [
+        _torchvision("resnet18", "tv_in1k", "resnet18-f37072fd.pth", 69.758,
+                     sha256="694f673df6520a3158624e8a89af086f59923ee4cd7436fe5bc3bc71d295ad81"),
+        _rsb("resnet18", "a1_in1k", "huggingface", "resnet18_a1_0-d63eafa0.pth", 71.504,
+             sha256="80c49dee3da4822c009c5a7fe591e9223c5a2cfcf95a4067ca4dfb5a7b89c612"),
+    ],
+    "resnet34": [
+        _torchvision("resnet34", "tv_in1k", "resnet34-b627a593.pth", 73.314),
+        _rsb("resnet34", "a1_in1k", "huggingface", "resnet34_a1_0-46f8f793.pth", 76.42),
+    ],
+    "resnet50": [
+        _torchvision("resnet50", "tv_in1k", "resnet50-0676ba61.pth", 76.13,
+                     sha256="5d061a3c593d795bfe682d9b152bafbcf550579873492def3515b46db1189888"),
+        _torchvision("resnet50", "tv2_in1k", "resnet50-11ad3fa6.pth", 80.858),
+        _rsb("resnet50", "a1_in1k", "rwightman", "resnet50_a1_0-14fe96d1.pth", 80.382,
+             sha256="773525d5821de224f8f30c33377b7a795d7863e08522698200d3217d3f2a41bb"),
+    ],
+    "resnet101": [
+        _torchvision("resnet101", "tv_in1k", "resnet101-63fe2227.pth", 77.374),
+        _torchvision("resnet101", "tv2_in1k", "resnet101-cd907fc2.pth", 81.886),
+        _rsb("resnet101", "a1h_in1k", "rwightman", "resnet101_a1h-36d3f2aa.pth", 81.95),
+        _rsb("resnet101", "a1_in1k", "huggingface", "resnet101_a1_0-cdcb52a9.pth", 81.494),
+    ],
+    "resnet152": [
+        _torchvision("resnet152", "tv_in1k", "resnet152-394f9c45.pth", 78.312),
+        _torchvision("resnet152", "tv2_in1k", "resnet152-f82ba261.pth", 82.284),
+        _rsb("resnet152", "a1h_in1k", "rwightman", "resnet152_a1h-dc400468.pth", 82.818),
+        _rsb("resnet152", "a1_in1k", "huggingface", "resnet152_a1_0-2eee8a7a.pth", 81.998),
+    ],
+    "resnet50_se": [
+        WeightsCfg(tag="ra2_in1k", hf_hub_id="timm/seresnet50.ra2_in1k", hf_hub_filename="model.safetensors",
+                   url="https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights/"
+                       "seresnet50_ra_224-8efdb4bb.pth",
+                   top1=80.26, license="apache-2.0", source="official", mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                   crop_pct=0.875, interpolation="bicubic", test_input_size=(3, 288, 288), test_crop_pct=0.95,
+                   evidence=(f"{_TIMM} timm/models/resnet.py default_cfgs['seresnet50.ra2_in1k'] (_ttcfg)",
+                             _TIMM_RESULTS),
+                   notes="trained in timm (RandAugment recipe), not by the SE authors"),
+        WeightsCfg(tag="a1_in1k", hf_hub_id="timm/seresnet50.a1_in1k", hf_hub_filename="model.safetensors",
+                   url=_RSB_URL.format(org="huggingface", file="seresnet50_a1_0-ffa00869.pth"),
+                   top1=80.012, license="apache-2.0", source="official",
+                   evidence=(f"{_TIMM} timm/models/resnet.py default_cfgs['seresnet50.a1_in1k'] (_rcfg)",
+                             _TIMM_RESULTS), **_RSB_EVAL),
+        _legacy_se("resnet50_se", "se_resnet50-ce0d4300.pth", 77.65),
+    ],
+    "resnet101_se": [_legacy_se("resnet101_se", "se_resnet101-7e38fcc6.pth", 78.37)],
+    "resnet152_se": [_legacy_se("resnet152_se", "se_resnet152-d17c99b7.pth", 78.662)],
+    "resnet18_eca": [_eca_authors("resnet18_eca", "1LMRFRTyzVifGBi2MUpTuYEWW44S8mwyl", "eca_resnet18_k3577", 70.92)],
+    "resnet34_eca": [_eca_authors("resnet34_eca", "15LV5Jkea3GPzvLP5__H7Gg88oNQUxBDE", "eca_resnet34_k3357", 74.21)],
+    "resnet50_eca": [_eca_authors("resnet50_eca", "1670rce333c_lyMWFzBlNZoVUvtxbCF_U", "eca_resnet50_k3557", 77.42)],
+    "resnet101_eca": [_eca_authors("resnet101_eca", "1b5FQ8yDFnZ_UhvWT9txmjI_LjbKkgnvC", "eca_resnet101_k3357",
+                                   78.65)],
+    "resnet152_eca": [_eca_authors("resnet152_eca", "1_bYnaOg9ptsILC_iC7uQ5Izv-u2rjYG5", "eca_resnet152_k3357",
+                                   78.92)],
+    "resnet50_cbam": [_attention_module_authors("cbam", "1mvAVvhLR_2XY_bPYxh-SEz4vDmGzSArO", 77.622)],
+    # the authors' BAM computes σ(M_c · M_s) (see OFFICIAL_BAM_NEEDS_PRODUCT)
+    "resnet50_bam": [_attention_module_authors("bam", "1auVf70gfL0ol40bvaX5rlbpn9cKIxhAL", 76.86,
+                                               model_kwargs=dict(attn_kwargs=dict(combine="product")))],
+}
+register_weights(PRETRAINED)

@@ -24,7 +24,10 @@ Sizes (Table 5 of the paper): widths C, depths L, MLP ratios r
 
 Any input size works: each patch embedding gives ⌈H/s⌉×⌈W/s⌉, nothing is cropped.
 ``checkpoint_filter_fn`` reads the authors' checkpoints and the Hugging Face transformers
-layout (``VanForImageClassification``).
+layout (``VanForImageClassification``). ``create_model("van_b0", pretrained=True)`` downloads the
+authors' ImageNet weights of B0–B3 (``PRETRAINED`` below) and sets their preprocessing in
+``pretrained_cfg``: mean = std = 0.5, crop 0.9, bicubic, the authors' (not ImageNet's mean/std, which the
+model keeps when built without them).
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ import torch
 from torch import nn
 
 from ..weights import remap_keys
+from ..weights.pretrained import WeightsCfg, register_weights
 from ..layers import LKA, DropPath, LayerScale, drop_path_rates
 from ..layers.lka import FAST_CHANNELS_LAST
 from ..layers.pointwise import PointwiseConv2d
@@ -303,3 +307,36 @@ for _name, (_dims, _depths, _params, _macs) in VAN_VARIANTS.items():
     _cfg = VANCfg(_dims, _depths, cfg=make_cfg(paper=_PAPER, crop_pct=0.9, interpolation="bicubic",
                                                paper_params=_params, paper_macs=_macs))
     register_variant(_name, partial(_build, cfg=_cfg), f"VAN-{_name[-2:].upper()}: widths {_dims}, depths {_depths}.")
+
+
+# -- published weights ------------------------------------------------------------------------
+# The authors' weights, the only ones (the Hugging Face transformers copies, Visual-Attention-Network/van-*,
+# hold the same tensors converted; their file name was not read, so they are not listed). timm 0.4's
+# CheckpointSaver files, which keep the training command line as an argparse.Namespace beside the
+# state_dict: accepted by name, nothing else. The authors trained and evaluated with their default_cfg,
+# timm 0.4.12's vision_transformer._cfg: mean = std = 0.5, crop 0.9, bicubic (not ImageNet's mean/std).
+_VAN_AUTHORS = "github.com/Visual-Attention-Network/VAN-Classification@e19779b53a1b0828b51ecb4412d577541aee83a7"
+
+
+def _authors(size: str, file: str, top1: float) -> WeightsCfg:
+    repo = f"Visual-Attention-Network/VAN-{size}-original"
+    return WeightsCfg(
+        tag="authors_in1k", hf_hub_id=repo, hf_hub_filename=file,
+        url=f"https://huggingface.co/{repo}/resolve/main/{file}",
+        top1=top1, license="apache-2.0 (for commercial use, the README asks to contact the authors)",
+        source="official", safe_globals=("argparse.Namespace",), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+        crop_pct=0.9, interpolation="bicubic",
+        evidence=(f"{_VAN_AUTHORS} README.md (IN-1K table, Hugging Face links), LICENSE",
+                  f"{_VAN_AUTHORS} models/van.py (model_urls, load_model_weights: checkpoint['state_dict'])",
+                  ("github.com/huggingface/pytorch-image-models (tag v0.4.12) timm/models/vision_transformer.py _cfg, "
+                   "timm/data/config.py resolve_data_config, timm/utils/checkpoint_saver.py (save_state['args'])")),
+        notes="no checksum is published")
+
+
+PRETRAINED = {
+    "van_b0": [_authors("Tiny", "van_tiny_754.pth.tar", 75.4)],
+    "van_b1": [_authors("Small", "van_small_811.pth.tar", 81.1)],
+    "van_b2": [_authors("Base", "van_base_828.pth.tar", 82.8)],
+    "van_b3": [_authors("Large", "van_large_839.pth.tar", 83.9)],
+}
+register_weights(PRETRAINED)
