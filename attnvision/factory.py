@@ -14,6 +14,7 @@ import os
 import warnings
 from collections.abc import Mapping
 
+import torch
 from torch import nn
 
 from . import models  # noqa: F401  (importing the families registers them)
@@ -75,11 +76,11 @@ def _create_external(name: str, num_classes: int, in_chans: int, **kwargs) -> nn
             import torchvision.models as tvm
         except ImportError as e:
             raise ImportError(f"create_model: {name!r} needs torchvision installed") from e
-        if in_chans != 3:
-            raise ValueError(f"create_model: torchvision models take in_chans=3, got {in_chans}")
         if arch not in tvm.list_models():
             raise unknown_name_error("create_model (torchvision)", arch, tvm.list_models())
         model = tvm.get_model(arch, weights=None, num_classes=num_classes, **kwargs)
+        if in_chans != 3:
+            _fit_first_conv(model, in_chans, name)
         model.pretrained_cfg = _torchvision_cfg(tvm, arch)
         return model
     try:
@@ -89,6 +90,24 @@ def _create_external(name: str, num_classes: int, in_chans: int, **kwargs) -> nn
     if arch not in timm.list_models():
         raise unknown_name_error("create_model (timm)", arch, timm.list_models())
     return timm.create_model(arch, pretrained=False, num_classes=num_classes, in_chans=in_chans, **kwargs)
+
+
+def _fit_first_conv(model: nn.Module, in_chans: int, name: str) -> None:
+    """torchvision builds RGB networks only: the first convolution (the one reading 3 channels, first in
+    module order) is replaced by one reading ``in_chans``, its kernels summed over RGB for one channel or
+    repeated and scaled by 3/``in_chans`` otherwise (timm's rule, :func:`adapt_input_conv`)."""
+    for parent in model.modules():
+        for child_name, conv in parent.named_children():
+            if isinstance(conv, nn.Conv2d) and conv.in_channels == 3 and conv.groups == 1:
+                new = nn.Conv2d(in_chans, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                                conv.dilation, 1, conv.bias is not None, conv.padding_mode)
+                with torch.no_grad():
+                    new.weight.copy_(adapt_input_conv(conv.weight, in_chans))
+                    if conv.bias is not None:
+                        new.bias.copy_(conv.bias)
+                setattr(parent, child_name, new)
+                return
+    raise ValueError(f"create_model: {name!r} has no convolution reading 3 channels to fit to in_chans={in_chans}")
 
 
 def _torchvision_cfg(tvm, arch: str) -> dict:

@@ -165,3 +165,17 @@ def test_a_registered_explanation_method_is_used_by_gradcam():
         assert cams.shape == (2, 32, 32) and (cams >= 0).all()
     finally:
         EXPLAIN_METHODS.unregister("uniform")
+
+
+def test_torchvision_models_take_other_channel_counts_with_the_rgb_kernels_summed_or_repeated():
+    torch.manual_seed(0)
+    rgb = av.create_model("torchvision:resnet18", num_classes=4)
+    torch.manual_seed(0)
+    grey = av.create_model("torchvision:resnet18", num_classes=4, in_chans=1)
+    torch.manual_seed(0)
+    five = av.create_model("torchvision:resnet18", num_classes=4, in_chans=5)
+    assert torch.equal(grey.conv1.weight, rgb.conv1.weight.sum(1, keepdim=True))
+    assert torch.allclose(five.conv1.weight[:, 3:], rgb.conv1.weight[:, :2] * 3 / 5)
+    x = torch.randn(2, 1, 32, 32)
+    assert torch.allclose(grey.eval()(x), rgb.eval()(x.expand(-1, 3, -1, -1)), atol=1e-5)
+    assert grey.pretrained_cfg["input_size"][0] == 1 and len(grey.pretrained_cfg["mean"]) == 1
