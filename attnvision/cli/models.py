@@ -1,6 +1,11 @@
 """``attnvision models [PATTERN]``: the registered models, with parameters and MACs."""
 from __future__ import annotations
 
+import sys
+
+import torch
+from tqdm import tqdm
+
 from .._table import format_table
 from ..factory import create_model, list_models
 from ..profiling import profile
@@ -23,9 +28,8 @@ def run(args) -> int:
         print("\n".join(names))
         return 0
     rows = []
-    for name in names:
-        import torch
-
+    # building and profiling every model takes a while: a bar on stderr, so that stdout keeps only the table
+    for name in tqdm(names, desc="counting", unit="model", file=sys.stderr, dynamic_ncols=True, leave=False):
         with torch.device("meta"):
             model = create_model(name)
         size = (1, *model.pretrained_cfg["input_size"])
