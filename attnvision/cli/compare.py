@@ -10,7 +10,20 @@ import os
 import sys
 
 from .._table import format_table
-from ..compare import DEFAULT, PRESETS, compare, delta_cell, group, mean_cell, parse_sets, task_columns, verdict
+from ..compare import (
+    DEFAULT,
+    LAUNCHERS,
+    PRESETS,
+    RunFailedError,
+    compare,
+    create_launcher,
+    delta_cell,
+    group,
+    mean_cell,
+    parse_sets,
+    task_columns,
+    verdict,
+)
 from ..train.config import TrainConfig, config_from_dict
 from ..train.tasks import TASKS, get_task
 from ._config import add_config_options
@@ -20,6 +33,10 @@ from ._threads import add_threads_option, available_cpus, resolve_threads
 _OWN_FIELDS = ("model", "data", "task", "backbone", "epochs", "seed", "out", "resume", "overwrite", "progress",
                "threads")
 RECIPE_FIELDS = [f for f in TrainConfig.__dataclass_fields__ if f not in _OWN_FIELDS]
+# the submitit launcher's options: flag -> its keyword (attnvision.compare.SubmititLauncher)
+SUBMITIT_FLAGS = {"--partition": "partition", "--gpus-per-run": "gpus_per_run", "--cpus-per-run": "cpus_per_run",
+                  "--time-limit": "time_limit", "--nodes-per-run": "nodes_per_run",
+                  "--slurm-array-parallelism": "array_parallelism"}
 
 
 def add_parser(sub):
@@ -46,6 +63,21 @@ def add_parser(sub):
     add_threads_option(p, "torch threads of each run, divided among the --jobs")
     p.add_argument("--jobs", type=int, help="runs at once (default: the cores this process may use, at most 2)")
     p.add_argument("--out", default="runs/compare", help="output directory (default runs/compare)")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bars (the lines of each epoch and each finished run are printed either way)")
+    g = p.add_argument_group("launcher", "where the runs train (docs/cluster.md)")
+    g.add_argument("--launcher", choices=LAUNCHERS.names(), default="local",
+                   help="local: this machine (--jobs at once); submitit: a SLURM job each (pip install "
+                   "\"attnvision[slurm]\"), or submitit's local jobs where there is no SLURM; logs in OUT/submitit/")
+    g.add_argument("--partition", help="submitit: the SLURM partition")
+    g.add_argument("--gpus-per-run", type=int, metavar="N", help="submitit: GPUs of each run, one process each "
+                   "(default 0: CPU)")
+    g.add_argument("--cpus-per-run", type=int, metavar="N", help="submitit: CPU cores of each run (its threads)")
+    g.add_argument("--time-limit", type=int, metavar="MINUTES", help="submitit: time limit of each job (default 120 "
+                   "on SLURM); a run cut by it is requeued and resumes from its last.state.pt")
+    g.add_argument("--nodes-per-run", type=int, metavar="N", help="submitit: nodes of each run (default 1)")
+    g.add_argument("--slurm-array-parallelism", dest="array_parallelism", type=int, metavar="N",
+                   help="submitit: jobs of the array running at once (default all)")
     p.set_defaults(func=run)
 
 
@@ -62,12 +94,26 @@ def run(args) -> int:
     source = PRESETS[args.preset] if args.preset else DEFAULT
     recipe = {k: v for k, v in source["recipe"].items() if k != "model_kwargs" or models is None} if not dense else {}
     recipe.update(config_from_dict({k: v for k, v in vars(args).items() if k in RECIPE_FIELDS}, "compare"))
+    options = {key: getattr(args, key) for key in SUBMITIT_FLAGS.values() if getattr(args, key) is not None}
+    if args.launcher != "submitit" and options:
+        flags = [flag for flag, key in SUBMITIT_FLAGS.items() if key in options]
+        raise ValueError(f"compare: {', '.join(flags)} go{'es' if len(flags) == 1 else ''} with --launcher submitit")
+    try:
+        launcher = create_launcher(args.launcher, **options)  # before anything is written
+    except ImportError as e:
+        raise ValueError(str(e)) from e
     jobs = args.jobs if args.jobs is not None else min(2, available_cpus())
-    if jobs >= 1:  # else refused by compare
-        recipe["threads"] = resolve_threads(args.threads, "compare", jobs)
-    rows = compare(models, parse_sets(args.sets) if args.sets else None, preset=args.preset, data=args.data,
-                   epochs=args.epochs, seeds=args.seeds, out=args.out, recipe=recipe, jobs=jobs, task=args.task,
-                   head=args.model)
+    if jobs >= 1 and launcher.on_this_machine() and not options.get("cpus_per_run"):  # else refused by compare,
+        recipe["threads"] = resolve_threads(args.threads, "compare", launcher.parallel(jobs, jobs))  # or the job's
+    elif args.threads is not None:
+        recipe["threads"] = resolve_threads(args.threads, "compare", warn=False)
+    try:
+        rows = compare(models, parse_sets(args.sets) if args.sets else None, preset=args.preset, data=args.data,
+                       epochs=args.epochs, seeds=args.seeds, out=args.out, recipe=recipe, jobs=jobs, task=args.task,
+                       head=args.model, launcher=launcher, progress=args.progress)
+    except RunFailedError as e:  # said where it failed, with its log: the job's traceback is in that log
+        print(f"attnvision compare: error: {str(e).removeprefix('compare: ')}", file=sys.stderr)
+        return 1
     if not rows:
         return 130
     print(summary_table(rows))

@@ -2,7 +2,10 @@
 their published weights."""
 from __future__ import annotations
 
+import sys
+
 import torch
+from tqdm import tqdm
 
 from .._table import format_table
 from ..factory import create_model, list_models
@@ -62,7 +65,8 @@ def run(args) -> int:
         print("\n".join(names))
         return 0
     rows = []
-    for name in names:
+    # building and profiling every model takes a while: a bar on stderr, so that stdout keeps only the table
+    for name in tqdm(names, desc="counting", unit="model", file=sys.stderr, dynamic_ncols=True, leave=False):
         with torch.device("meta"):
             model = create_model(name)
         size = (1, *model.pretrained_cfg["input_size"])

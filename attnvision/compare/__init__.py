@@ -23,19 +23,34 @@ On data with object boxes (``cluttered-digits``) two more columns say where each
 share of images whose CAM peak falls in the box), from :func:`attnvision.explain.explanation_scores`.
 
 The package reads in three steps: :mod:`.plan` (the grid), :mod:`.run` (training, run metrics,
-throughput) and :mod:`.report` (the results files). ``DEFAULT`` is the README's first command:
+throughput) and :mod:`.report` (the results files). Where the runs train is a launcher's business
+(:mod:`.launchers`: ``local``, or ``submitit`` for SLURM jobs); :mod:`.progress` follows them.
+``DEFAULT`` is the README's first command:
 ResNet-20 plain and with SE, ECA, BAM and CBAM on ``cluttered-digits``, 3 seeds,
 ``attn_kwargs.reduction=4`` (at 16, the 16-channel stage would leave one hidden unit in each
 attention MLP), AdamW (4e-3, half an epoch of warm-up, label smoothing 0.1, batch 64) for 11 epochs
 of fresh canvases. ``PRESETS["cifar"]`` is He et al.'s CIFAR protocol for ResNet-110 and its
 attention variants.
 """
+from .launchers import LAUNCHERS, Launcher, LocalLauncher, RunFailedError, SubmititLauncher, create_launcher
 from .plan import DEFAULT, PRESETS, applicable, parse_sets, plan, run_config, settings_label
-from .report import (BASE_COLUMNS, PAIRED_COLUMNS, SPEED_COLUMNS, Results, TaskColumns, delta_cell, group, mean_cell,
-                     task_columns, verdict, write_results)
+from .report import (
+                     BASE_COLUMNS,
+                     PAIRED_COLUMNS,
+                     SPEED_COLUMNS,
+                     Results,
+                     TaskColumns,
+                     delta_cell,
+                     group,
+                     mean_cell,
+                     task_columns,
+                     verdict,
+                     write_results,
+)
 from .run import RUN_METRICS, RunContext, compare, measure_throughput, register_run_metric
 
-__all__ = ["BASE_COLUMNS", "DEFAULT", "PAIRED_COLUMNS", "PRESETS", "RUN_METRICS", "Results", "RunContext",
-           "SPEED_COLUMNS", "TaskColumns", "applicable", "compare", "delta_cell", "group", "mean_cell",
-           "measure_throughput", "parse_sets", "plan", "register_run_metric", "run_config", "settings_label",
-           "task_columns", "verdict", "write_results"]
+__all__ = ["BASE_COLUMNS", "DEFAULT", "LAUNCHERS", "Launcher", "LocalLauncher", "PAIRED_COLUMNS", "PRESETS",
+           "RUN_METRICS", "Results", "RunContext", "RunFailedError", "SPEED_COLUMNS", "SubmititLauncher", "TaskColumns",
+           "applicable", "compare", "create_launcher", "delta_cell", "group", "mean_cell", "measure_throughput",
+           "parse_sets", "plan", "register_run_metric", "run_config", "settings_label", "task_columns", "verdict",
+           "write_results"]

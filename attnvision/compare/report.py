@@ -175,16 +175,20 @@ def _markdown(rows: list[dict], info: dict) -> str:
     seeds = sorted({g["n"] for g in groups})
     spread = (f"mean ± std over {'/'.join(map(str, seeds))} seeds" if seeds != [1] else
               "one seed: single values, no spread and no interval")
+    alone = info.get("speed", "alone" if spec.primary == "val_acc1" else "runs") == "alone"
     speed = (f"throughput measured after training, one model at a time, on {info.get('threads', '?')} thread(s)"
-             if spec.primary == "val_acc1" else "throughput of each run's own training and validation, mean over seeds")
+             if alone else "throughput of each run's own training and validation, mean over seeds")
+    launcher = info.get("launcher", "local")
+    where = (f"Machine: {os.cpu_count()} CPUs, torch {torch.__version__}, {platform.machine()}" if launcher == "local"
+             else f"Trained by the {launcher} launcher; compared on {os.cpu_count()} CPUs, torch {torch.__version__}")
     measured = ("Accuracy is" if spec.primary == "val_acc1" else
                 f"{spec.label} ({spec.primary}; {', '.join(spec.metrics[1:])} beside it) is")
     return (f"Data `{info['data']}`, {info['epochs']} epochs, {spread}; recipe: {recipe}. {measured} the final "
             f"epoch's on the validation split. Δ: the mean over seeds of the difference to the baseline trained "
             f"with the same seed (same data order and initialisation seed), with its 95% Student-t interval; `*` "
             f"marks an interval that excludes 0 (a difference larger than the seed spread explains). MACs for one "
-            f"image; {speed}. Machine: {os.cpu_count()} CPUs, torch {torch.__version__}, {platform.machine()}; "
-            f"{info['jobs']} run(s) at a time.\n\n" + format_table(headers, table, markdown=True) + "\n")
+            f"image; {speed}. {where}; {info['jobs']} run(s) at a time.\n\n"
+            + format_table(headers, table, markdown=True) + "\n")
 
 
 def _plot(rows: list[dict], path: str) -> bool:

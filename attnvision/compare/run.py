@@ -7,11 +7,10 @@ values are stored in the run's ``summary.json`` so reruns reuse them.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
-import multiprocessing as mp
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -24,13 +23,15 @@ from ..factory import is_model, list_models
 from ..io import atomic_write_text
 from ..registry import Registry
 from ..tasks import ClassificationTask
-from ..train.checkpoints import LAST_WEIGHTS
+from ..train.checkpoints import LAST_STATE, LAST_WEIGHTS
 from ..train.config import TrainConfig
 from ..train.process import scoped_process_state
 from ..train.tasks import get_task
 from ..train.trainer import build_datasets, build_model, model_pretrained_cfg, train
 from ..weights import load_checkpoint
+from .launchers import Launcher, Run, RunFailedError, create_launcher
 from .plan import _Plan, _preset, plan, run_config, run_dirname, settings_label
+from .progress import GridProgress
 from .report import BASE_COLUMNS, SPEED_COLUMNS, Results, TaskColumns, write_results
 
 
@@ -89,9 +90,12 @@ def _finished(run_dir: str) -> dict | None:
 
 
 def _train_one(cfg: TrainConfig) -> dict:
-    """Train one run and add the run metrics this process knows (the built-in ones), on its threads."""
+    """Train one run, resuming from its ``last.state.pt`` when it has one (a run cut short, or a cluster job
+    requeued), and add the run metrics this process knows (the built-in ones), on its threads; in a
+    distributed run, rank 0 adds them."""
+    cfg = dataclasses.replace(cfg, resume=os.path.isfile(os.path.join(cfg.out, LAST_STATE)))
     summary = train(cfg)
-    if summary["interrupted"]:
+    if summary["interrupted"] or int(os.environ.get("RANK", "0")) != 0:
         return summary
     with scoped_process_state(threads=cfg.threads):
         return _add_run_metrics(cfg, summary, cfg.out)
@@ -117,7 +121,8 @@ def _add_run_metrics(cfg: TrainConfig, summary: dict, run_dir: str) -> dict:
 def compare(models: list[str] | None = None, settings: list[dict] | None = None, *, preset: str | None = None,
             data: str | None = None, epochs: int | None = None, seeds: int | None = None,
             out: str = "runs/compare", recipe: dict | None = None, jobs: int = 1, progress: bool = True,
-            task: str = "classification", head: str | None = None) -> Results:
+            task: str = "classification", head: str | None = None, launcher: str | Launcher = "local",
+            launcher_options: dict | None = None) -> Results:
     """Train the grid (skipping finished runs), write the results files and return the rows.
 
     ``task="detection"`` or ``"segmentation"``: ``models`` are backbones under one ``head`` (default
@@ -133,7 +138,18 @@ def compare(models: list[str] | None = None, settings: list[dict] | None = None,
     once in separate processes, each on ``recipe["threads"]`` threads (default 1; the command line
     divides the available cores among the jobs); throughput is then measured afterwards, one model at
     a time, on as many threads.
+
+    ``launcher`` says where the runs train (:mod:`attnvision.compare.launchers`): ``"local"`` (this
+    machine) or ``"submitit"`` (SLURM jobs, with ``launcher_options`` such as ``partition``,
+    ``gpus_per_run``, ``time_limit``), or a launcher object. Either way the results are read from each
+    run's ``summary.json``. ``progress`` draws progress bars: each epoch's in a run trained in this process,
+    else one over the runs with the time left; the lines (each epoch's, each finished run's) are said
+    either way.
     """
+    if isinstance(launcher, str):
+        launcher = create_launcher(launcher, **(launcher_options or {}))
+    elif launcher_options:
+        raise ValueError("compare: launcher_options go with a launcher's name; a launcher object has its options")
     task_spec = get_task(task)
     if task_spec.uses_backbone:
         if preset or not models:
@@ -163,55 +179,48 @@ def compare(models: list[str] | None = None, settings: list[dict] | None = None,
         if not (is_model(m) or m.startswith(("torchvision:", "timm:"))):
             raise unknown_name_error("compare", m, list_models())
     threads = recipe.pop("threads", None)
-    base = TrainConfig(data=data, epochs=epochs, out=None, progress=progress and jobs == 1,
-                       threads=threads or (1 if jobs > 1 else None), **recipe)
+    base = TrainConfig(data=data, epochs=epochs, out=None, progress=progress, threads=threads or launcher.threads(jobs),
+                       **recipe)
 
     columns = TaskColumns.of(task_spec)
     grid = plan(models, settings, seeds, base)
-    todo, summaries = [], {}
+    configs, todo = {}, []
     for m, s, k in grid.runs:
-        run_dir = os.path.join(out, "runs", run_dirname(m, s), f"seed{k}")
         cfg = run_config(m, s, k, base)
-        cfg.out = run_dir
-        done = _finished(run_dir)
-        if done is not None:
-            summaries[(m, settings_label(s), k)] = (cfg, done)
-        else:
-            cfg.resume = os.path.isfile(os.path.join(run_dir, "last.state.pt"))
-            todo.append((m, s, k, cfg))
-    if progress:
-        groups = len({(m, settings_label(s)) for m, s, _ in grid.runs})
-        print(f"compare: {len(grid.runs)} runs ({len(grid.runs) - len(todo)} already done): {groups} models/settings "
-              f"× {seeds} seed(s) on {data}, {epochs} epochs; writing {out}/", flush=True)
-        for key, missed in grid.unaffected.items():
-            print(f"compare: {key} does not change {', '.join(missed)}: trained once per seed without it",
-                  flush=True)
+        cfg.out = os.path.join(out, "runs", run_dirname(m, s), f"seed{k}")
+        configs[(m, settings_label(s), k)] = cfg
+        if _finished(cfg.out) is None:
+            todo.append(Run(f"{m} {settings_label(s)} seed {k}", cfg))
+    in_process = launcher.in_process(jobs, len(todo))
+    for run in todo:  # runs elsewhere draw no bars of their own: the grid's bar follows them
+        run.cfg.progress = progress and in_process
+    groups = len({(m, settings_label(s)) for m, s, _ in grid.runs})
+    print(f"compare: {len(grid.runs)} runs ({len(grid.runs) - len(todo)} already done): {groups} models/settings "
+          f"× {seeds} seed(s) on {data}, {epochs} epochs; writing {out}/", flush=True)
+    for key, missed in grid.unaffected.items():
+        print(f"compare: {key} does not change {', '.join(missed)}: trained once per seed without it", flush=True)
     started = time.perf_counter()
 
-    def finished(m, s, k, cfg, summary):
+    def finished(run: Run, summary: dict) -> str:
         if summary["interrupted"]:
-            raise KeyboardInterrupt(f"compare: interrupted during {m} {settings_label(s)} seed {k}; "
-                                    f"run the same command again to continue")
-        summaries[(m, settings_label(s), k)] = (cfg, summary)
-        if progress:
-            print(f"  {m} {settings_label(s)} seed {k}: {columns.label.removesuffix(' %')} "
-                  f"{summary[columns.primary]:.{columns.digits}f} ({summary['seconds']:.0f} s)", flush=True)
+            raise KeyboardInterrupt(f"compare: interrupted during {run.label}; run the same command again to continue")
+        return (f"  {run.label}: {columns.label.removesuffix(' %')} {summary[columns.primary]:.{columns.digits}f} "
+                f"({summary['seconds']:.0f} s)")
 
-    if jobs > 1 and len(todo) > 1:
-        with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=mp.get_context("spawn")) as pool:
-            futures = {pool.submit(_train_one, cfg): (m, s, k, cfg) for m, s, k, cfg in todo}
-            for fut in as_completed(futures):
-                m, s, k, cfg = futures[fut]
-                finished(m, s, k, cfg, fut.result())
-    else:
-        for m, s, k, cfg in todo:
-            finished(m, s, k, cfg, _train_one(cfg))
+    with GridProgress(len(grid.runs), len(grid.runs) - len(todo), launcher.parallel(jobs, len(todo)),
+                      bar=progress and bool(todo) and not in_process, on_finished=finished) as watch:
+        launcher.launch(todo, _train_one, jobs=jobs, out=out, watch=watch)
 
-    rows = []
+    rows = []  # gathered alike from every launcher: each run's summary.json
+    here = launcher.on_this_machine()
     with scoped_process_state(threads=base.threads):
-        speed = _throughputs(grid, base, out, progress) if not task_spec.uses_backbone else {}
+        speed = _throughputs(grid, base, out) if not task_spec.uses_backbone and here else {}
         for m, s, k in grid.runs:
-            cfg, summary = summaries[(m, settings_label(s), k)]
+            cfg = configs[(m, settings_label(s), k)]
+            summary = _finished(cfg.out)
+            if summary is None:
+                raise RunFailedError(f"compare: {m} {settings_label(s)} seed {k} ended without writing "
+                                     f"{_summary_path(cfg.out)}")
             summary = _add_run_metrics(cfg, summary, cfg.out)  # metrics registered in this process only
             row = dict(model=m, settings=settings_label(s), seed=k)
             row.update({c: summary[c] for c in columns.base[3:] if c not in SPEED_COLUMNS})
@@ -219,7 +228,9 @@ def compare(models: list[str] | None = None, settings: list[dict] | None = None,
             row.update({name: summary["run_metrics"][name] for name in RUN_METRICS})
             rows.append(row)
     rows = Results(rows, grid.partner)
-    write_results(rows, out, dict(data=data, epochs=epochs, seeds=seeds, recipe=recipe, jobs=jobs, task=task,
+    write_results(rows, out, dict(data=data, epochs=epochs, seeds=seeds, recipe=recipe, task=task,
+                                  jobs=launcher.parallel(jobs, len(grid.runs)), launcher=launcher.name,
+                                  speed="alone" if speed else "runs",
                                   threads=torch.get_num_threads() if base.threads is None else base.threads,
                                   partner=grid.partner,
                                   wall_seconds=time.perf_counter() - started))
@@ -260,7 +271,7 @@ def measure_throughput(cfg: TrainConfig, sample_shape: tuple[int, ...], num_clas
     return dict(train_images_per_s=cfg.batch_size / train_s, infer_images_per_s=cfg.eval_batch_size / infer_s)
 
 
-def _throughputs(grid: _Plan, base: TrainConfig, out: str, progress: bool) -> dict[str, dict]:
+def _throughputs(grid: _Plan, base: TrainConfig, out: str) -> dict[str, dict]:
     """Throughput of every (model, settings) group, measured one at a time after the training runs and
     kept in ``out/throughput.json`` (measured again when the thread count or batch sizes change)."""
     path = os.path.join(out, "throughput.json")
@@ -280,9 +291,8 @@ def _throughputs(grid: _Plan, base: TrainConfig, out: str, progress: bool) -> di
             sample = (tuple(val_set[0][0].shape), val_set.num_classes)
         speed[name] = measure_throughput(cfg, *sample)
         stored[name] = dict(speed[name], when=when)
-        if progress:
-            print(f"  {m} {settings_label(s)}: {speed[name]['train_images_per_s']:.0f} train, "
-                  f"{speed[name]['infer_images_per_s']:.0f} inference img/s (alone, {when['threads']} thread(s))",
-                  flush=True)
+        print(f"  {m} {settings_label(s)}: {speed[name]['train_images_per_s']:.0f} train, "
+              f"{speed[name]['infer_images_per_s']:.0f} inference img/s (alone, {when['threads']} thread(s))",
+              flush=True)
     atomic_write_text(path, json.dumps(stored, indent=1) + "\n")
     return speed

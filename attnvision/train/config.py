@@ -113,7 +113,7 @@ class TrainConfig:
                              "holding another run")
     resume: bool = option(False, "continue the run in out from its last.state.pt", cli=False)
     overwrite: bool = option(False, "replace the run already in --out")
-    progress: bool = option(True, "progress bars")
+    progress: bool = option(True, "progress bars (each epoch's line is printed either way)")
 
     def recipe(self) -> dict:
         """What the run trains: every setting but the :data:`RUNTIME_KEYS`."""

@@ -440,7 +440,7 @@ class _Loop:
             self.log.add(row)
         else:  # the other ranks keep the rows too: their summaries count the same epochs
             self.rows.append(row)
-        if d.is_main and cfg.progress:
+        if d.is_main:  # with or without progress bars: logs keep one line an epoch
             print(f"epoch {epoch + 1}/{cfg.epochs}  train loss {row['train_loss']:.4f}  {task.describe(values)}  "
                   f"({row['seconds']:.1f} s, {train_ips:.0f} img/s)", flush=True)
         self.start_batch, self.running = 0, self._zeros()

@@ -40,6 +40,13 @@ def test_python_dash_m_runs_the_same_cli():
     assert out.stdout.split() == ["resnet18_se"]
 
 
+def test_models_count_shows_a_bar_over_the_models_on_stderr(capsys):
+    assert main(["models", "resnet20*", "--count"]) == 0
+    captured = capsys.readouterr()
+    assert "counting" in captured.err and "5/5" in captured.err
+    assert "resnet20_cbam" in captured.out and "counting" not in captured.out
+
+
 def test_models_count_names_the_head_it_counts(capsys):
     assert main(["models", "resnet18", "--count"]) == 0
     header, _, row = capsys.readouterr().out.splitlines()

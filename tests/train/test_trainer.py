@@ -147,3 +147,13 @@ def test_a_checkpoint_killed_mid_write_leaves_the_previous_one_loadable(tmp_path
     assert proc.exitcode == 1
     assert torch.equal(load_file(path)["w"], torch.ones(100))
     assert any(p.name.endswith(".tmp") for p in tmp_path.iterdir())  # the torn write stayed in its temporary file
+
+
+def test_train_without_progress_bars_prints_one_line_per_epoch(capsys):
+    train(TrainConfig(model="resnet20", data="synthetic:1x16x16", epochs=2, batch_size=128, progress=False, threads=1,
+                      model_kwargs=dict(stem="imagenet")))
+    captured = capsys.readouterr()
+    lines = [line for line in captured.out.splitlines() if line.startswith("epoch ")]
+    assert [line.split()[1] for line in lines] == ["1/2", "2/2"]
+    assert all("train loss" in line and "val acc1" in line and " s, " in line for line in lines), lines
+    assert "it/s" not in captured.err and "%|" not in captured.err  # no bar
