@@ -69,7 +69,7 @@ def _main(argv: list[str]) -> int:
         return 2
     try:
         return args.func(args) or 0
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, ImportError) as e:  # ImportError: an optional library, said with its extra
         print(f"attnvision {args.command}: error: {_message(e, args.command)}", file=sys.stderr)
         return 2
     except OSError as e:  # a read-only folder, a full disk, a name too long: what failed where, no traceback
