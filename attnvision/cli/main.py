@@ -10,13 +10,13 @@ import sys
 from .. import __version__
 from .._suggest import close_names, did_you_mean
 from ..io import FileSystemError
-from . import benchmark, cam, compare, data, eval, models, profile, train
+from . import benchmark, cam, compare, data, eval, export, models, profile, train
 from ._options import Parser, UsageError
 
 # Each is a module of this package defining ``add_parser(subparsers)`` (which sets ``func`` on its
 # parser) and the function it points to; in the order of ``attnvision --help``.
 _MODULES = dict(models=models, profile=profile, benchmark=benchmark, train=train, eval=eval, compare=compare, cam=cam,
-                data=data)
+                data=data, export=export)
 COMMANDS = list(_MODULES)
 
 # The exit status of a process ended by SIGPIPE in a shell (128 + 13): `attnvision models | head`.
@@ -70,7 +70,7 @@ def _main(argv: list[str]) -> int:
         return 2
     try:
         return args.func(args) or 0
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, ImportError) as e:  # ImportError: an optional library, said with its extra
         print(f"attnvision {args.command}: error: {_message(e, args.command)}", file=sys.stderr)
         return 2
     except OSError as e:  # a read-only folder, a full disk, a name too long: what failed where, no traceback

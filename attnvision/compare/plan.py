@@ -29,6 +29,7 @@ DEFAULT = dict(
 # weight decay 1e-4, batch 128, learning rate 0.1 divided by 10 at 32k and 48k of 64k iterations (50% and 75%),
 # i.e. epochs 82 and 123 of 164 on the 50k training images, with 4-pixel pad, 32×32 crop and flip. ResNet-110 is
 # the deepest network of that table and one the SE paper reports on CIFAR; attention keeps the papers' reduction 16.
+# recipes/cifar_resnet110.yaml is the same recipe as a config file (tests/test_recipes.py keeps the two equal).
 PRESETS = dict(
     cifar=dict(
         models=["resnet110", "resnet110_se", "resnet110_eca", "resnet110_bam", "resnet110_cbam"],

@@ -20,9 +20,10 @@ from typing import Any, Callable, Union
 import yaml
 
 from .._suggest import did_you_mean
+from .loggers import logger_names
 
 # Settings that change how a run is executed, not what it trains: free to differ when resuming.
-RUNTIME_KEYS = ("workers", "threads", "eval_batch_size", "device", "out", "resume", "overwrite", "progress")
+RUNTIME_KEYS = ("workers", "threads", "eval_batch_size", "device", "out", "resume", "overwrite", "progress", "logger")
 
 
 def option(default: Any = dataclasses.MISSING, help: str = "", *, factory: Callable[[], Any] | None = None,
@@ -114,6 +115,9 @@ class TrainConfig:
     resume: bool = option(False, "continue the run in out from its last.state.pt", cli=False)
     overwrite: bool = option(False, "replace the run already in --out")
     progress: bool = option(True, "progress bars (each epoch's line is printed either way)")
+    logger: str = option("csv", "where the metrics go, comma-separated: csv (metrics.csv and metrics.jsonl), "
+                         "tensorboard (pip install \"attnvision[tb]\"), wandb (pip install \"attnvision[wandb]\"; "
+                         "WANDB_MODE=offline works)", metavar="NAMES")
 
     def recipe(self) -> dict:
         """What the run trains: every setting but the :data:`RUNTIME_KEYS`."""
@@ -202,6 +206,8 @@ def config_from_dict(values: dict, who: str = "train") -> dict:
         choices = TrainConfig.__dataclass_fields__[key].metadata.get("choices")
         if isinstance(choices, tuple) and value is not None and value not in choices:
             raise ValueError(f"{who}: {key} must be one of {choices}, got {value!r}")
+    if "logger" in checked:
+        logger_names(checked["logger"], who)
     return checked
 
 

@@ -27,11 +27,12 @@ from ..factory import create_model, fit_cfg_to_channels
 from ..io import atomic_write_text, file_operation, read_json
 from . import checkpoints as ckpt
 from .config import RUNTIME_KEYS
+from .loggers import WANDB_ID
 
 RUN_RECORD = "run.json"
 # Files a run writes; a directory holding any of them holds a run.
 RUN_FILES = (RUN_RECORD, "summary.json", "metrics.csv", "metrics.jsonl", ckpt.LAST_WEIGHTS, ckpt.BEST_WEIGHTS,
-             ckpt.LAST_STATE, "eval.json", "tensorboard")
+             ckpt.LAST_STATE, "eval.json", "tensorboard", "wandb", WANDB_ID)
 
 
 def create_run_model(name: str, model_kwargs: dict, *, num_classes: int, in_chans: int, attach: str | None = None,
@@ -157,7 +158,8 @@ def resumed_config(out: str, given: dict) -> dict:
     if changed:
         raise ValueError(f"train: cannot resume {out!r} with other settings: {', '.join(changed)}; drop those "
                          f"options to continue the run (only --epochs may change, and how it runs: --workers, "
-                         f"--threads, --device, --no-progress), or start a new run (another --out, or --overwrite)")
+                         f"--threads, --device, --no-progress, --logger), or start a new run (another --out, or "
+                         f"--overwrite)")
     return {**stored, **given}
 
 

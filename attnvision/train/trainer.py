@@ -5,7 +5,8 @@ trains, evaluates after every epoch and writes into ``out``:
 
 - ``metrics.csv`` and ``metrics.jsonl``: one row per epoch (``epoch, train_loss, train_acc1,
   val_loss, val_acc1, val_acc5, lr, seconds, train_images_per_s`` for classification; the task's
-  own ``train_*``/``val_*`` columns otherwise), and TensorBoard events when ``tensorboard`` is installed;
+  own ``train_*``/``val_*`` columns otherwise), with ``logger="csv"`` (the default); the rows, the
+  configuration and the summary go to TensorBoard and W&B when ``logger`` names them (:mod:`.loggers`);
 - ``last.safetensors``, ``best.safetensors`` (the best ``val_acc1``, ``val_map`` or ``val_miou``),
   ``last.state.pt`` (see :mod:`.checkpoints`);
 - ``summary.json``: final and best metrics, parameters, MACs, train and inference throughput;
@@ -71,6 +72,7 @@ from . import checkpoints as ckpt
 from . import rundir
 from .config import TrainConfig
 from .distributed import Dist, all_sum, barrier, broadcast_buffers, convert_sync_batchnorm, init
+from .loggers import RunLoggers, check_loggers
 from .optim import OPTIMIZERS, base_lr, create_ema, create_optimizer, create_scheduler
 from .process import scoped_process_state
 from .tasks import get_task
@@ -103,6 +105,7 @@ def _check(cfg: TrainConfig, d: Dist) -> None:
     if not isinstance(cfg.model_kwargs, dict):
         raise TypeError(f"train: model_kwargs must be a dict, got {type(cfg.model_kwargs).__name__}")
     check_augment("train", **{k: getattr(cfg, k) for k in AUGMENT_FIELDS})
+    check_loggers(cfg.logger, "train")
     rundir.check_out(cfg.out, cfg.resume, cfg.overwrite)
 
 
@@ -150,33 +153,6 @@ class _StopFlag:
             signal.signal(signal.SIGINT, self._previous)
 
 
-class MetricsLog:
-    """``metrics.csv`` and ``metrics.jsonl`` (rewritten atomically each epoch) and TensorBoard if installed."""
-
-    def __init__(self, out: str, rows: list[dict], columns: tuple[str, ...]):
-        self.out, self.rows, self.columns = out, list(rows), columns
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-            self.tb = SummaryWriter(os.path.join(out, "tensorboard"))
-        except ImportError:
-            self.tb = None
-
-    def add(self, row: dict) -> None:
-        self.rows.append(row)
-        lines = [",".join(self.columns)] + [",".join(_fmt(r[c]) for c in self.columns) for r in self.rows]
-        atomic_write_text(os.path.join(self.out, "metrics.csv"), "\n".join(lines) + "\n")
-        atomic_write_text(os.path.join(self.out, "metrics.jsonl"), "".join(json.dumps(r) + "\n" for r in self.rows))
-        if self.tb is not None:
-            for k, v in row.items():
-                if k != "epoch":
-                    self.tb.add_scalar(k, v, row["epoch"])
-            self.tb.flush()
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
-
-
 def check_resumable(stored: dict, recipe: dict, epochs_done: int) -> None:
     """Raise unless ``recipe`` continues the run whose recipe was ``stored``: the same in every
     setting it stored, except ``epochs``, which may grow (the schedule then runs to the new end)."""
@@ -196,10 +172,6 @@ def check_resumable(stored: dict, recipe: dict, epochs_done: int) -> None:
 
 def _config(cfg: TrainConfig) -> dict:
     return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("resume", "overwrite", "progress")}
-
-
-def _fmt(v) -> str:
-    return f"{v:.6g}" if isinstance(v, float) else str(v)
 
 
 def train(cfg: TrainConfig, *, model: nn.Module | None = None, train_set=None, val_set=None,
@@ -318,7 +290,7 @@ class _Loop:
                                              **self.task.record_fields(cfg, self.train_set))
             # the weights carry what rebuilds their model, unless the record cannot name one
             self.model_meta = {} if self.custom_model else rundir.model_metadata(record)
-            self.log = MetricsLog(out, self.rows, self.task.columns())
+            self.log = RunLoggers(cfg.logger, out, columns=self.task.columns(), rows=self.rows, config=_config(cfg))
 
     # -- save and log --------------------------------------------------------------------------
     def save(self, epoch: int, batch: int, row: dict | None) -> None:
@@ -338,7 +310,7 @@ class _Loop:
             ema=self.ema.state_dict() if self.ema is not None else None, optimizer=self.optimizer.state_dict(),
             scheduler=self.scheduler.state_dict(), scaler=self.scaler.state_dict(), rng=ckpt.rng_state(),
             epoch=epoch, batch=batch, global_step=self.global_step, best=self.best,
-            rows=self.log.rows if self.log else [], running=self.running))
+            rows=self.rows, running=self.running))
 
     # -- train one epoch -----------------------------------------------------------------------
     def train_epoch(self, epoch: int, stop: "_StopFlag") -> tuple[bool, int, float]:
@@ -436,10 +408,9 @@ class _Loop:
         row = dict(epoch=epoch + 1, **task.train_metrics(self.running), **values,
                    lr=base_lr(self.optimizer), seconds=time.perf_counter() - epoch_start,
                    train_images_per_s=train_ips)
+        self.rows.append(row)  # every rank keeps the rows: their summaries count the same epochs
         if self.log is not None:
-            self.log.add(row)
-        else:  # the other ranks keep the rows too: their summaries count the same epochs
-            self.rows.append(row)
+            self.log.log(row)
         if d.is_main:  # with or without progress bars: logs keep one line an epoch
             print(f"epoch {epoch + 1}/{cfg.epochs}  train loss {row['train_loss']:.4f}  {task.describe(values)}  "
                   f"({row['seconds']:.1f} s, {train_ips:.0f} img/s)", flush=True)
@@ -453,8 +424,21 @@ def _train(cfg: TrainConfig, d: Dist, model, train_set, val_set, on_step) -> dic
     task.check(cfg)
     run = _Loop(cfg, d, task, on_step)
     run.build(model, train_set, val_set)
-    run.restore()
-    out = run.out
+    run.restore()  # opens the loggers on rank 0
+    try:
+        summary = _run(run)
+    except BaseException:
+        if run.log is not None:
+            run.log.close(ok=False)
+        raise
+    if run.log is not None:
+        run.log.close()
+    return summary
+
+
+def _run(run: _Loop) -> dict:
+    """The epochs of ``run`` (built and restored), then its summary."""
+    cfg, d, task, out = run.cfg, run.d, run.task, run.out
     started = time.perf_counter()
     interrupted, result, train_ips = False, None, 0.0
     values: dict | None = None
@@ -474,10 +458,8 @@ def _train(cfg: TrainConfig, d: Dist, model, train_set, val_set, on_step) -> dic
                 break
             train_ips = images / max(seconds, 1e-9)
             values, result = run.end_epoch(epoch, epoch_start, images, seconds)
-    if run.log is not None:
-        run.log.close()
     barrier(d)
-    all_rows = run.log.rows if run.log is not None else run.rows
+    all_rows = run.rows
     if result is None and not interrupted and all_rows:  # resumed after the last epoch: evaluate once
         values, result = run.evaluate()
     elif result is None:
@@ -497,6 +479,8 @@ def _train(cfg: TrainConfig, d: Dist, model, train_set, val_set, on_step) -> dic
     summary.update(task.summary_fields(cfg))
     if out and d.is_main and not interrupted:
         atomic_write_text(os.path.join(out, "summary.json"), json.dumps(summary, indent=1) + "\n")
+        if run.log is not None:
+            run.log.finish(summary)
     if interrupted and d.is_main:
         print(f"train: interrupted: saved {os.path.join(out, ckpt.LAST_STATE)}; {resume_hint}" if out else
               f"train: interrupted: {resume_hint}", file=sys.stderr, flush=True)
