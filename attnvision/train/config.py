@@ -22,7 +22,8 @@ import yaml
 from .._suggest import did_you_mean
 
 # Settings that change how a run is executed, not what it trains: free to differ when resuming.
-RUNTIME_KEYS = ("workers", "threads", "eval_batch_size", "device", "out", "resume", "overwrite", "progress")
+RUNTIME_KEYS = ("workers", "threads", "eval_batch_size", "device", "out", "resume", "overwrite", "progress",
+                "save_every_steps")
 
 
 def option(default: Any = dataclasses.MISSING, help: str = "", *, factory: Callable[[], Any] | None = None,
@@ -112,6 +113,9 @@ class TrainConfig:
     out: str | None = option(None, "run directory (the command line's default: runs/train); train refuses one "
                              "holding another run")
     resume: bool = option(False, "continue the run in out from its last.state.pt", cli=False)
+    save_every_steps: int | None = option(None, "also save the resumable state (last.state.pt, last.safetensors) "
+                                       "every K optimiser steps, so that a crash loses at most K steps (epochs "
+                                       "always end with a save)", metavar="K")
     overwrite: bool = option(False, "replace the run already in --out")
     progress: bool = option(True, "progress bars")
 

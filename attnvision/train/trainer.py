@@ -47,6 +47,8 @@ ranks, and only rank 0 writes files or draws the progress bar.
 A non-finite loss stops the run with :class:`NonFiniteLossError` naming the step, before the
 bad step touches the weights; the last good checkpoint stays. Ctrl-C (SIGINT) finishes the
 current step, saves ``last`` at that batch and returns (a second Ctrl-C aborts at once).
+``save_every_steps=K`` also saves the state every K optimiser steps, so that a crash loses at most K
+steps of an epoch; resuming continues from that batch.
 """
 from __future__ import annotations
 
@@ -90,6 +92,10 @@ def _check(cfg: TrainConfig, d: Dist) -> None:
                          f"{d.world_size} processes")
     if isinstance(cfg.accum_steps, bool) or not isinstance(cfg.accum_steps, int) or cfg.accum_steps < 1:
         raise ValueError(f"train: accum_steps must be a positive integer, got {cfg.accum_steps!r}")
+    if cfg.save_every_steps is not None and (isinstance(cfg.save_every_steps, bool)
+                                             or not isinstance(cfg.save_every_steps, int) or cfg.save_every_steps < 1):
+        raise ValueError(f"train: save_every_steps must be a positive integer (or None: at the end of each epoch "
+                         f"only), got {cfg.save_every_steps!r}")
     if cfg.layer_decay is not None and not (isinstance(cfg.layer_decay, (int, float)) and 0 < cfg.layer_decay <= 1):
         raise ValueError(f"train: layer_decay must be in (0, 1] (or None: off), got {cfg.layer_decay!r}")
     if cfg.opt not in OPTIMIZERS:
@@ -224,6 +230,7 @@ class _Loop:
         self.cfg, self.d, self.task, self.on_step = cfg, d, task, on_step
         self.out = cfg.out if cfg.out else None
         self.start_epoch, self.start_batch, self.global_step = 0, 0, 0
+        self.saved_at: tuple[int, int] | None = None  # (epoch, batch) of the last state written
         self.best: dict | None = None
         self.rows: list[dict] = []
         self.running = self._zeros()  # the task's sums over the epoch so far (count last)
@@ -309,6 +316,7 @@ class _Loop:
                 self.ema.load_state_dict(state["ema"])
             ckpt.set_rng_state(state["rng"])
             self.start_epoch, self.start_batch, self.global_step = state["epoch"], state["batch"], state["global_step"]
+            self.saved_at = (self.start_epoch, self.start_batch)
             self.best, self.rows, self.running = state["best"], state["rows"], state["running"]
         self.model_meta, self.log = {}, None
         if out and d.is_main:
@@ -330,6 +338,7 @@ class _Loop:
     def save(self, epoch: int, batch: int, row: dict | None) -> None:
         """``best`` when ``row`` beats it, then ``last`` and the training state (rank 0 writes)."""
         task, out, writes = self.task, self.out, self.out and self.d.is_main
+        self.saved_at = (epoch, batch)
         if row is not None and (self.best is None or task.best_value(row) > self.best[task.best]):
             self.best = {"epoch": row["epoch"], task.best: task.best_value(row)}
             if writes:
@@ -393,11 +402,15 @@ class _Loop:
                 if batch < last:
                     continue
                 self._step()
+                every = cfg.save_every_steps
+                if every and self.global_step % every == 0 and batch + 1 < steps:  # the epoch's end saves anyway
+                    self.save(epoch, batch + 1, None)
                 if self.on_step is not None:
                     self.on_step(self.global_step)
                 if step_stats[n + 1] > 0 or stop.requested:
                     interrupted = True
-                    self.save(epoch, batch + 1, None)
+                    if self.saved_at != (epoch, batch + 1):
+                        self.save(epoch, batch + 1, None)
                     break
         finally:
             if bar is not None:
@@ -418,10 +431,10 @@ class _Loop:
         self.global_step += 1
 
     def _non_finite(self, loss: torch.Tensor, epoch: int, batch: int):
-        out, start_batch = self.out, self.start_batch
+        out, saved = self.out, self.saved_at
         value = loss.item() if not torch.isfinite(loss) else "non-finite on another rank"
-        kept = (f"the last good checkpoint is {os.path.join(out, ckpt.LAST_STATE)} (epoch {epoch}, "
-                f"batch {start_batch})" if out and (epoch or start_batch) else "no checkpoint was written")
+        kept = (f"the last good checkpoint is {os.path.join(out, ckpt.LAST_STATE)} (epoch {saved[0]}, "
+                f"batch {saved[1]})" if out and saved else "no checkpoint was written")
         raise NonFiniteLossError(
             f"train: the loss became {value} at step {self.global_step + 1} (epoch {epoch + 1}, batch "
             f"{batch + 1} of {self.batches_per_epoch}); stopped before updating the weights; {kept}. "
