@@ -67,7 +67,7 @@ from torch.utils.data import DataLoader
 
 from ..data.augment import AUGMENT_FIELDS, check_augment
 from ..data.transforms import _mix
-from ..io import atomic_write_text
+from ..io import atomic_write_text, remove_temporaries
 from ..profiling import profile
 from . import checkpoints as ckpt
 from . import rundir
@@ -216,10 +216,27 @@ def train(cfg: TrainConfig, *, model: nn.Module | None = None, train_set=None, v
     networks and data); ``on_step(global_step)`` is called after every optimiser step.
     """
     d = init(cfg.device)
+    cfg = _continuation(cfg, d)
     _check(cfg, d)
     # leave the process as it was (compare trains many runs in one process)
     with scoped_process_state(threads=cfg.threads, deterministic=cfg.deterministic):
         return _train(cfg, d, model, train_set, val_set, on_step)
+
+
+def _continuation(cfg: TrainConfig, d: Dist) -> TrainConfig:
+    """``cfg`` as it continues the run in ``out``: ``resume`` of a run that was killed before its first
+    checkpoint (its record, no training state) starts that run again from the beginning, replacing what
+    it left. Every rank decides before rank 0 writes anything into ``out``."""
+    out = cfg.out
+    if (cfg.resume and out and not os.path.isfile(os.path.join(out, ckpt.LAST_STATE))
+            and os.path.isfile(os.path.join(out, rundir.RUN_RECORD))):
+        check_resumable(rundir.read_record(out, "train --resume")["config"], cfg.recipe(), 0)
+        if d.is_main:
+            print(f"train: {out} holds no training state: its run stopped before its first checkpoint; starting "
+                  f"it again from the beginning", file=sys.stderr, flush=True)
+        cfg = dataclasses.replace(cfg, resume=False, overwrite=True)
+    barrier(d)
+    return cfg
 
 
 class _Loop:
@@ -320,6 +337,7 @@ class _Loop:
             self.best, self.rows, self.running = state["best"], state["rows"], state["running"]
         self.model_meta, self.log = {}, None
         if out and d.is_main:
+            remove_temporaries(out, rundir.RUN_FILES)  # of writes killed half-way
             run_cfg = rundir.data_pretrained_cfg(cfg.data, self.train_set, self.sample_shape, self.pretrained_cfg)
             with rundir.replacing_run(out) if cfg.overwrite else contextlib.nullcontext():
                 record = rundir.write_record(out, _config(cfg), self.train_set, run_cfg, self.custom_model,
