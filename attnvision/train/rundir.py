@@ -74,10 +74,11 @@ def as_tuple(values):
 
 
 def write_record(out: str, config: dict, dataset, pretrained_cfg: dict, custom_model: bool = False,
-                 **dense) -> dict:
+                 **extra) -> dict:
     """Write ``out/run.json``; ``custom_model``: the model was passed to ``train`` in Python, so
-    the record cannot name a registered model to rebuild (``model`` is null). ``dense``: ``task``,
-    ``backbone`` and the head builder's complete ``model_kwargs`` of a detection/segmentation run."""
+    the record cannot name a registered model to rebuild (``model`` is null). ``extra``: for a
+    detection/segmentation run ``task``, ``backbone`` and the head builder's complete ``model_kwargs``;
+    under torchrun the job's ``elastic_run_id``."""
     num_classes = dataset.num_classes
     classes = list(getattr(dataset, "classes", None) or [str(i) for i in range(num_classes)])
     keep = ("input_size", "mean", "std", "crop_pct")
@@ -85,7 +86,7 @@ def write_record(out: str, config: dict, dataset, pretrained_cfg: dict, custom_m
                   attach=config["attach"], attach_init=config["attach_init"], data=config["data"],
                   num_classes=num_classes, in_chans=pretrained_cfg["input_size"][0], classes=classes,
                   pretrained_cfg={k: pretrained_cfg[k] for k in keep}, config=config)
-    record.update(dense)
+    record.update(extra)
     atomic_write_text(os.path.join(out, RUN_RECORD), json.dumps(record, indent=1) + "\n")
     return record
 

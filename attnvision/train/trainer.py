@@ -42,7 +42,10 @@ Interruption and the saved state fall on optimiser steps.
 Distributed (torchrun): ``batch_size`` is the global batch, split evenly over the ranks; rank r
 takes elements r, r + world, ... of each global batch, so N processes see the same samples per
 step as one process. Gradients are averaged by DistributedDataParallel, metrics are summed over
-ranks, and only rank 0 writes files or draws the progress bar.
+ranks, and only rank 0 writes files or draws the progress bar. Under ``torchrun --max-restarts N`` a
+process that dies makes torchrun restart the group, and the restarted run continues from the last
+saved state of ``out`` by itself when ``out`` holds this same recipe (with ``save_every_steps``, at
+most K steps are redone).
 
 A non-finite loss stops the run with :class:`NonFiniteLossError` naming the step, before the
 bad step touches the weights; the last good checkpoint stays. Ctrl-C (SIGINT) finishes the
@@ -72,7 +75,8 @@ from ..profiling import profile
 from . import checkpoints as ckpt
 from . import rundir
 from .config import TrainConfig
-from .distributed import Dist, all_sum, barrier, broadcast_buffers, convert_sync_batchnorm, init
+from .distributed import (Dist, all_sum, barrier, broadcast_buffers, convert_sync_batchnorm,
+                          elastic_restart, elastic_run_id, init)
 from .optim import OPTIMIZERS, base_lr, create_ema, create_optimizer, create_scheduler
 from .process import scoped_process_state
 from .tasks import get_task
@@ -186,11 +190,8 @@ class MetricsLog:
 def check_resumable(stored: dict, recipe: dict, epochs_done: int) -> None:
     """Raise unless ``recipe`` continues the run whose recipe was ``stored``: the same in every
     setting it stored, except ``epochs``, which may grow (the schedule then runs to the new end)."""
-    def plain(v):  # as stored in JSON: tuples and lists alike
-        return json.loads(json.dumps(v))
-
     changed = {k: (stored[k], recipe[k]) for k in stored
-               if k != "epochs" and k in recipe and plain(stored[k]) != plain(recipe[k])}
+               if k != "epochs" and k in recipe and _plain(stored[k]) != _plain(recipe[k])}
     if changed:
         raise ValueError("train: cannot resume with a different recipe: "
                          + ", ".join(f"{k} was {a!r}, now {b!r}" for k, (a, b) in changed.items())
@@ -198,6 +199,17 @@ def check_resumable(stored: dict, recipe: dict, epochs_done: int) -> None:
     if recipe["epochs"] < epochs_done:
         raise ValueError(f"train: cannot resume with epochs={recipe['epochs']}: the run has done {epochs_done} "
                          f"epochs already")
+
+
+def _elastic_record() -> dict:
+    """What tells a restarted torchrun job that ``out`` holds its own run: the job's id (none outside torchrun)."""
+    run_id = elastic_run_id()
+    return {} if run_id is None else {"elastic_run_id": run_id}
+
+
+def _plain(value):
+    """``value`` as stored in JSON: tuples and lists alike."""
+    return json.loads(json.dumps(value))
 
 
 def _config(cfg: TrainConfig) -> dict:
@@ -224,10 +236,27 @@ def train(cfg: TrainConfig, *, model: nn.Module | None = None, train_set=None, v
 
 
 def _continuation(cfg: TrainConfig, d: Dist) -> TrainConfig:
-    """``cfg`` as it continues the run in ``out``: ``resume`` of a run that was killed before its first
-    checkpoint (its record, no training state) starts that run again from the beginning, replacing what
-    it left. Every rank decides before rank 0 writes anything into ``out``."""
+    """``cfg`` as it continues the run in ``out``.
+
+    - Restarted by torchrun (``--max-restarts``) after a process failed, with ``out`` holding the record this
+      torchrun job wrote, of this very recipe: continue it (``resume``), with no ``--resume`` needed; otherwise
+      as on a first start.
+    - ``resume`` of a run that was killed before its first checkpoint (its record, no training state):
+      start that run again from the beginning, replacing what it left.
+
+    Every rank decides before rank 0 writes anything into ``out``.
+    """
     out = cfg.out
+    restart = elastic_restart()
+    if restart and out and not cfg.resume and os.path.isfile(os.path.join(out, rundir.RUN_RECORD)):
+        record = rundir.read_record(out, "train")
+        stored = record["config"]
+        if record.get("elastic_run_id") == elastic_run_id() and all(
+                k in stored and _plain(stored[k]) == _plain(v) for k, v in cfg.recipe().items()):
+            if d.is_main:
+                print(f"train: restarted by torchrun (restart {restart}): continuing the run in {out} from its last "
+                      f"saved state", file=sys.stderr, flush=True)
+            cfg = dataclasses.replace(cfg, resume=True, overwrite=False)
     if (cfg.resume and out and not os.path.isfile(os.path.join(out, ckpt.LAST_STATE))
             and os.path.isfile(os.path.join(out, rundir.RUN_RECORD))):
         check_resumable(rundir.read_record(out, "train --resume")["config"], cfg.recipe(), 0)
@@ -341,7 +370,7 @@ class _Loop:
             run_cfg = rundir.data_pretrained_cfg(cfg.data, self.train_set, self.sample_shape, self.pretrained_cfg)
             with rundir.replacing_run(out) if cfg.overwrite else contextlib.nullcontext():
                 record = rundir.write_record(out, _config(cfg), self.train_set, run_cfg, self.custom_model,
-                                             **self._dense_record())
+                                             **self._dense_record(), **_elastic_record())
             # the weights carry what rebuilds their model, unless the record cannot name one
             self.model_meta = {} if self.custom_model else rundir.model_metadata(record)
             self.log = MetricsLog(out, self.rows, self.task.columns())

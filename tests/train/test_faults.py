@@ -2,6 +2,8 @@
 non-finite steps skipped."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from safetensors import safe_open
@@ -14,7 +16,7 @@ from test_trainer import Tiny, _tiny_cfg
 
 def _train(out, *, on_step=None, resume=False, model=None, **kw):
     torch.manual_seed(0)
-    return train(_tiny_cfg(out, resume=resume, **kw), model=model or Tiny(),
+    return train(dataclasses.replace(_tiny_cfg(out, resume=resume), **kw), model=model or Tiny(),
                  train_set=create_dataset("digits", "train"), val_set=create_dataset("digits", "val"), on_step=on_step)
 
 
@@ -53,3 +55,33 @@ def test_save_every_steps_must_be_a_positive_integer(tmp_path):
     for bad in (0, -3, 2.5, True):
         with pytest.raises(ValueError, match=rf"save_every_steps must be a positive integer .*got {bad!r}"):
             train(TrainConfig(data="synthetic:1x8x8", epochs=1, save_every_steps=bad, out=str(tmp_path)), model=Tiny())
+
+
+def test_a_run_restarted_by_torchrun_continues_from_its_last_state_by_itself(tmp_path, monkeypatch):
+    _train(tmp_path / "full")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job")
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "0")
+
+    def crash(step):
+        if step == 33:
+            raise Crash("a process died")
+
+    with pytest.raises(Crash):
+        _train(tmp_path / "cut", on_step=crash, save_every_steps=5)
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")  # torchrun starts the same command again
+    steps = []
+    summary = _train(tmp_path / "cut", on_step=steps.append, save_every_steps=5)
+    assert steps[0] == 31 and summary["epochs_done"] == 2  # from the state saved at step 30
+    assert _same_weights(tmp_path / "full", tmp_path / "cut")
+
+
+def test_a_restart_treats_a_run_of_another_job_or_recipe_as_a_first_start_does(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "earlier-job")
+    _train(tmp_path, epochs=1)
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "this-job")
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    with pytest.raises(ValueError, match="already holds a run"):
+        _train(tmp_path, epochs=1)
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "earlier-job")
+    with pytest.raises(ValueError, match="already holds a run"):
+        _train(tmp_path, epochs=1, lr=0.01)
