@@ -11,13 +11,15 @@ Specs:
   ``coco:PATH``, ``voc:PATH``, ``segfolder:PATH`` — items are ``(image, target dict)`` or ``(image, mask)``.
 
 Every dataset gives ``(image tensor, label)`` and has ``num_classes``, ``in_chans``,
-``classes`` and ``set_epoch(epoch)`` (augmentation is seeded per sample and epoch).
+``classes`` and ``set_epoch(epoch)`` (augmentation is seeded per sample and epoch). The datasets read
+from files can check them all before a run (:func:`find_bad_files`, :mod:`.check`).
 """
 from __future__ import annotations
 
 from torchvision.transforms import v2
 
 from .._suggest import unknown_name_error
+from .check import BadFile, find_bad_files
 from .cluttered import ClutteredDigits
 from .digits import Digits
 from .files import CIFAR, ImageFolder
@@ -30,8 +32,8 @@ from .dense import DENSE_BUILTIN, DENSE_WITH_PATH, create_dense_dataset
 BUILTIN = ("digits", "cluttered-digits", "synthetic") + DENSE_BUILTIN
 WITH_PATH = ("imagefolder", "cifar10", "cifar100") + DENSE_WITH_PATH
 
-__all__ = ["AUTO_AUGMENTS", "Augmented", "BatchMix", "CIFAR", "ClutteredDigits", "Digits", "ImageFolder",
-           "SampleAugment", "Synthetic", "create_dataset", "data_task", "mixup_cutmix", "parse_spec"]
+__all__ = ["AUTO_AUGMENTS", "Augmented", "BadFile", "BatchMix", "CIFAR", "ClutteredDigits", "Digits", "ImageFolder",
+           "SampleAugment", "Synthetic", "create_dataset", "data_task", "find_bad_files", "mixup_cutmix", "parse_spec"]
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:

@@ -51,6 +51,9 @@ class TrainConfig:
                     "maskrcnn, retinanet, fcos; semantic_fpn, upernet) on --backbone")
     backbone: str | None = option(None, "with --task detection|segmentation: the backbone (a registered name, "
                                "timm:NAME or torchvision:NAME)")
+    skip_bad_files: bool = option(False, "train without the files that cannot be used (unreadable images, masks with "
+                               "classes out of range), listed in OUT/bad_files.txt; without it, they stop the run "
+                               "before it starts")
     num_classes: int | None = option(None, "segfolder: classes of its masks (elsewhere they follow the data)")
     min_size: int | None = option(None, "detection: resize the shorter side to this (default: 64 for the built-in "
                                "canvases, else 800)")

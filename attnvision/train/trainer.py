@@ -9,7 +9,13 @@ trains, evaluates after every epoch and writes into ``out``:
 - ``last.safetensors``, ``best.safetensors`` (the best ``val_acc1``, ``val_map`` or ``val_miou``),
   ``last.state.pt`` (see :mod:`.checkpoints`);
 - ``summary.json``: final and best metrics, parameters, MACs, train and inference throughput;
-- ``run.json``: the record of the run, written before the first step (see :mod:`.rundir`).
+- ``run.json``: the record of the run, written before the first step (see :mod:`.rundir`), with its
+  ``status``: ``running``, then ``finished``, ``interrupted`` (Ctrl-C) or ``failed`` (and the ``error``);
+- ``bad_files.txt``: with ``skip_bad_files``, the data files left out.
+
+Before anything is written, every file of the datasets read from files (image folders, COCO, VOC,
+segmentation folders) is checked (:mod:`attnvision.data.check`): image headers, sizes, mask classes. A bad
+file is one error naming it, rather than a stop in the middle of an epoch; ``skip_bad_files`` leaves them out.
 
 ``TrainConfig(task="detection", model="fasterrcnn", backbone="resnet18_cbam", data="cluttered-digits-det")``
 trains a detector, ``task="segmentation"`` a segmenter: the loop (:class:`_Loop`: build, restore, train an
@@ -69,13 +75,14 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..data.augment import AUGMENT_FIELDS, check_augment
+from ..data.check import BadFile, checks_files, find_bad_files, one_line
 from ..data.transforms import _mix
 from ..io import atomic_write_text, remove_temporaries
 from ..profiling import profile
 from . import checkpoints as ckpt
 from . import rundir
 from .config import TrainConfig
-from .distributed import (Dist, all_sum, barrier, broadcast_buffers, convert_sync_batchnorm,
+from .distributed import (Dist, all_gather_objects, all_sum, barrier, broadcast_buffers, convert_sync_batchnorm,
                           elastic_restart, elastic_run_id, init)
 from .optim import OPTIMIZERS, base_lr, create_ema, create_optimizer, create_scheduler
 from .process import scoped_process_state
@@ -277,6 +284,8 @@ class _Loop:
         self.out = cfg.out if cfg.out else None
         self.start_epoch, self.start_batch, self.global_step = 0, 0, 0
         self.saved_at: tuple[int, int] | None = None  # (epoch, batch) of the last state written
+        self.recorded = False  # run.json written (by this process)
+        self.bad_files: list[tuple[str, BadFile]] = []  # (split, file) left out
         self.best: dict | None = None
         self.rows: list[dict] = []
         self.running = self._zeros()  # the task's sums over the epoch so far (count last)
@@ -299,6 +308,7 @@ class _Loop:
         if train_set is None or val_set is None:
             built_train, built_val = task.datasets(cfg, self.pretrained_cfg)
             train_set, val_set = train_set or built_train, val_set or built_val
+        self.bad_files = self._check_files(train_set, val_set)
         self.batch_transform = task.batch_transform(cfg, train_set)  # MixUp/CutMix, seeded per batch
         if model is None:
             model = task.build_model(cfg, train_set)
@@ -342,6 +352,32 @@ class _Loop:
         self.net = net
         self.eval_model = self.ema.module if self.ema is not None else model
 
+    def _check_files(self, train_set, val_set) -> list[tuple[str, BadFile]]:
+        """Every file of the datasets read from files checked before anything is written (each rank checks
+        its share, in threads): one error naming the bad ones, or with ``skip_bad_files`` they are left out."""
+        cfg, d = self.cfg, self.d
+        found = []
+        for split, dataset in (("train", train_set), ("val", val_set)):
+            if not checks_files(dataset):
+                continue
+            mine = find_bad_files(dataset, range(d.rank, len(dataset), d.world_size),
+                                  progress=cfg.progress and d.is_main, desc=f"checking the {split} files")
+            bad = sorted((b for part in all_gather_objects(mine, d) for b in part), key=lambda b: b.index)
+            if not bad:
+                continue
+            total = len(dataset)
+            listed = "; ".join(map(str, bad[:5])) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
+            if not cfg.skip_bad_files:
+                raise ValueError(f"train: {len(bad)} of the {total} {split} files of {cfg.data!r} cannot be used: "
+                                 f"{listed}; repair or remove them, or leave them out with --skip-bad-files")
+            dataset.drop_items([b.index for b in bad])
+            if d.is_main:
+                where = f" (all in {os.path.join(self.out, rundir.BAD_FILES)})" if self.out else ""
+                print(f"train: warning: leaving out {len(bad)} of the {total} {split} files of {cfg.data!r} that "
+                      f"cannot be used{where}: {listed}", file=sys.stderr, flush=True)
+            found += [(split, b) for b in bad]
+        return found
+
     # -- restore -------------------------------------------------------------------------------
     def restore(self) -> None:
         """Continue from ``last.state.pt`` (with ``resume``), then write the run record (the first write)."""
@@ -371,9 +407,23 @@ class _Loop:
             with rundir.replacing_run(out) if cfg.overwrite else contextlib.nullcontext():
                 record = rundir.write_record(out, _config(cfg), self.train_set, run_cfg, self.custom_model,
                                              **self._dense_record(), **_elastic_record())
+            self.recorded = True
+            if self.bad_files:
+                rundir.write_bad_files(out, self.bad_files)
             # the weights carry what rebuilds their model, unless the record cannot name one
             self.model_meta = {} if self.custom_model else rundir.model_metadata(record)
             self.log = MetricsLog(out, self.rows, self.task.columns())
+
+    def record_status(self, status: str, error: str | None = None) -> None:
+        """How the run stands, in its record (rank 0, once the record is written); a failure to write it
+        while the run fails leaves the run's own error to be reported."""
+        if not self.recorded:
+            return
+        if status == "finished":
+            rundir.set_status(self.out, status)
+            return
+        with contextlib.suppress(OSError, ValueError):
+            rundir.set_status(self.out, status, error)
 
     def _dense_record(self) -> dict:
         if self.task.name == "classification":
@@ -520,7 +570,21 @@ def _train(cfg: TrainConfig, d: Dist, model, train_set, val_set, on_step) -> dic
     run = _Loop(cfg, d, task, on_step)
     run.build(model, train_set, val_set)
     run.restore()
-    out = run.out
+    try:
+        summary = _run(run)
+    except KeyboardInterrupt:
+        run.record_status("interrupted")
+        raise
+    except BaseException as e:
+        run.record_status("failed", one_line(e))
+        raise
+    run.record_status("interrupted" if summary["interrupted"] else "finished")
+    return summary
+
+
+def _run(run: _Loop) -> dict:
+    """The epochs of a built and restored run, and its summary."""
+    cfg, d, task, out = run.cfg, run.d, run.task, run.out
     started = time.perf_counter()
     interrupted, result, train_ips = False, None, 0.0
     values: dict | None = None

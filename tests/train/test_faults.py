@@ -3,15 +3,22 @@ non-finite steps skipped."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import signal
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file
-
-from attnvision.data import create_dataset
-from attnvision.train import TrainConfig, train
 from test_trainer import Tiny, _tiny_cfg
+
+from attnvision.cli.main import main
+from attnvision.data import create_dataset
+from attnvision.train import NonFiniteLossError, TrainConfig, train
+from attnvision.train.rundir import describe
 
 
 def _train(out, *, on_step=None, resume=False, model=None, **kw):
@@ -85,3 +92,89 @@ def test_a_restart_treats_a_run_of_another_job_or_recipe_as_a_first_start_does(t
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "earlier-job")
     with pytest.raises(ValueError, match="already holds a run"):
         _train(tmp_path, epochs=1, lr=0.01)
+
+
+def _record(out) -> dict:
+    return json.loads((out / "run.json").read_text())
+
+
+def test_the_record_says_running_then_finished_failed_or_interrupted(tmp_path):
+    seen = []
+    _train(tmp_path / "ok", epochs=1, on_step=lambda step: seen.append(_record(tmp_path / "ok")["status"]))
+    assert set(seen) == {"running"} and _record(tmp_path / "ok")["status"] == "finished"
+
+    with pytest.raises(NonFiniteLossError):
+        _train(tmp_path / "nan", epochs=1, model=Tiny(fail_at_call=5))
+    record = _record(tmp_path / "nan")
+    assert record["status"] == "failed" and "\n" not in record["error"]
+    assert record["error"].startswith("NonFiniteLossError: train: the loss became nan at step 5 (epoch 1, batch 5")
+    assert describe(str(tmp_path / "nan")) == f"a custom model on digits, failed: {record['error']}"
+
+    def interrupt(step):
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    assert _train(tmp_path / "cut", epochs=1, on_step=interrupt)["interrupted"]
+    assert _record(tmp_path / "cut")["status"] == "interrupted"
+    assert describe(str(tmp_path / "cut")) == "a custom model on digits, interrupted"
+    _train(tmp_path / "cut", epochs=1, resume=True)
+    assert _record(tmp_path / "cut")["status"] == "finished" and "error" not in _record(tmp_path / "cut")
+
+
+def _image_folder(root):
+    for split in ("train", "val"):
+        for c in ("cat", "dog"):
+            (root / split / c).mkdir(parents=True)
+            for k in range(4):
+                Image.new("RGB", (20, 20), (40 * k, 100, 200 if c == "cat" else 0)).save(root / split / c / f"{k}.png")
+    (root / "train" / "dog" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    return f"imagefolder:{root}"
+
+
+def _folder_cfg(data, out, **kw):
+    return TrainConfig(model="resnet20", data=data, input_size=(3, 16, 16), epochs=1, batch_size=4, threads=1,
+                       progress=False, out=str(out), **kw)
+
+
+def test_a_bad_image_stops_the_run_before_anything_is_written_naming_it(tmp_path, capsys):
+    data = _image_folder(tmp_path / "data")
+    with pytest.raises(ValueError, match=r"^train: 1 of the 9 train files of 'imagefolder:.*' cannot be used: "
+                                         r"\S*/dog/broken\.jpg \(unreadable: UnidentifiedImageError: .*\); repair "
+                                         r"or remove them, or leave them out with --skip-bad-files$"):
+        train(_folder_cfg(data, tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+    assert main(["train", "--model", "resnet20", "--data", data, "--input-size", "3", "16", "16", "--epochs", "1",
+                 "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("attnvision train: error: 1 of the 9 train files") and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_skip_bad_files_trains_without_them_and_lists_them(tmp_path, capsys):
+    data = _image_folder(tmp_path / "data")
+    summary = train(_folder_cfg(data, tmp_path / "run", skip_bad_files=True))
+    assert summary["epochs_done"] == 1 and _record(tmp_path / "run")["status"] == "finished"
+    err = capsys.readouterr().err
+    assert "train: warning: leaving out 1 of the 9 train files of 'imagefolder:" in err and "broken.jpg" in err
+    [line] = (tmp_path / "run" / "bad_files.txt").read_text().splitlines()
+    split, path, reason = line.split("\t")
+    assert split == "train" and path.endswith("/dog/broken.jpg") and reason.startswith("unreadable: ")
+
+
+def test_a_mask_with_a_class_out_of_range_stops_a_segmentation_run_before_it_starts(tmp_path):
+    for split in ("train", "val"):
+        for k in range(3):
+            Image.new("RGB", (16, 16)).save(_mkdir(tmp_path / "images" / split) / f"{k}.png")
+            mask = np.full((16, 16), 9 if (split, k) == ("val", 2) else k, dtype=np.uint8)
+            Image.fromarray(mask).save(_mkdir(tmp_path / "masks" / split) / f"{k}.png")
+    cfg = TrainConfig(task="segmentation", model="semantic_fpn", backbone="resnet20", data=f"segfolder:{tmp_path}",
+                      num_classes=3, epochs=1, batch_size=2, threads=1, progress=False, out=str(tmp_path / "run"))
+    with pytest.raises(ValueError, match=r"1 of the 3 val files of 'segfolder:.*' cannot be used: \S*/masks/val/2\.png "
+                                         r"\(has class values \[9\] outside 0…2 and not the ignore index 255\)"):
+        train(cfg)
+    assert not (tmp_path / "run").exists()
+
+
+def _mkdir(path):
+    path.mkdir(parents=True, exist_ok=True)
+    return path
