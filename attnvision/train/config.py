@@ -23,7 +23,7 @@ from .._suggest import did_you_mean
 
 # Settings that change how a run is executed, not what it trains: free to differ when resuming.
 RUNTIME_KEYS = ("workers", "threads", "eval_batch_size", "device", "out", "resume", "overwrite", "progress",
-                "save_every_steps")
+                "save_every_steps", "skip_nonfinite")
 
 
 def option(default: Any = dataclasses.MISSING, help: str = "", *, factory: Callable[[], Any] | None = None,
@@ -89,6 +89,8 @@ class TrainConfig:
     mixup_alpha: float = option(0.0, "classification: MixUp with Beta(A, A); 0: off", metavar="A")
     cutmix_alpha: float = option(0.0, "classification: CutMix with Beta(A, A); with --mixup-alpha, one of the two per "
                               "batch", metavar="A")
+    skip_nonfinite: int = option(0, "skip up to N optimiser steps whose loss is NaN or infinite (each with a warning; "
+                              "counted in summary.json), then stop at the next as without it", metavar="N")
     clip_grad: float | None = option(None, "clip the gradients' global norm to this value")
     accum_steps: int = option(1, "gradient accumulation: one optimiser step every N batches of --batch-size (the step "
                            "of one batch N times larger)", metavar="N")

@@ -187,7 +187,8 @@ def resumed_config(out: str, given: dict) -> dict:
     if changed:
         raise ValueError(f"train: cannot resume {out!r} with other settings: {', '.join(changed)}; drop those "
                          f"options to continue the run (only --epochs may change, and how it runs: --workers, "
-                         f"--threads, --device, --no-progress, --save-every-steps), or start a new run (another --out, or --overwrite)")
+                         f"--threads, --device, --no-progress, --save-every-steps, --skip-nonfinite), or start a "
+                         f"new run (another --out, or --overwrite)")
     return {**stored, **given}
 
 

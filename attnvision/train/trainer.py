@@ -54,7 +54,9 @@ saved state of ``out`` by itself when ``out`` holds this same recipe (with ``sav
 most K steps are redone).
 
 A non-finite loss stops the run with :class:`NonFiniteLossError` naming the step, before the
-bad step touches the weights; the last good checkpoint stays. Ctrl-C (SIGINT) finishes the
+bad step touches the weights; the last good checkpoint stays. ``skip_nonfinite=N`` tolerates up to N
+such steps first: each is skipped (no optimiser step; the batch's BatchNorm statistics undone), with a
+warning line naming it, and counted in the summary's ``nonfinite_steps``. Ctrl-C (SIGINT) finishes the
 current step, saves ``last`` at that batch and returns (a second Ctrl-C aborts at once).
 ``save_every_steps=K`` also saves the state every K optimiser steps, so that a crash loses at most K
 steps of an epoch; resuming continues from that batch.
@@ -103,6 +105,9 @@ def _check(cfg: TrainConfig, d: Dist) -> None:
                          f"{d.world_size} processes")
     if isinstance(cfg.accum_steps, bool) or not isinstance(cfg.accum_steps, int) or cfg.accum_steps < 1:
         raise ValueError(f"train: accum_steps must be a positive integer, got {cfg.accum_steps!r}")
+    if isinstance(cfg.skip_nonfinite, bool) or not isinstance(cfg.skip_nonfinite, int) or cfg.skip_nonfinite < 0:
+        raise ValueError(f"train: skip_nonfinite must be an integer >= 0 (0: stop at the first non-finite loss), got "
+                         f"{cfg.skip_nonfinite!r}")
     if cfg.save_every_steps is not None and (isinstance(cfg.save_every_steps, bool)
                                              or not isinstance(cfg.save_every_steps, int) or cfg.save_every_steps < 1):
         raise ValueError(f"train: save_every_steps must be a positive integer (or None: at the end of each epoch "
@@ -285,6 +290,7 @@ class _Loop:
         self.start_epoch, self.start_batch, self.global_step = 0, 0, 0
         self.saved_at: tuple[int, int] | None = None  # (epoch, batch) of the last state written
         self.recorded = False  # run.json written (by this process)
+        self.nonfinite_steps = 0  # optimiser steps skipped for a non-finite loss (skip_nonfinite)
         self.bad_files: list[tuple[str, BadFile]] = []  # (split, file) left out
         self.best: dict | None = None
         self.rows: list[dict] = []
@@ -399,6 +405,7 @@ class _Loop:
             ckpt.set_rng_state(state["rng"])
             self.start_epoch, self.start_batch, self.global_step = state["epoch"], state["batch"], state["global_step"]
             self.saved_at = (self.start_epoch, self.start_batch)
+            self.nonfinite_steps = state.get("nonfinite_steps", 0)  # absent from states saved before it was kept
             self.best, self.rows, self.running = state["best"], state["rows"], state["running"]
         self.model_meta, self.log = {}, None
         if out and d.is_main:
@@ -450,7 +457,7 @@ class _Loop:
             ema=self.ema.state_dict() if self.ema is not None else None, optimizer=self.optimizer.state_dict(),
             scheduler=self.scheduler.state_dict(), scaler=self.scaler.state_dict(), rng=ckpt.rng_state(),
             epoch=epoch, batch=batch, global_step=self.global_step, best=self.best,
-            rows=self.log.rows if self.log else [], running=self.running))
+            rows=self.log.rows if self.log else [], running=self.running, nonfinite_steps=self.nonfinite_steps))
 
     # -- train one epoch -----------------------------------------------------------------------
     def train_epoch(self, epoch: int, stop: "_StopFlag") -> tuple[bool, int, float]:
@@ -479,6 +486,10 @@ class _Loop:
                 last = min(first + cfg.accum_steps, steps) - 1
                 if batch == first:
                     self.optimizer.zero_grad(set_to_none=True)
+                    # what a skipped step must not keep: the group's sums and what its forwards did to the
+                    # buffers (BatchNorm statistics)
+                    non_finite, running = False, self.running.clone()
+                    buffers = [b.detach().clone() for b in self.model.buffers()] if cfg.skip_nonfinite else None
                 # DDP averages the gradients over ranks at the group's last backward only
                 sync = self.ddp.no_sync() if self.ddp is not None and batch < last else contextlib.nullcontext()
                 with sync:
@@ -487,8 +498,10 @@ class _Loop:
                     flags = torch.tensor([not torch.isfinite(loss).item(), stop.requested], dtype=torch.float64)
                     step_stats = all_sum(torch.cat([sums, flags]).to(device), d).cpu()
                     n = len(sums)
-                    if step_stats[n] > 0:
-                        self._non_finite(loss, epoch, batch)
+                    if step_stats[n] > 0 and not non_finite:
+                        self._non_finite(loss, epoch, batch)  # past --skip-nonfinite: stops the run
+                        non_finite = True
+                    # every rank knows: its gradients are dropped at the step, after DDP's reduction as usual
                     self.scaler.scale(loss / (last - first + 1)).backward()
                 self.running += step_stats[:n]
                 images += int(step_stats[n - 1])
@@ -498,7 +511,12 @@ class _Loop:
                     bar.update()
                 if batch < last:
                     continue
-                self._step()
+                if non_finite:
+                    self.running = running
+                    with torch.no_grad():
+                        for b, saved in zip(self.model.buffers(), buffers):
+                            b.copy_(saved)
+                self._step(skip=non_finite)
                 every = cfg.save_every_steps
                 if every and self.global_step % every == 0 and batch + 1 < steps:  # the epoch's end saves anyway
                     self.save(epoch, batch + 1, None)
@@ -514,9 +532,15 @@ class _Loop:
                 bar.close()
         return interrupted, images, time.perf_counter() - epoch_start
 
-    def _step(self) -> None:
-        """The optimiser step on the gradients accumulated since the last one."""
+    def _step(self, skip: bool = False) -> None:
+        """The optimiser step on the gradients accumulated since the last one; ``skip``: none (a non-finite loss),
+        counted, the schedule moving on as it does when the fp16 gradient scaler skips a step."""
         cfg = self.cfg
+        if skip:
+            self.nonfinite_steps += 1
+            self.scheduler.step()
+            self.global_step += 1
+            return
         if cfg.clip_grad:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad)
@@ -527,14 +551,23 @@ class _Loop:
             self.ema.update_parameters(self.model)
         self.global_step += 1
 
-    def _non_finite(self, loss: torch.Tensor, epoch: int, batch: int):
-        out, saved = self.out, self.saved_at
+    def _non_finite(self, loss: torch.Tensor, epoch: int, batch: int) -> None:
+        """A non-finite loss in the current step: skipped with a warning while ``skip_nonfinite`` allows, else
+        :class:`NonFiniteLossError`."""
+        out, saved, limit = self.out, self.saved_at, self.cfg.skip_nonfinite
         value = loss.item() if not torch.isfinite(loss) else "non-finite on another rank"
+        where = (f"the loss became {value} at step {self.global_step + 1} (epoch {epoch + 1}, batch {batch + 1} of "
+                 f"{self.batches_per_epoch})")
+        if self.nonfinite_steps < limit:
+            if self.d.is_main:
+                print(f"train: warning: {where}; skipping that step ({self.nonfinite_steps + 1} of at most {limit}, "
+                      f"--skip-nonfinite)", file=sys.stderr, flush=True)
+            return
         kept = (f"the last good checkpoint is {os.path.join(out, ckpt.LAST_STATE)} (epoch {saved[0]}, "
                 f"batch {saved[1]})" if out and saved else "no checkpoint was written")
+        skipped = f" after {limit} skipped (--skip-nonfinite {limit})" if limit else ""
         raise NonFiniteLossError(
-            f"train: the loss became {value} at step {self.global_step + 1} (epoch {epoch + 1}, batch "
-            f"{batch + 1} of {self.batches_per_epoch}); stopped before updating the weights; {kept}. "
+            f"train: {where}{skipped}; stopped before updating the weights; {kept}. "
             f"Lower the learning rate or clip gradients (--clip-grad).")
 
     # -- evaluate ------------------------------------------------------------------------------
@@ -621,7 +654,7 @@ def _run(run: _Loop) -> dict:
         params=run.prof.params, macs=run.prof.macs, input_size=list(run.sample_shape),
         train_images_per_s=train_ips or (all_rows[-1]["train_images_per_s"] if all_rows else None),
         infer_images_per_s=_images_per_s(result),
-        seconds=time.perf_counter() - started, world_size=d.world_size,
+        seconds=time.perf_counter() - started, world_size=d.world_size, nonfinite_steps=run.nonfinite_steps,
         config=_config(cfg),
     )
     if task.name != "classification":

@@ -178,3 +178,41 @@ def test_a_mask_with_a_class_out_of_range_stops_a_segmentation_run_before_it_sta
 def _mkdir(path):
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+class NaNAt(Tiny):
+    """Tiny whose loss is NaN at the training forwards ``calls`` (after BatchNorm has seen the batch)."""
+
+    def __init__(self, calls):
+        super().__init__()
+        self.bad = set(calls)
+
+    def forward(self, x):
+        out = super().forward(x)
+        return out * float("nan") if self.calls in self.bad else out
+
+
+def test_skip_nonfinite_skips_up_to_n_steps_leaving_the_weights_and_statistics_as_they_were(tmp_path, capsys):
+    model, kept = NaNAt({5, 30}), {}
+
+    def keep(step):
+        kept[step] = {k: v.clone() for k, v in model.state_dict().items()}
+
+    summary = _train(tmp_path / "run", model=model, on_step=keep, skip_nonfinite=2)
+    assert summary["nonfinite_steps"] == 2 and summary["epochs_done"] == 2
+    for skipped in (5, 30):  # the optimiser step and the forward's BatchNorm statistics undone
+        assert all(torch.equal(kept[skipped][k], kept[skipped - 1][k]) for k in kept[skipped])
+    assert not torch.equal(kept[6]["fc.weight"], kept[5]["fc.weight"])
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["nonfinite_steps"] == 2
+    err = capsys.readouterr().err
+    assert ("train: warning: the loss became nan at step 5 (epoch 1, batch 5 of 22); skipping that step (1 of at "
+            "most 2, --skip-nonfinite)") in err
+    assert "at step 30 (epoch 2, batch 8 of 22); skipping that step (2 of" in err
+    rows = (tmp_path / "run" / "metrics.csv").read_text()
+    assert "nan" not in rows  # the skipped batches are left out of the training loss too
+
+    with pytest.raises(NonFiniteLossError, match=r"loss became nan at step 30 \(epoch 2, batch 8 of 22\) after 1 "
+                                                 r"skipped \(--skip-nonfinite 1\); stopped before updating"):
+        _train(tmp_path / "stop", model=NaNAt({5, 30}), skip_nonfinite=1)
+    with pytest.raises(ValueError, match="skip_nonfinite must be an integer >= 0"):
+        _train(tmp_path / "bad", skip_nonfinite=-1)
