@@ -3,7 +3,8 @@
 The temporary file is created private (``mkstemp`` makes it 0600); once complete it gets the
 permissions an ordinary ``open(path, "w")`` would give, ``0o666 & ~umask``, before the rename.
 Whatever fails (a read-only folder, a full disk, a name too long, an exception of the writer), the
-temporary file is removed and the file at ``path`` is the one that was there before.
+temporary file is removed and the file at ``path`` is the one that was there before. Only a process
+killed outright leaves its temporary file (``.NAME.XXXX.tmp``); :func:`remove_temporaries` clears them.
 
 An ``OSError`` of the file system leaves here as :class:`FileSystemError`: one line saying what was
 being done, to which path (the file asked for, not the temporary one) and why, with its ``errno``.
@@ -50,8 +51,7 @@ def atomic_write(path, write: Callable[[str], None]) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     with file_operation("create the folder", directory):
         os.makedirs(directory, exist_ok=True)
-    # a name of 255 bytes is legal: the temporary one must not be longer
-    prefix = f".{os.path.basename(path)[:200]}."
+    prefix = _temporary_prefix(os.path.basename(path))
     with file_operation("write", path):
         fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=directory)
         try:
@@ -71,6 +71,26 @@ def atomic_write(path, write: Callable[[str], None]) -> None:
             os.fsync(dfd)
         finally:
             os.close(dfd)
+
+
+def _temporary_prefix(name: str) -> str:
+    return f".{name[:200]}."  # a name of 255 bytes is legal: the temporary one must not be longer
+
+
+def remove_temporaries(directory, names) -> list[str]:
+    """Remove the temporary files that :func:`atomic_write` calls killed half-way (``kill -9``, a power cut)
+    left in ``directory`` for the files ``names``; only call it while nothing else writes those files.
+    Returns the names removed."""
+    if not os.path.isdir(directory):
+        return []
+    prefixes = tuple(_temporary_prefix(n) for n in names)
+    with file_operation("list", directory):
+        found = sorted(e for e in os.listdir(directory) if e.startswith(prefixes) and e.endswith(".tmp"))
+    for entry in found:
+        path = os.path.join(directory, entry)
+        with file_operation("remove the temporary file", path), contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+    return found
 
 
 def _umask() -> int:

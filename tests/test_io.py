@@ -9,7 +9,7 @@ import stat
 
 import pytest
 
-from attnvision.io import FileSystemError, atomic_write, atomic_write_text
+from attnvision.io import FileSystemError, atomic_write, atomic_write_text, remove_temporaries
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
@@ -66,3 +66,29 @@ def test_a_name_of_255_bytes_is_written_though_its_temporary_name_would_be_longe
     name = "n" * 251 + ".txt"
     atomic_write_text(tmp_path / name, "x")
     assert os.listdir(tmp_path) == [name]
+
+
+
+def _torn_write(path) -> str:
+    """What a process killed half-way through ``atomic_write(path)`` leaves: its temporary file (kept by a link
+    that the writer makes before failing)."""
+    def fail(tmp):
+        with open(tmp, "w") as f:
+            f.write("half")
+        os.link(tmp, tmp + ".kept")
+        raise RuntimeError("killed")
+    with pytest.raises(RuntimeError):
+        atomic_write(path, fail)
+    [kept] = [p for p in os.listdir(os.path.dirname(path)) if p.endswith(".kept")]
+    torn = os.path.join(os.path.dirname(path), kept.removesuffix(".kept"))
+    os.rename(torn + ".kept", torn)
+    return os.path.basename(torn)
+
+
+def test_remove_temporaries_clears_the_torn_writes_of_the_files_named_only(tmp_path):
+    atomic_write_text(tmp_path / "last.state.pt", "complete")
+    torn, other = _torn_write(tmp_path / "last.state.pt"), _torn_write(tmp_path / "notes.txt")
+    assert remove_temporaries(tmp_path, ["last.state.pt", "metrics.csv"]) == [torn]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([other, "last.state.pt"])
+    assert (tmp_path / "last.state.pt").read_text() == "complete"
+    assert remove_temporaries(tmp_path / "absent", ["last.state.pt"]) == []

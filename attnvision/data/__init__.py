@@ -11,7 +11,8 @@ Specs:
   ``coco:PATH``, ``voc:PATH``, ``segfolder:PATH`` — items are ``(image, target dict)`` or ``(image, mask)``.
 
 Every dataset gives ``(image tensor, label)`` and has ``num_classes``, ``in_chans``,
-``classes`` and ``set_epoch(epoch)`` (augmentation is seeded per sample and epoch).
+``classes`` and ``set_epoch(epoch)`` (augmentation is seeded per sample and epoch). The datasets read
+from files can check them all before a run (:func:`find_bad_files`, :mod:`.check`).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from torchvision.transforms import v2
 from .._suggest import unknown_name_error
 from ..registry import Registry
 from .augment import AUTO_AUGMENTS, BatchMix, InUnitRange, SampleAugment, mixup_cutmix
+from .check import BadFile, find_bad_files
 from .cluttered import ClutteredDigits
 from .dense import DENSE_BUILTIN, DENSE_WITH_PATH, IMAGENET_MEAN, IMAGENET_STD, create_dense_dataset
 from .digits import Digits
@@ -30,9 +32,9 @@ from .files import CIFAR, ImageFolder
 from .synthetic import Synthetic
 from .transforms import Augmented, imagenet_transform, pad_crop_transform
 
-__all__ = ["AUTO_AUGMENTS", "Augmented", "BatchMix", "CIFAR", "ClutteredDigits", "DATASETS", "DataSource", "Digits",
-           "ImageFolder", "SampleAugment", "Synthetic", "create_dataset", "data_task", "mixup_cutmix", "parse_spec",
-           "register_dataset", "spec_names"]
+__all__ = ["AUTO_AUGMENTS", "Augmented", "BadFile", "BatchMix", "CIFAR", "ClutteredDigits", "DATASETS", "DataSource",
+           "Digits", "ImageFolder", "SampleAugment", "Synthetic", "create_dataset", "data_task", "find_bad_files",
+           "mixup_cutmix", "parse_spec", "register_dataset", "spec_names"]
 
 
 @dataclass(frozen=True)

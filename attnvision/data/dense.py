@@ -22,6 +22,9 @@ Specs (:func:`create_dense_dataset`):
 - ``segfolder:PATH``: ``PATH/images/{split}/NAME.{jpg,png}`` with ``PATH/masks/{split}/NAME.png``
   (ADE20K/VOC layout), ``num_classes`` and ``ignore_index`` given.
 
+The files of ``coco``, ``voc`` and ``segfolder`` can be checked before training (``check_item``, :mod:`.check`):
+image headers, sizes against the annotations, and masks (their classes in range).
+
 The built-in canvases are drawn afresh for each (seed, epoch, index) of the train split and fixed
 for val; transforms that move boxes and masks with the image (``transforms.v2`` with ``tv_tensors``)
 are seeded the same way, so nothing depends on workers, ranks or resumption.
@@ -39,6 +42,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from .check import image_header, image_problem, keep_indices, read_mask
 from .cluttered import CANVAS, _resize
 from .digits import SPLITS, digits_8x8, split_indices
 from .transforms import _mix
@@ -253,6 +257,16 @@ class CocoDetection(_EpochSeeded):
     def __len__(self) -> int:
         return len(self.ids)
 
+    def check_item(self, i: int) -> tuple[str, str] | None:
+        """``(path, why)`` when image ``i`` cannot be read or is not the size its annotation gives, else None."""
+        info = self.coco.imgs[self.ids[i]]
+        path = self.root / self.split / info["file_name"]
+        problem = image_problem(path, (info["height"], info["width"]))
+        return None if problem is None else (str(path), problem)
+
+    def drop_items(self, indices) -> None:
+        self.ids = [self.ids[i] for i in keep_indices(len(self.ids), indices)]
+
     def __getitem__(self, i: int):
         img_id = self.ids[i]
         info = self.coco.imgs[img_id]
@@ -318,6 +332,15 @@ class VOCDetection(_EpochSeeded):
     def __len__(self) -> int:
         return len(self.items)
 
+    def check_item(self, i: int) -> tuple[str, str] | None:
+        """``(path, why)`` when image ``i`` cannot be read or is not the size its annotation gives, else None."""
+        item = self.items[i]
+        problem = image_problem(item["image"], item["size"])
+        return None if problem is None else (str(item["image"]), problem)
+
+    def drop_items(self, indices) -> None:
+        self.items = [self.items[i] for i in keep_indices(len(self.items), indices)]
+
     def __getitem__(self, i: int):
         item = self.items[i]
         image = tv_tensors.Image(_read_rgb(item["image"]))
@@ -360,19 +383,39 @@ class SegFolder(_EpochSeeded):
     def __len__(self) -> int:
         return len(self.items)
 
+    def _mask_problem(self, mask: torch.Tensor, image_size) -> str | None:
+        if mask.ndim != 2:
+            return f"must be one channel of class indices, got shape {tuple(mask.shape)}"
+        if tuple(mask.shape) != tuple(image_size):
+            return f"is {tuple(mask.shape)}, its image {tuple(image_size)}"
+        bad = (mask >= self.num_classes) & (mask != self.ignore_index)
+        if bad.any():
+            return (f"has class values {sorted(mask[bad].unique().tolist())[:10]} outside 0…{self.num_classes - 1} "
+                    f"and not the ignore index {self.ignore_index}")
+        return None
+
+    def check_item(self, i: int) -> tuple[str, str] | None:
+        """``(path, why)`` when image ``i`` cannot be read, or its mask is unreadable, of another size or holds
+        classes outside ``0…num_classes-1`` but the ignore index; else None. Masks are read whole."""
+        path, mask_path = self.items[i]
+        size, problem = image_header(path)
+        if problem is not None:
+            return str(path), problem
+        pixels, problem = read_mask(mask_path)
+        if problem is None:
+            problem = self._mask_problem(torch.from_numpy(pixels.astype(np.int64)), size)
+        return None if problem is None else (str(mask_path), problem)
+
+    def drop_items(self, indices) -> None:
+        self.items = [self.items[i] for i in keep_indices(len(self.items), indices)]
+
     def __getitem__(self, i: int):
         path, mask_path = self.items[i]
         image = tv_tensors.Image(_read_rgb(path))
         mask = torch.from_numpy(_read_png_or_jpeg(mask_path, None).astype(np.int64))
-        if mask.ndim != 2:
-            raise ValueError(f"segfolder: mask {mask_path} must be one channel of class indices, got shape "
-                             f"{tuple(mask.shape)}")
-        if mask.shape != image.shape[-2:]:
-            raise ValueError(f"segfolder: mask {mask_path} is {tuple(mask.shape)}, its image {tuple(image.shape[-2:])}")
-        bad = (mask >= self.num_classes) & (mask != self.ignore_index)
-        if bad.any():
-            raise ValueError(f"segfolder: mask {mask_path} has class values {sorted(mask[bad].unique().tolist())[:10]} "
-                             f"outside 0…{self.num_classes - 1} and not the ignore index {self.ignore_index}")
+        problem = self._mask_problem(mask, image.shape[-2:])
+        if problem is not None:
+            raise ValueError(f"segfolder: mask {mask_path} {problem}")
         image, mask = _apply(self, i, image, tv_tensors.Mask(mask))
         image = v2.functional.normalize(v2.functional.to_dtype(image, torch.float32, scale=True), self.mean, self.std)
         return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)

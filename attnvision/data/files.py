@@ -1,13 +1,16 @@
 """Datasets read from disk: ``imagefolder:PATH`` and ``cifar10:PATH`` / ``cifar100:PATH``.
 
 Nothing is downloaded. Errors name the path and what was expected there: a missing folder,
-a class folder without images, an unreadable image (by file name) or the wrong archive.
+a class folder without images, an unreadable image (by file name) or the wrong archive. An image folder's
+files can be checked before training (``check_item``, :mod:`.check`).
 """
 from __future__ import annotations
 
 import os
 
 from torch.utils.data import Dataset
+
+from .check import image_problem, keep_indices
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
@@ -67,6 +70,18 @@ class ImageFolder(Dataset):
 
     def __getitem__(self, i: int):
         return self._data[i]
+
+    def check_item(self, i: int) -> tuple[str, str] | None:
+        """``(path, why)`` when image ``i`` cannot be read (:mod:`.check`), else None."""
+        path = self._data.samples[i][0]
+        problem = image_problem(path)
+        return None if problem is None else (path, problem)
+
+    def drop_items(self, indices) -> None:
+        """Leave the images ``indices`` out (their class folders stay classes)."""
+        samples = self._data.samples
+        self._data.samples = [samples[i] for i in keep_indices(len(samples), indices)]
+        self._data.targets = [label for _, label in self._data.samples]
 
 
 _CIFAR = {"cifar10": ("CIFAR10", "cifar-10-batches-py", 10), "cifar100": ("CIFAR100", "cifar-100-python", 100)}

@@ -6,12 +6,13 @@ A run directory holds:
   when EMA is on), loadable with :func:`attnvision.load_checkpoint` or ``create_model(pretrained=)``;
 - ``last.state.pt``: everything needed to continue (``torch.save``): model (and EMA) weights,
   optimizer, scheduler, gradient scaler, epoch and batch position, best score, metrics so far
-  and random-number-generator states. It holds its own copy of the weights so that it is
-  consistent by itself, whatever happened between two writes.
+  and random-number-generator states (torch, Python, NumPy, CUDA). It holds its own copy of the
+  weights so that it is consistent by itself, whatever happened between two writes.
 
-A kill during a save leaves the previous file in place: the new one only replaces it by an
-atomic rename once it is complete on disk. A write that fails (a full disk, a read-only folder)
-is an ``OSError`` with its errno, never the writers' own ``RuntimeError``/``SafetensorError`` that
+A kill during a save (``kill -9``, a power cut) leaves the previous file in place: the new one only
+replaces it by an atomic rename once it is complete on disk; the temporary file it leaves behind
+is removed when the run is resumed. A write that fails (a full disk, a read-only folder) is an
+``OSError`` with its errno, never the writers' own ``RuntimeError``/``SafetensorError`` that
 would hide it, and leaves no temporary file.
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import os
 import random
 
+import numpy as np
 import torch
 
 from ..io import atomic_write, atomic_write_bytes
@@ -81,7 +83,12 @@ def load_state(path) -> dict:
 
 
 def rng_state() -> dict:
-    state = dict(torch=torch.get_rng_state(), python=random.getstate())
+    """The states of torch's, Python's and NumPy's global generators (what dropout, a custom dataset's
+    augmentation and the like draw from), as tensors and plain values that ``weights_only`` loading takes."""
+    name, key, pos, has_gauss, cached = np.random.get_state()
+    state = dict(torch=torch.get_rng_state(), python=random.getstate(),
+                 numpy=dict(name=name, key=torch.from_numpy(key.astype(np.int64)), pos=int(pos),
+                            has_gauss=int(has_gauss), cached=float(cached)))
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -90,5 +97,8 @@ def rng_state() -> dict:
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
+    if "numpy" in state:  # states saved before NumPy's was kept have none
+        n = state["numpy"]
+        np.random.set_state((n["name"], n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

@@ -23,7 +23,8 @@ from .._suggest import did_you_mean
 from .loggers import logger_names
 
 # Settings that change how a run is executed, not what it trains: free to differ when resuming.
-RUNTIME_KEYS = ("workers", "threads", "eval_batch_size", "device", "out", "resume", "overwrite", "progress", "logger")
+RUNTIME_KEYS = ("workers", "threads", "eval_batch_size", "device", "out", "resume", "overwrite", "progress", "logger",
+                "save_every_steps", "skip_nonfinite")
 
 
 def option(default: Any = dataclasses.MISSING, help: str = "", *, factory: Callable[[], Any] | None = None,
@@ -51,6 +52,9 @@ class TrainConfig:
                     "maskrcnn, retinanet, fcos; semantic_fpn, upernet) on --backbone")
     backbone: str | None = option(None, "with --task detection|segmentation: the backbone (a registered name, "
                                "timm:NAME or torchvision:NAME)")
+    skip_bad_files: bool = option(False, "train without the files that cannot be used (unreadable images, masks with "
+                               "classes out of range), listed in OUT/bad_files.txt; without it, they stop the run "
+                               "before it starts")
     num_classes: int | None = option(None, "segfolder: classes of its masks (elsewhere they follow the data)")
     min_size: int | None = option(None, "detection: resize the shorter side to this (default: 64 for the built-in "
                                "canvases, else 800)")
@@ -86,6 +90,8 @@ class TrainConfig:
     mixup_alpha: float = option(0.0, "classification: MixUp with Beta(A, A); 0: off", metavar="A")
     cutmix_alpha: float = option(0.0, "classification: CutMix with Beta(A, A); with --mixup-alpha, one of the two per "
                               "batch", metavar="A")
+    skip_nonfinite: int = option(0, "skip up to N optimiser steps whose loss is NaN or infinite (each with a warning; "
+                              "counted in summary.json), then stop at the next as without it", metavar="N")
     clip_grad: float | None = option(None, "clip the gradients' global norm to this value")
     accum_steps: int = option(1, "gradient accumulation: one optimiser step every N batches of --batch-size (the step "
                            "of one batch N times larger)", metavar="N")
@@ -113,6 +119,9 @@ class TrainConfig:
     out: str | None = option(None, "run directory (the command line's default: runs/train); train refuses one "
                              "holding another run")
     resume: bool = option(False, "continue the run in out from its last.state.pt", cli=False)
+    save_every_steps: int | None = option(None, "also save the resumable state (last.state.pt, last.safetensors) "
+                                       "every K optimiser steps, so that a crash loses at most K steps (epochs "
+                                       "always end with a save)", metavar="K")
     overwrite: bool = option(False, "replace the run already in --out")
     progress: bool = option(True, "progress bars (each epoch's line is printed either way)")
     logger: str = option("csv", "where the metrics go, comma-separated: csv (metrics.csv and metrics.jsonl), "

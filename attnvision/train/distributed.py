@@ -3,6 +3,10 @@
 ``torchrun --nproc_per_node=N -m attnvision train ...`` sets ``RANK``, ``WORLD_SIZE``,
 ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``; :func:`init` reads them and joins the
 process group (nccl on GPUs, gloo on CPU). Without them everything runs in one process.
+
+Elastic runs: under ``torchrun --max-restarts N`` a process that dies (killed, or raising) makes torchrun
+restart the whole group; :func:`elastic_restart` tells the restarted processes, and the trainer then
+continues the run in ``out`` from its last saved state (:func:`attnvision.train.trainer.train`).
 """
 from __future__ import annotations
 
@@ -64,6 +68,19 @@ def init(device: str | None = None) -> Dist:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", rank=rank, world_size=world)
     return Dist(rank=rank, world_size=world, local_rank=local, device=dev)
+
+
+def elastic_restart() -> int:
+    """How many times TorchElastic (``torchrun --max-restarts N``) has restarted this job's processes after
+    one of them failed: 0 on the first attempt, and outside torchrun."""
+    count = os.environ.get("TORCHELASTIC_RESTART_COUNT", "")
+    return int(count) if count.isdigit() else 0
+
+
+def elastic_run_id() -> str | None:
+    """The id of the torchrun job this process belongs to (its rendezvous id; ``--standalone`` draws a new
+    one per launch), or None outside torchrun."""
+    return os.environ.get("TORCHELASTIC_RUN_ID")
 
 
 def all_sum(values: torch.Tensor, d: Dist) -> torch.Tensor:

@@ -1,11 +1,13 @@
 """A run directory is a record of one run: what trained there, and all that ``eval`` and ``cam`` need.
 
-``run.json`` (written before the first step) holds the model (name, kwargs, attached attention),
-the data (spec, number of classes, class names) and the preprocessing the model was trained
-with, as a ``pretrained_cfg`` (input size ``(C, H, W)``, one mean/std per channel, crop_pct),
-and the full training configuration. ``attnvision eval --run DIR`` and ``attnvision cam --run DIR``
-rebuild the model from it. The weights files carry the model part of the record in their
-safetensors metadata, so that one file alone rebuilds its model (``attnvision.load_model``).
+``run.json`` (written before the first step) holds the run's ``status`` (running, finished, interrupted,
+or failed with its error), the model (name, kwargs, attached attention), the data (spec, number of
+classes, class names) and the preprocessing the model was trained with, as a ``pretrained_cfg``
+(input size ``(C, H, W)``, one mean/std per channel, crop_pct), and the full training configuration.
+``attnvision eval --run DIR`` and ``attnvision cam --run DIR`` rebuild the model from it. The weights
+files carry the model part of the record in their safetensors metadata, so that one file alone
+rebuilds its model (``attnvision.load_model``). ``bad_files.txt`` lists the data files a run left out
+(``skip_bad_files``).
 
 ``train`` refuses to write into a directory that holds another run unless it is asked to
 continue it (``resume``) or to replace it (``overwrite``); a replaced run's files are set aside
@@ -30,9 +32,12 @@ from .config import RUNTIME_KEYS
 from .loggers import WANDB_ID
 
 RUN_RECORD = "run.json"
+BAD_FILES = "bad_files.txt"  # the data files a run left out (skip_bad_files)
 # Files a run writes; a directory holding any of them holds a run.
 RUN_FILES = (RUN_RECORD, "summary.json", "metrics.csv", "metrics.jsonl", ckpt.LAST_WEIGHTS, ckpt.BEST_WEIGHTS,
-             ckpt.LAST_STATE, "eval.json", "tensorboard", "wandb", WANDB_ID)
+             ckpt.LAST_STATE, "eval.json", "tensorboard", "wandb", WANDB_ID, BAD_FILES)
+# what a run writes before its first step: a directory holding only these has no training to lose
+_START_FILES = (RUN_RECORD, BAD_FILES)
 
 
 def create_run_model(name: str, model_kwargs: dict, *, num_classes: int, in_chans: int, attach: str | None = None,
@@ -75,20 +80,45 @@ def as_tuple(values):
 
 
 def write_record(out: str, config: dict, dataset, pretrained_cfg: dict, custom_model: bool = False,
-                 **dense) -> dict:
+                 **extra) -> dict:
     """Write ``out/run.json``; ``custom_model``: the model was passed to ``train`` in Python, so
-    the record cannot name a registered model to rebuild (``model`` is null). ``dense``: ``task``,
-    ``backbone`` and the head builder's complete ``model_kwargs`` of a detection/segmentation run."""
+    the record cannot name a registered model to rebuild (``model`` is null). ``extra``: for a
+    detection/segmentation run ``task``, ``backbone`` and the head builder's complete ``model_kwargs``;
+    under torchrun the job's ``elastic_run_id``."""
     num_classes = dataset.num_classes
     classes = list(getattr(dataset, "classes", None) or [str(i) for i in range(num_classes)])
     keep = ("input_size", "mean", "std", "crop_pct")
-    record = dict(model=None if custom_model else config["model"], model_kwargs=config["model_kwargs"],
+    record = dict(status="running", model=None if custom_model else config["model"],
+                  model_kwargs=config["model_kwargs"],
                   attach=config["attach"], attach_init=config["attach_init"], data=config["data"],
                   num_classes=num_classes, in_chans=pretrained_cfg["input_size"][0], classes=classes,
                   pretrained_cfg={k: pretrained_cfg[k] for k in keep}, config=config)
-    record.update(dense)
+    record.update(extra)
     atomic_write_text(os.path.join(out, RUN_RECORD), json.dumps(record, indent=1) + "\n")
     return record
+
+
+STATUSES = ("running", "finished", "interrupted", "failed")
+
+
+def set_status(out: str, status: str, error: str | None = None) -> None:
+    """Record how the run in ``out`` stands in its ``run.json``: ``running`` (from its start; also what a run
+    killed outright leaves), ``finished``, ``interrupted`` (stopped by Ctrl-C: resumable) or ``failed`` (with
+    its ``error``, one line)."""
+    if status not in STATUSES:
+        raise ValueError(f"set_status: status must be one of {STATUSES}, got {status!r}")
+    path = os.path.join(out, RUN_RECORD)
+    record = read_json(path, "train")
+    record["status"] = status
+    record.pop("error", None)
+    if error is not None:
+        record["error"] = error
+    atomic_write_text(path, json.dumps(record, indent=1) + "\n")
+
+
+def write_bad_files(out: str, bad: list) -> None:
+    """``out/bad_files.txt``: one line per file left out, ``SPLIT<TAB>PATH<TAB>REASON``."""
+    atomic_write_text(os.path.join(out, BAD_FILES), "".join(f"{split}\t{b.path}\t{b.reason}\n" for split, b in bad))
 
 
 # The safetensors metadata entry of a run's weights that holds its model record, so that a lone
@@ -158,8 +188,8 @@ def resumed_config(out: str, given: dict) -> dict:
     if changed:
         raise ValueError(f"train: cannot resume {out!r} with other settings: {', '.join(changed)}; drop those "
                          f"options to continue the run (only --epochs may change, and how it runs: --workers, "
-                         f"--threads, --device, --no-progress, --logger), or start a new run (another --out, or "
-                         f"--overwrite)")
+                         f"--threads, --device, --no-progress, --logger, --save-every-steps, --skip-nonfinite), or "
+                         f"start a new run (another --out, or --overwrite)")
     return {**stored, **given}
 
 
@@ -173,17 +203,25 @@ def held_run(out: str) -> list[str]:
 
 
 def describe(out: str) -> str:
-    """A few words on the run in ``out``: model, data, progress."""
-    words = []
+    """A few words on the run in ``out``: model, data, how it stands (its record's ``status``)."""
+    words, status = [], None
     for name in (RUN_RECORD, "summary.json"):
         try:
             with open(os.path.join(out, name), encoding="utf-8") as f:
                 info = json.load(f)
             words.append(f"{info['model'] or 'a custom model'} on {info['data']}")
+            status = info.get("status"), info.get("error")
             break
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             continue
-    words.append("finished" if os.path.isfile(os.path.join(out, "summary.json")) else "unfinished")
+    if os.path.isfile(os.path.join(out, "summary.json")):
+        words.append("finished")
+    elif status and status[0] == "failed":
+        words.append(f"failed: {status[1]}" if status[1] else "failed")
+    elif status and status[0] == "interrupted":
+        words.append("interrupted")
+    else:  # running, or killed outright (a record from before statuses says nothing)
+        words.append("unfinished")
     return ", ".join(words)
 
 
@@ -196,7 +234,7 @@ def check_out(out: str | None, resume: bool, overwrite: bool) -> None:
     if os.path.exists(out) and not os.path.isdir(out):
         raise ValueError(f"train: out {out!r} is a file, not a directory")
     found = held_run(out)
-    if [f for f in found if f != RUN_RECORD]:  # a record alone: the run stopped before its first step
+    if [f for f in found if f not in _START_FILES]:  # a record alone: the run stopped before its first step
         raise ValueError(f"train: {out!r} already holds a run ({describe(out)}: {', '.join(found)}); "
                          f"continue it with --resume, replace it with --overwrite, or choose another --out")
 

@@ -10,7 +10,13 @@ trains, evaluates after every epoch and writes into ``out``:
 - ``last.safetensors``, ``best.safetensors`` (the best ``val_acc1``, ``val_map`` or ``val_miou``),
   ``last.state.pt`` (see :mod:`.checkpoints`);
 - ``summary.json``: final and best metrics, parameters, MACs, train and inference throughput;
-- ``run.json``: the record of the run, written before the first step (see :mod:`.rundir`).
+- ``run.json``: the record of the run, written before the first step (see :mod:`.rundir`), with its
+  ``status``: ``running``, then ``finished``, ``interrupted`` (Ctrl-C) or ``failed`` (and the ``error``);
+- ``bad_files.txt``: with ``skip_bad_files``, the data files left out.
+
+Before anything is written, every file of the datasets read from files (image folders, COCO, VOC,
+segmentation folders) is checked (:mod:`attnvision.data.check`): image headers, sizes, mask classes. A bad
+file is one error naming it, rather than a stop in the middle of an epoch; ``skip_bad_files`` leaves them out.
 
 ``TrainConfig(task="detection", model="fasterrcnn", backbone="resnet18_cbam", data="cluttered-digits-det")``
 trains a detector, ``task="segmentation"`` a segmenter: the loop (:class:`_Loop`: build, restore, train an
@@ -43,11 +49,18 @@ Interruption and the saved state fall on optimiser steps.
 Distributed (torchrun): ``batch_size`` is the global batch, split evenly over the ranks; rank r
 takes elements r, r + world, ... of each global batch, so N processes see the same samples per
 step as one process. Gradients are averaged by DistributedDataParallel, metrics are summed over
-ranks, and only rank 0 writes files or draws the progress bar.
+ranks, and only rank 0 writes files or draws the progress bar. Under ``torchrun --max-restarts N`` a
+process that dies makes torchrun restart the group, and the restarted run continues from the last
+saved state of ``out`` by itself when ``out`` holds this same recipe (with ``save_every_steps``, at
+most K steps are redone).
 
 A non-finite loss stops the run with :class:`NonFiniteLossError` naming the step, before the
-bad step touches the weights; the last good checkpoint stays. Ctrl-C (SIGINT) finishes the
+bad step touches the weights; the last good checkpoint stays. ``skip_nonfinite=N`` tolerates up to N
+such steps first: each is skipped (no optimiser step; the batch's BatchNorm statistics undone), with a
+warning line naming it, and counted in the summary's ``nonfinite_steps``. Ctrl-C (SIGINT) finishes the
 current step, saves ``last`` at that batch and returns (a second Ctrl-C aborts at once).
+``save_every_steps=K`` also saves the state every K optimiser steps, so that a crash loses at most K
+steps of an epoch; resuming continues from that batch.
 """
 from __future__ import annotations
 
@@ -65,13 +78,15 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..data.augment import AUGMENT_FIELDS, check_augment
+from ..data.check import BadFile, checks_files, find_bad_files, one_line
 from ..data.transforms import _mix
-from ..io import atomic_write_text
+from ..io import atomic_write_text, remove_temporaries
 from ..profiling import profile
 from . import checkpoints as ckpt
 from . import rundir
 from .config import TrainConfig
-from .distributed import Dist, all_sum, barrier, broadcast_buffers, convert_sync_batchnorm, init
+from .distributed import (Dist, all_gather_objects, all_sum, barrier, broadcast_buffers, convert_sync_batchnorm,
+                          elastic_restart, elastic_run_id, init)
 from .loggers import RunLoggers, check_loggers
 from .optim import OPTIMIZERS, base_lr, create_ema, create_optimizer, create_scheduler
 from .process import scoped_process_state
@@ -92,6 +107,13 @@ def _check(cfg: TrainConfig, d: Dist) -> None:
                          f"{d.world_size} processes")
     if isinstance(cfg.accum_steps, bool) or not isinstance(cfg.accum_steps, int) or cfg.accum_steps < 1:
         raise ValueError(f"train: accum_steps must be a positive integer, got {cfg.accum_steps!r}")
+    if isinstance(cfg.skip_nonfinite, bool) or not isinstance(cfg.skip_nonfinite, int) or cfg.skip_nonfinite < 0:
+        raise ValueError(f"train: skip_nonfinite must be an integer >= 0 (0: stop at the first non-finite loss), got "
+                         f"{cfg.skip_nonfinite!r}")
+    if cfg.save_every_steps is not None and (isinstance(cfg.save_every_steps, bool)
+                                             or not isinstance(cfg.save_every_steps, int) or cfg.save_every_steps < 1):
+        raise ValueError(f"train: save_every_steps must be a positive integer (or None: at the end of each epoch "
+                         f"only), got {cfg.save_every_steps!r}")
     if cfg.layer_decay is not None and not (isinstance(cfg.layer_decay, (int, float)) and 0 < cfg.layer_decay <= 1):
         raise ValueError(f"train: layer_decay must be in (0, 1] (or None: off), got {cfg.layer_decay!r}")
     if cfg.opt not in OPTIMIZERS:
@@ -156,11 +178,8 @@ class _StopFlag:
 def check_resumable(stored: dict, recipe: dict, epochs_done: int) -> None:
     """Raise unless ``recipe`` continues the run whose recipe was ``stored``: the same in every
     setting it stored, except ``epochs``, which may grow (the schedule then runs to the new end)."""
-    def plain(v):  # as stored in JSON: tuples and lists alike
-        return json.loads(json.dumps(v))
-
     changed = {k: (stored[k], recipe[k]) for k in stored
-               if k != "epochs" and k in recipe and plain(stored[k]) != plain(recipe[k])}
+               if k != "epochs" and k in recipe and _plain(stored[k]) != _plain(recipe[k])}
     if changed:
         raise ValueError("train: cannot resume with a different recipe: "
                          + ", ".join(f"{k} was {a!r}, now {b!r}" for k, (a, b) in changed.items())
@@ -168,6 +187,17 @@ def check_resumable(stored: dict, recipe: dict, epochs_done: int) -> None:
     if recipe["epochs"] < epochs_done:
         raise ValueError(f"train: cannot resume with epochs={recipe['epochs']}: the run has done {epochs_done} "
                          f"epochs already")
+
+
+def _elastic_record() -> dict:
+    """What tells a restarted torchrun job that ``out`` holds its own run: the job's id (none outside torchrun)."""
+    run_id = elastic_run_id()
+    return {} if run_id is None else {"elastic_run_id": run_id}
+
+
+def _plain(value):
+    """``value`` as stored in JSON: tuples and lists alike."""
+    return json.loads(json.dumps(value))
 
 
 def _config(cfg: TrainConfig) -> dict:
@@ -182,10 +212,44 @@ def train(cfg: TrainConfig, *, model: nn.Module | None = None, train_set=None, v
     networks and data); ``on_step(global_step)`` is called after every optimiser step.
     """
     d = init(cfg.device)
+    cfg = _continuation(cfg, d)
     _check(cfg, d)
     # leave the process as it was (compare trains many runs in one process)
     with scoped_process_state(threads=cfg.threads, deterministic=cfg.deterministic):
         return _train(cfg, d, model, train_set, val_set, on_step)
+
+
+def _continuation(cfg: TrainConfig, d: Dist) -> TrainConfig:
+    """``cfg`` as it continues the run in ``out``.
+
+    - Restarted by torchrun (``--max-restarts``) after a process failed, with ``out`` holding the record this
+      torchrun job wrote, of this very recipe: continue it (``resume``), with no ``--resume`` needed; otherwise
+      as on a first start.
+    - ``resume`` of a run that was killed before its first checkpoint (its record, no training state):
+      start that run again from the beginning, replacing what it left.
+
+    Every rank decides before rank 0 writes anything into ``out``.
+    """
+    out = cfg.out
+    restart = elastic_restart()
+    if restart and out and not cfg.resume and os.path.isfile(os.path.join(out, rundir.RUN_RECORD)):
+        record = rundir.read_record(out, "train")
+        stored = record["config"]
+        if record.get("elastic_run_id") == elastic_run_id() and all(
+                k in stored and _plain(stored[k]) == _plain(v) for k, v in cfg.recipe().items()):
+            if d.is_main:
+                print(f"train: restarted by torchrun (restart {restart}): continuing the run in {out} from its last "
+                      f"saved state", file=sys.stderr, flush=True)
+            cfg = dataclasses.replace(cfg, resume=True, overwrite=False)
+    if (cfg.resume and out and not os.path.isfile(os.path.join(out, ckpt.LAST_STATE))
+            and os.path.isfile(os.path.join(out, rundir.RUN_RECORD))):
+        check_resumable(rundir.read_record(out, "train --resume")["config"], cfg.recipe(), 0)
+        if d.is_main:
+            print(f"train: {out} holds no training state: its run stopped before its first checkpoint; starting "
+                  f"it again from the beginning", file=sys.stderr, flush=True)
+        cfg = dataclasses.replace(cfg, resume=False, overwrite=True)
+    barrier(d)
+    return cfg
 
 
 class _Loop:
@@ -196,6 +260,10 @@ class _Loop:
         self.cfg, self.d, self.task, self.on_step = cfg, d, task, on_step
         self.out = cfg.out if cfg.out else None
         self.start_epoch, self.start_batch, self.global_step = 0, 0, 0
+        self.saved_at: tuple[int, int] | None = None  # (epoch, batch) of the last state written
+        self.recorded = False  # run.json written (by this process)
+        self.nonfinite_steps = 0  # optimiser steps skipped for a non-finite loss (skip_nonfinite)
+        self.bad_files: list[tuple[str, BadFile]] = []  # (split, file) left out
         self.best: dict | None = None
         self.rows: list[dict] = []
         self.running = self._zeros()  # the task's sums over the epoch so far (count last)
@@ -218,6 +286,7 @@ class _Loop:
         if train_set is None or val_set is None:
             built_train, built_val = task.datasets(cfg, self.pretrained_cfg)
             train_set, val_set = train_set or built_train, val_set or built_val
+        self.bad_files = self._check_files(train_set, val_set)
         self.batch_transform = task.batch_transform(cfg, train_set)  # MixUp/CutMix, seeded per batch
         if model is None:
             model = task.build_model(cfg, train_set)
@@ -261,6 +330,32 @@ class _Loop:
         self.net = net
         self.eval_model = self.ema.module if self.ema is not None else model
 
+    def _check_files(self, train_set, val_set) -> list[tuple[str, BadFile]]:
+        """Every file of the datasets read from files checked before anything is written (each rank checks
+        its share, in threads): one error naming the bad ones, or with ``skip_bad_files`` they are left out."""
+        cfg, d = self.cfg, self.d
+        found = []
+        for split, dataset in (("train", train_set), ("val", val_set)):
+            if not checks_files(dataset):
+                continue
+            mine = find_bad_files(dataset, range(d.rank, len(dataset), d.world_size),
+                                  progress=cfg.progress and d.is_main, desc=f"checking the {split} files")
+            bad = sorted((b for part in all_gather_objects(mine, d) for b in part), key=lambda b: b.index)
+            if not bad:
+                continue
+            total = len(dataset)
+            listed = "; ".join(map(str, bad[:5])) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
+            if not cfg.skip_bad_files:
+                raise ValueError(f"train: {len(bad)} of the {total} {split} files of {cfg.data!r} cannot be used: "
+                                 f"{listed}; repair or remove them, or leave them out with --skip-bad-files")
+            dataset.drop_items([b.index for b in bad])
+            if d.is_main:
+                where = f" (all in {os.path.join(self.out, rundir.BAD_FILES)})" if self.out else ""
+                print(f"train: warning: leaving out {len(bad)} of the {total} {split} files of {cfg.data!r} that "
+                      f"cannot be used{where}: {listed}", file=sys.stderr, flush=True)
+            found += [(split, b) for b in bad]
+        return found
+
     # -- restore -------------------------------------------------------------------------------
     def restore(self) -> None:
         """Continue from ``last.state.pt`` (with ``resume``), then write the run record (the first write)."""
@@ -281,21 +376,43 @@ class _Loop:
                 self.ema.load_state_dict(state["ema"])
             ckpt.set_rng_state(state["rng"])
             self.start_epoch, self.start_batch, self.global_step = state["epoch"], state["batch"], state["global_step"]
+            self.saved_at = (self.start_epoch, self.start_batch)
+            self.nonfinite_steps = state.get("nonfinite_steps", 0)  # absent from states saved before it was kept
             self.best, self.rows, self.running = state["best"], state["rows"], state["running"]
         self.model_meta, self.log = {}, None
         if out and d.is_main:
+            remove_temporaries(out, rundir.RUN_FILES)  # of writes killed half-way
             run_cfg = rundir.data_pretrained_cfg(cfg.data, self.train_set, self.sample_shape, self.pretrained_cfg)
             with rundir.replacing_run(out) if cfg.overwrite else contextlib.nullcontext():
                 record = rundir.write_record(out, _config(cfg), self.train_set, run_cfg, self.custom_model,
-                                             **self.task.record_fields(cfg, self.train_set))
+                                             **self.task.record_fields(cfg, self.train_set), **_elastic_record())
+            self.recorded = True
+            if self.bad_files:
+                rundir.write_bad_files(out, self.bad_files)
             # the weights carry what rebuilds their model, unless the record cannot name one
             self.model_meta = {} if self.custom_model else rundir.model_metadata(record)
             self.log = RunLoggers(cfg.logger, out, columns=self.task.columns(), rows=self.rows, config=_config(cfg))
+
+    def close_loggers(self, ok: bool = True) -> None:
+        if self.log is not None:
+            self.log.close(ok=ok)
+
+    def record_status(self, status: str, error: str | None = None) -> None:
+        """How the run stands, in its record (rank 0, once the record is written); a failure to write it
+        while the run fails leaves the run's own error to be reported."""
+        if not self.recorded:
+            return
+        if status == "finished":
+            rundir.set_status(self.out, status)
+            return
+        with contextlib.suppress(OSError, ValueError):
+            rundir.set_status(self.out, status, error)
 
     # -- save and log --------------------------------------------------------------------------
     def save(self, epoch: int, batch: int, row: dict | None) -> None:
         """``best`` when ``row`` beats it, then ``last`` and the training state (rank 0 writes)."""
         task, out, writes = self.task, self.out, self.out and self.d.is_main
+        self.saved_at = (epoch, batch)
         if row is not None and (self.best is None or task.best_value(row) > self.best[task.best]):
             self.best = {"epoch": row["epoch"], task.best: task.best_value(row)}
             if writes:
@@ -310,7 +427,7 @@ class _Loop:
             ema=self.ema.state_dict() if self.ema is not None else None, optimizer=self.optimizer.state_dict(),
             scheduler=self.scheduler.state_dict(), scaler=self.scaler.state_dict(), rng=ckpt.rng_state(),
             epoch=epoch, batch=batch, global_step=self.global_step, best=self.best,
-            rows=self.rows, running=self.running))
+            rows=self.rows, running=self.running, nonfinite_steps=self.nonfinite_steps))
 
     # -- train one epoch -----------------------------------------------------------------------
     def train_epoch(self, epoch: int, stop: "_StopFlag") -> tuple[bool, int, float]:
@@ -339,6 +456,10 @@ class _Loop:
                 last = min(first + cfg.accum_steps, steps) - 1
                 if batch == first:
                     self.optimizer.zero_grad(set_to_none=True)
+                    # what a skipped step must not keep: the group's sums and what its forwards did to the
+                    # buffers (BatchNorm statistics)
+                    non_finite, running = False, self.running.clone()
+                    buffers = [b.detach().clone() for b in self.model.buffers()] if cfg.skip_nonfinite else None
                 # DDP averages the gradients over ranks at the group's last backward only
                 sync = self.ddp.no_sync() if self.ddp is not None and batch < last else contextlib.nullcontext()
                 with sync:
@@ -347,8 +468,10 @@ class _Loop:
                     flags = torch.tensor([not torch.isfinite(loss).item(), stop.requested], dtype=torch.float64)
                     step_stats = all_sum(torch.cat([sums, flags]).to(device), d).cpu()
                     n = len(sums)
-                    if step_stats[n] > 0:
-                        self._non_finite(loss, epoch, batch)
+                    if step_stats[n] > 0 and not non_finite:
+                        self._non_finite(loss, epoch, batch)  # past --skip-nonfinite: stops the run
+                        non_finite = True
+                    # every rank knows: its gradients are dropped at the step, after DDP's reduction as usual
                     self.scaler.scale(loss / (last - first + 1)).backward()
                 self.running += step_stats[:n]
                 images += int(step_stats[n - 1])
@@ -358,21 +481,36 @@ class _Loop:
                     bar.update()
                 if batch < last:
                     continue
-                self._step()
+                if non_finite:
+                    self.running = running
+                    with torch.no_grad():
+                        for b, saved in zip(self.model.buffers(), buffers):
+                            b.copy_(saved)
+                self._step(skip=non_finite)
+                every = cfg.save_every_steps
+                if every and self.global_step % every == 0 and batch + 1 < steps:  # the epoch's end saves anyway
+                    self.save(epoch, batch + 1, None)
                 if self.on_step is not None:
                     self.on_step(self.global_step)
                 if step_stats[n + 1] > 0 or stop.requested:
                     interrupted = True
-                    self.save(epoch, batch + 1, None)
+                    if self.saved_at != (epoch, batch + 1):
+                        self.save(epoch, batch + 1, None)
                     break
         finally:
             if bar is not None:
                 bar.close()
         return interrupted, images, time.perf_counter() - epoch_start
 
-    def _step(self) -> None:
-        """The optimiser step on the gradients accumulated since the last one."""
+    def _step(self, skip: bool = False) -> None:
+        """The optimiser step on the gradients accumulated since the last one; ``skip``: none (a non-finite loss),
+        counted, the schedule moving on as it does when the fp16 gradient scaler skips a step."""
         cfg = self.cfg
+        if skip:
+            self.nonfinite_steps += 1
+            self.scheduler.step()
+            self.global_step += 1
+            return
         if cfg.clip_grad:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad)
@@ -383,14 +521,23 @@ class _Loop:
             self.ema.update_parameters(self.model)
         self.global_step += 1
 
-    def _non_finite(self, loss: torch.Tensor, epoch: int, batch: int):
-        out, start_batch = self.out, self.start_batch
+    def _non_finite(self, loss: torch.Tensor, epoch: int, batch: int) -> None:
+        """A non-finite loss in the current step: skipped with a warning while ``skip_nonfinite`` allows, else
+        :class:`NonFiniteLossError`."""
+        out, saved, limit = self.out, self.saved_at, self.cfg.skip_nonfinite
         value = loss.item() if not torch.isfinite(loss) else "non-finite on another rank"
-        kept = (f"the last good checkpoint is {os.path.join(out, ckpt.LAST_STATE)} (epoch {epoch}, "
-                f"batch {start_batch})" if out and (epoch or start_batch) else "no checkpoint was written")
+        where = (f"the loss became {value} at step {self.global_step + 1} (epoch {epoch + 1}, batch {batch + 1} of "
+                 f"{self.batches_per_epoch})")
+        if self.nonfinite_steps < limit:
+            if self.d.is_main:
+                print(f"train: warning: {where}; skipping that step ({self.nonfinite_steps + 1} of at most {limit}, "
+                      f"--skip-nonfinite)", file=sys.stderr, flush=True)
+            return
+        kept = (f"the last good checkpoint is {os.path.join(out, ckpt.LAST_STATE)} (epoch {saved[0]}, "
+                f"batch {saved[1]})" if out and saved else "no checkpoint was written")
+        skipped = f" after {limit} skipped (--skip-nonfinite {limit})" if limit else ""
         raise NonFiniteLossError(
-            f"train: the loss became {value} at step {self.global_step + 1} (epoch {epoch + 1}, batch "
-            f"{batch + 1} of {self.batches_per_epoch}); stopped before updating the weights; {kept}. "
+            f"train: {where}{skipped}; stopped before updating the weights; {kept}. "
             f"Lower the learning rate or clip gradients (--clip-grad).")
 
     # -- evaluate ------------------------------------------------------------------------------
@@ -427,12 +574,16 @@ def _train(cfg: TrainConfig, d: Dist, model, train_set, val_set, on_step) -> dic
     run.restore()  # opens the loggers on rank 0
     try:
         summary = _run(run)
-    except BaseException:
-        if run.log is not None:
-            run.log.close(ok=False)
+    except KeyboardInterrupt:
+        run.close_loggers(ok=False)
+        run.record_status("interrupted")
         raise
-    if run.log is not None:
-        run.log.close()
+    except BaseException as e:
+        run.close_loggers(ok=False)
+        run.record_status("failed", one_line(e))
+        raise
+    run.close_loggers()
+    run.record_status("interrupted" if summary["interrupted"] else "finished")
     return summary
 
 
@@ -473,7 +624,7 @@ def _run(run: _Loop) -> dict:
         params=run.prof.params, macs=run.prof.macs, input_size=list(run.sample_shape),
         train_images_per_s=train_ips or (all_rows[-1]["train_images_per_s"] if all_rows else None),
         infer_images_per_s=_images_per_s(result),
-        seconds=time.perf_counter() - started, world_size=d.world_size,
+        seconds=time.perf_counter() - started, world_size=d.world_size, nonfinite_steps=run.nonfinite_steps,
         config=_config(cfg),
     )
     summary.update(task.summary_fields(cfg))

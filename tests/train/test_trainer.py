@@ -13,10 +13,10 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
 
-from attnvision import create_model, load_checkpoint
+from attnvision import create_model, io, load_checkpoint
 from attnvision.cli.main import main
 from attnvision.data import create_dataset
-from attnvision.train import NonFiniteLossError, TrainConfig, train
+from attnvision.train import NonFiniteLossError, TrainConfig, checkpoints, train
 from attnvision.train.checkpoints import save_weights
 
 DIGITS_RUN = ["--model", "resnet20", "--model-kwargs", '{"stem": "imagenet"}', "--data", "digits", "--epochs", "4",
@@ -133,8 +133,16 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_p
 
 
 def _crash_while_saving(path):
-    """Child process: write new weights, then die abruptly before the file is complete on disk (at its fsync)."""
-    os.fsync = lambda fd: os._exit(1)
+    """Child process: start writing new weights, then die abruptly half-way through the file."""
+    def half_then_die(path, data):
+        def write(tmp):
+            with open(tmp, "wb") as f:
+                f.write(data[:len(data) // 2])
+                f.flush()
+            os._exit(1)
+        io.atomic_write(path, write)
+
+    checkpoints.atomic_write_bytes = half_then_die
     save_weights(path, {"w": torch.full((100,), 2.0)})
 
 
