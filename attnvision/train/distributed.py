@@ -66,7 +66,12 @@ def init(device: str | None = None) -> Dist:
         dev = torch.device("cuda", local)
         torch.cuda.set_device(dev)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", rank=rank, world_size=world)
+        # TorchElastic keeps its store across restarts: the process group's keys of a failed attempt (the
+        # old processes' addresses) would still be there, and a restarted rank could connect to a dead peer
+        # (gloo's full mesh: "Connection refused"); each attempt gets keys of its own
+        store, _, _ = next(dist.rendezvous("env://", rank=rank, world_size=world))
+        store = dist.PrefixStore(f"attnvision/attempt{elastic_restart()}/", store)
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", store=store, rank=rank, world_size=world)
     return Dist(rank=rank, world_size=world, local_rank=local, device=dev)
 
 
