@@ -32,7 +32,7 @@ _DIRECTIVE = re.compile(r"^<!-- doctest: (.*?) -->$")
 _BASH_PRELUDE = """attnvision() { "$DOCTEST_PYTHON" -m attnvision "$@"; }
 python() { "$DOCTEST_PYTHON" "$@"; }
 """
-BASH_TIMEOUT_S = 150
+BASH_TIMEOUT_S = 600  # a guard against a hung command, far above what a shortened block takes
 MAX_SKIPS = 5  # raise it only with a reason a reviewer accepts: a skipped example is an untested one
 
 
