@@ -1,14 +1,16 @@
-"""The README's tables, generated from the code: ``python tools/doc_tables.py --write README.md``.
+"""The documentation's tables, generated from the code: ``python tools/doc_tables.py --write``.
 
-Each table sits in the README between ``<!-- BEGIN table:NAME -->`` and ``<!-- END table:NAME -->``.
-A family adds its table with :func:`register_table`; ``--check`` fails when the README is stale
-(the test suite runs it).
+Each table sits in a page (README.md or docs/*.md) between ``<!-- BEGIN table:NAME -->`` and
+``<!-- END table:NAME -->``. A family adds its table with :func:`register_table` and places the
+markers in its page. ``--write`` rewrites every table of the pages named (by default README.md and
+every docs/*.md); ``--check`` exits 1 naming each stale table (the test suite checks them too).
 """
 from __future__ import annotations
 
 import argparse
 import re
 import sys
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -21,6 +23,25 @@ from attnvision.models.coatnet import COATNET_CFGS, LAYOUTS
 from attnvision.models.resnet import ATTN_KINDS
 
 DOC_TABLES: dict[str, Callable[[], str]] = {}
+ROOT = Path(__file__).resolve().parents[1]
+_BEGIN = re.compile(r"^<!-- BEGIN table:(\S+) -->$", re.M)  # a marker is a line of its own
+
+
+def default_pages(root: Path = ROOT) -> list[Path]:
+    """The pages that may hold tables: README.md and every Markdown file in docs/."""
+    return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+
+
+def markers(text: str, where: str = "text") -> list[str]:
+    """Names of the tables ``text`` marks, in order; a marker without a generator or an END is an error."""
+    names = _BEGIN.findall(text)
+    for name in names:
+        if name not in DOC_TABLES:
+            raise ValueError(f"doc_tables: {where} marks table {name!r}, which no generator makes; "
+                             f"known: {', '.join(sorted(DOC_TABLES))}")
+        if not re.search(rf"^<!-- END table:{re.escape(name)} -->$", text, re.M):
+            raise ValueError(f"doc_tables: {where} opens table {name!r} without <!-- END table:{name} -->")
+    return names
 
 
 def register_table(name: str):
@@ -218,40 +239,68 @@ def dense_heads_table() -> str:
                         markdown=True)
 
 
-def render(text: str, progress: bool = False) -> str:
-    """``text`` with every table it marks regenerated; ``progress`` draws a bar on stderr (minutes in all)."""
+def _block(name: str) -> re.Pattern:
+    """The marked block of table ``name``: (BEGIN line, the table or None when empty, END line)."""
+    return re.compile(rf"^(<!-- BEGIN table:{re.escape(name)} -->\n)(?:(.*?)\n)?(<!-- END table:{re.escape(name)} -->)$",
+                      re.S | re.M)
+
+
+def _compute(names: list[str], cache: dict[str, str], progress: bool, where: str) -> None:
     from tqdm import tqdm
 
-    found = []
-    for name, fn in DOC_TABLES.items():
-        pattern = re.compile(rf"(<!-- BEGIN table:{name} -->\n)(?:.*?\n)?(<!-- END table:{name} -->)", re.S)
-        if pattern.search(text):
-            found.append((name, fn, pattern))
-    with tqdm(found, desc="README tables", unit="table", file=sys.stderr, disable=not progress) as bar:
-        for name, fn, pattern in bar:
+    with tqdm(names, desc=f"{where}: tables", unit="table", file=sys.stderr, disable=not progress) as bar:
+        for name in bar:
             bar.set_postfix_str(name)
-            table = fn()
-            text = pattern.sub(lambda m: m[1] + table + "\n" + m[2], text)
+            if name not in cache:
+                cache[name] = DOC_TABLES[name]()
+
+
+def render(text: str, progress: bool = False, where: str = "text", cache: dict[str, str] | None = None) -> str:
+    """``text`` with every table it marks regenerated; ``progress`` draws a bar on stderr (minutes in all).
+
+    ``cache`` (name -> table) spares computing a table twice over several pages.
+    """
+    cache = {} if cache is None else cache
+    names = markers(text, where)
+    _compute(names, cache, progress, where)
+    for name in names:
+        text = _block(name).sub(lambda m: m[1] + cache[name] + "\n" + m[3], text)
     return text
+
+
+def stale_tables(text: str, progress: bool = False, where: str = "text",
+                 cache: dict[str, str] | None = None) -> list[str]:
+    """Names of the tables ``text`` marks whose content is not what the code generates today."""
+    cache = {} if cache is None else cache
+    names = markers(text, where)
+    _compute(names, cache, progress, where)
+    return [name for name in names if _block(name).search(text)[2] != cache[name]]
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
-    parser.add_argument("readme", nargs="?", default="README.md")
+    parser.add_argument("pages", nargs="*", type=Path,
+                        help="Markdown files holding tables (default: README.md and docs/*.md)")
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--write", action="store_true", help="rewrite the tables in place")
     group.add_argument("--check", action="store_true", help="exit 1 if a table is stale")
     args = parser.parse_args(argv)
-    with open(args.readme, encoding="utf-8") as f:
-        text = f.read()
-    new = render(text, progress=True)
-    if args.check:
+    cache: dict[str, str] = {}
+    stale = []
+    for page in args.pages or default_pages():
+        try:
+            text = page.read_text(encoding="utf-8")
+            if args.check:
+                stale += [f"{page}: {name}" for name in stale_tables(text, True, str(page), cache)]
+                continue
+            new = render(text, True, str(page), cache)
+        except (OSError, ValueError) as e:
+            parser.exit(2, f"{parser.prog}: error: {e}\n")
         if new != text:
-            print(f"{args.readme}: tables are stale; run python tools/doc_tables.py --write {args.readme}")
-            return 1
-        return 0
-    if new != text:
-        atomic_write_text(args.readme, new)
+            atomic_write_text(page, new)
+    if stale:
+        print("stale tables (run python tools/doc_tables.py --write):\n  " + "\n  ".join(stale))
+        return 1
     return 0
 
 

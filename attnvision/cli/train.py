@@ -5,6 +5,7 @@ import argparse
 import os
 import sys
 
+from ..data import DATASETS, SMALL_DATA_RECIPE, parse_spec
 from ..train import NonFiniteLossError, TrainConfig, train
 from ..train.config import config_from_dict, dump_config, load_config
 from ..train.distributed import shutdown
@@ -19,8 +20,14 @@ DEFAULT_OUT = "runs/train"
 def add_parser(sub):
     # No defaults here: the options given are exactly the attributes set, so that `--resume DIR` and
     # `--config FILE` can tell them from the stored or file recipe; the defaults are TrainConfig's.
+    recipe = ", ".join(f"{k}={v}" for k, v in SMALL_DATA_RECIPE.items())
     p = sub.add_parser("train", argument_default=argparse.SUPPRESS,
-                       help="train a model on a dataset (torchrun --nproc_per_node=N -m attnvision train ...)")
+                       help="train a model on a dataset (torchrun --nproc_per_node=N -m attnvision train ...)",
+                       description=f"Train a model on a dataset. On the built-in digits and cluttered-digits data "
+                       f"the recipe defaults to the one that trains them well ({recipe}) unless an optimisation "
+                       f"option (--opt, --lr, --batch-size, --weight-decay, --sched, ...) is given; elsewhere the "
+                       f"defaults are TrainConfig's, shown with each option. --print-config shows what a command "
+                       f"line resolves to.")
     p.add_argument("--config", metavar="FILE", help="a recipe: YAML or JSON of TrainConfig fields, or a run's "
                    "run.json (its recipe; a new run); options given on the command line override it")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML (loadable "
@@ -50,6 +57,8 @@ def run(args) -> int:
     if config:
         given = {**load_config(config), **given}
     given.setdefault("out", DEFAULT_OUT)
+    if not resume:
+        given = _with_data_recipe(given)
     if getattr(args, "print_config", False):
         print(dump_config(TrainConfig(**given).to_dict()), end="")
         return 0
@@ -79,6 +88,21 @@ def run(args) -> int:
               f"{summary['best_' + best]:.{_digits(best)}f} at epoch {summary['best_epoch']}), {summary['params']:,} "
               f"params, {summary['macs']:,} MACs; wrote {cfg.out}/")
     return 0
+
+
+# options that make a recipe of their own: given any, the data's recipe is not used
+_OPTIMISATION = ("batch_size", "lr", "opt", "momentum", "nesterov", "weight_decay", "sched", "warmup_epochs",
+                 "label_smoothing", "layer_decay", "accum_steps")
+
+
+def _with_data_recipe(given: dict) -> dict:
+    """``given`` with the recipe its data trains well with (the built-in digits), unless an optimisation
+    option is given: then TrainConfig's defaults fill the rest, as everywhere else."""
+    spec = given.get("data", TrainConfig.data)
+    recipe = DATASETS[parse_spec(spec)[0]].recipe
+    if not recipe or any(k in given for k in _OPTIMISATION):
+        return given
+    return {**recipe, **given}
 
 
 def _digits(metric: str) -> int:

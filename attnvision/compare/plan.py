@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..data import SMALL_DATA_RECIPE
 from ..factory import create_model
 from ..train.config import TrainConfig
 from ..train.tasks import get_task
@@ -21,8 +22,7 @@ DEFAULT = dict(
     models=["resnet20", "resnet20_se", "resnet20_eca", "resnet20_bam", "resnet20_cbam"],
     settings=[{"attn_kwargs.reduction": 4}],
     data="cluttered-digits", epochs=11, seeds=3,
-    recipe=dict(batch_size=64, lr=4e-3, opt="adamw", sched="cosine", warmup_epochs=0.5, label_smoothing=0.1,
-                model_kwargs=dict(stem="imagenet")),
+    recipe=dict(SMALL_DATA_RECIPE, model_kwargs=dict(stem="imagenet")),
 )
 
 # He et al., Deep Residual Learning for Image Recognition (CVPR 2016), §4.2, CIFAR-10: SGD with momentum 0.9,

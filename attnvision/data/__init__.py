@@ -42,21 +42,29 @@ class DataSource:
     """A registered data spec: ``build(arg, split, **options) -> dataset`` (``options``: ``input_size``,
     ``mean``, ``std``, ``crop_pct``, ``augment``, ``seed``, ``sample_augment`` and, for detection and
     segmentation data, their own keywords), the task its items are for, and what follows its name:
-    ``path=True`` for ``NAME:PATH`` (required), ``argument=True`` for an optional ``NAME[:ARG]``."""
+    ``path=True`` for ``NAME:PATH`` (required), ``argument=True`` for an optional ``NAME[:ARG]``; ``recipe``:
+    the training settings ``attnvision train`` uses on these data unless told otherwise."""
 
     build: Callable[..., Any]
     task: str = "classification"
     path: bool = False
     argument: bool = False
+    recipe: dict | None = None  # TrainConfig settings that train well on these data (train's defaults for them)
 
 
 DATASETS: Registry[DataSource] = Registry("dataset")
 
 
 def register_dataset(name: str, build: Callable[..., Any], *, task: str = "classification", path: bool = False,
-                     argument: bool = False, override: bool = False) -> None:
+                     argument: bool = False, recipe: dict | None = None, override: bool = False) -> None:
     """Make ``create_dataset("NAME[:ARG]", split, ...)`` (and ``train --data``) build ``build(arg, split, ...)``."""
-    DATASETS.register(name, DataSource(build, task, path, argument), override=override, who="register_dataset")
+    DATASETS.register(name, DataSource(build, task, path, argument, recipe), override=override,
+                      who="register_dataset")
+
+
+# The small built-in data train well with AdamW, a short warm-up and label smoothing at batch 64 (the default
+# comparison's recipe: ResNet-20 reaches 95% on digits in 2 epochs, where SGD at 0.1 and batch 128 gets 44%)
+SMALL_DATA_RECIPE = dict(batch_size=64, lr=4e-3, opt="adamw", sched="cosine", warmup_epochs=0.5, label_smoothing=0.1)
 
 
 def spec_names(task: str | None = None) -> list[str]:
@@ -173,8 +181,8 @@ def _dense(name: str):
     return build
 
 
-register_dataset("digits", _digits)
-register_dataset("cluttered-digits", _cluttered_digits)
+register_dataset("digits", _digits, recipe=SMALL_DATA_RECIPE)
+register_dataset("cluttered-digits", _cluttered_digits, recipe=SMALL_DATA_RECIPE)
 register_dataset("synthetic", _synthetic, argument=True)
 register_dataset("imagefolder", _image_folder, path=True)
 register_dataset("cifar10", _cifar("cifar10"), path=True)
