@@ -10,12 +10,13 @@ import sys
 from .. import __version__
 from .._suggest import close_names, did_you_mean
 from ..io import FileSystemError
-from . import benchmark, cam, compare, eval, models, profile, train
+from . import benchmark, cam, compare, eval, models, profile, push, train
 from ._options import Parser, UsageError
 
 # Each is a module of this package defining ``add_parser(subparsers)`` (which sets ``func`` on its
 # parser) and the function it points to; in the order of ``attnvision --help``.
-_MODULES = dict(models=models, profile=profile, benchmark=benchmark, train=train, eval=eval, compare=compare, cam=cam)
+_MODULES = dict(models=models, profile=profile, benchmark=benchmark, train=train, eval=eval, compare=compare, cam=cam,
+                push=push)
 COMMANDS = list(_MODULES)
 
 # The exit status of a process ended by SIGPIPE in a shell (128 + 13): `attnvision models | head`.
