@@ -11,8 +11,8 @@ import attnvision as av
 
 timm = pytest.importorskip("timm")
 avt = pytest.importorskip("attnvision.timm")
-from timm.models import get_notrace_functions, get_notrace_modules  # noqa: E402
-from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names  # noqa: E402
+from timm.models import get_notrace_functions, get_notrace_modules
+from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
 NAMES = av.list_models()
 with open(avt.TABLE, encoding="utf-8") as _f:
@@ -67,6 +67,10 @@ def test_timm_factory_arguments_are_honoured_or_refused():
         timm.create_model("av_mobilenet_v2_eca", not_a_model_arg=1)
     overlaid = timm.create_model("av_resnet20", pretrained_cfg_overlay=dict(mean=(0.5, 0.5, 0.5)))
     assert overlaid.pretrained_cfg["mean"] == (0.5, 0.5, 0.5)
+    with pytest.raises(ValueError, match="av_resnet20 has no pretrained tag 'in1k'"):
+        timm.create_model("av_resnet20.in1k")
+    with pytest.raises(ValueError, match="takes no cache_dir; set HF_HUB_CACHE"):
+        timm.create_model("av_resnet20", cache_dir="somewhere")
 
 
 def test_timm_save_for_hf_folder_round_trips_through_timm(tmp_path):
