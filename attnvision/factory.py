@@ -151,7 +151,8 @@ def create_model(name: str, *, num_classes: int | None = None, in_chans: int | N
     Args:
         name: a name from :func:`list_models`, or ``torchvision:NAME`` / ``timm:NAME``, or
             ``hf-hub:ORG/NAME`` (``@REVISION`` optional): the model of a repository written by
-            :func:`~attnvision.save_pretrained`, with its weights (see docs/hub.md).
+            :func:`~attnvision.save_pretrained`, always with its weights (``pretrained`` True or False;
+            the repository's ``config.json`` names the architecture to build without them; docs/hub.md).
         num_classes: classifier outputs (0 for no classifier; default 1000, or the repository's for
             ``hf-hub:``).
         in_chans: input image channels (default 3, or the repository's for ``hf-hub:``).
