@@ -43,7 +43,8 @@ def test_the_wheel_installs_into_a_fresh_environment_and_runs(tmp_path):
     assert wheel.name.startswith(f"attnvision-{attnvision.__version__}-py3-none-any")
     names = zipfile.ZipFile(wheel).namelist()
     info = f"attnvision-{attnvision.__version__}.dist-info"
-    assert {"attnvision/py.typed", "attnvision/data/assets/digits.npz", f"{info}/licenses/LICENSE"} <= set(names)
+    assert {"attnvision/py.typed", "attnvision/data/assets/digits.npz", "attnvision/_timm_cfgs.json",
+            f"{info}/licenses/LICENSE"} <= set(names)
     metadata = zipfile.ZipFile(wheel).read(f"{info}/METADATA").decode()
     assert "License-Expression: Apache-2.0" in metadata and "Requires-Dist: Pillow" in metadata
 
