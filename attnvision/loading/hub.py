@@ -211,8 +211,9 @@ def model_card(config: dict, summary: dict | None = None, repo_id: str | None = 
     lines += ["---", "", f"# {repo_id or arch}", ""]
     what = f"`{arch}`" + (f" on a `{backbone}` backbone" if backbone else "")
     what += f", with {config['attach']} attention attached (`attnvision train --attach`)" if config.get("attach") else ""
-    lines += [f"An attnvision model: {what}, {config['num_classes']} classes, "
-              f"{config['in_chans']} input channel{'s' if config['in_chans'] != 1 else ''}.", ""]
+    chans = config["in_chans"]
+    lines += [f"An attnvision model: {what}, {config['num_classes']} classes, {chans} input channel"
+              + ("s." if chans != 1 else "."), ""]
     builder = MODELS.get(backbone or arch) if (backbone or arch) in MODELS else None
     if builder is not None and builder.__doc__:
         lines += [builder.__doc__.strip().splitlines()[0], ""]

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from hub_cache import put_folder, put_repo
 
 import attnvision as av
 from attnvision.weights.hub import describe_config, parse_hub_spec
-
-from hub_cache import hub_cache, no_network, put_folder, put_repo  # noqa: F401  (fixtures)
 
 REPO = "someorg/tiny-resnet"
 pytestmark = pytest.mark.usefixtures("no_network")

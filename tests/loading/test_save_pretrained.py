@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from hub_cache import put_folder, put_repo
 from safetensors import safe_open
 
 import attnvision as av
 from attnvision.train import TrainConfig, train
-
-from hub_cache import hub_cache, no_network, put_folder  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.usefixtures("no_network")
 FILES = {"config.json", "model.safetensors", "README.md"}
@@ -182,3 +181,20 @@ def test_push_to_hub_without_huggingface_hub_says_how_to_install_it(monkeypatch)
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)
     with pytest.raises(ImportError, match=r'^push_to_hub: .* needs huggingface_hub: pip install "attnvision\[hub\]"$'):
         av.push_to_hub(av.create_model("resnet20"), "me/r20")
+
+
+@pytest.mark.parametrize("safe", [True, False], ids=["model.safetensors", "pytorch_model.bin"])
+def test_a_transformers_van_repository_loads_from_the_hub_cache_as_its_folder_does(tmp_path, hub_cache, safe):
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.VanConfig(hidden_sizes=[32, 64, 160, 256], depths=[3, 3, 5, 2], num_labels=4)
+    transformers.VanForImageClassification(cfg).save_pretrained(tmp_path / "van", safe_serialization=safe)
+    put_folder(hub_cache, "hf/van-b0", tmp_path / "van")
+    model = av.load_model("hf-hub:hf/van-b0")
+    assert model.num_classes == 4 and _equal_outputs(model, av.load_model(tmp_path / "van"), torch.randn(1, 3, 64, 64))
+
+
+def test_a_hub_repository_in_another_format_is_refused_by_load_model(hub_cache):
+    put_repo(hub_cache, "hf/vit", {"config.json": json.dumps({"model_type": "vit"}).encode()})
+    with pytest.raises(ValueError, match="load_model: hf-hub:hf/vit is neither an attnvision repository nor a "
+                                         "transformers VAN: its config.json is a transformers config"):
+        av.load_model("hf-hub:hf/vit")
