@@ -3,9 +3,10 @@
 Builders are plain functions ``builder(*, num_classes, in_chans, **kwargs) -> nn.Module`` registered
 by name (:func:`attnvision.registry.register_model`); importing this module imports every family, which
 registers its builders and its table of published weights (:mod:`attnvision.weights.pretrained`).
-``create_model`` also accepts ``torchvision:NAME`` and ``timm:NAME`` when those packages are installed.
-``pretrained`` is False, True (the model's default published weights), a tag of them, or a local file;
-a name may carry the tag as timm's do: ``"resnet50.tv_in1k"``.
+``create_model`` also accepts ``torchvision:NAME`` and ``timm:NAME`` when those packages are installed,
+and ``hf-hub:ORG/NAME``, a repository written by ``save_pretrained``. ``pretrained`` is False, True (the
+model's default published weights), a tag of them, a local file, or ``hf-hub:ORG/NAME`` (that
+repository's weights); a name may carry the tag as timm's do: ``"resnet50.tv_in1k"``.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from .models._features import FeatureListNet
 from .registry import MODELS
 from .weights import load_checkpoint, read_state_dict
 from .weights.download import fetch_weights
+from .weights.hub import is_hub_spec, model_record, parse_hub_spec, read_hub_model
 from .weights.pretrained import WeightsCfg, adapt_input_conv, get_weights, is_tag, split_tag, weights_of
 
 _EXTERNAL = ("torchvision:", "timm:")
@@ -257,15 +259,50 @@ def _load_published(model: nn.Module, arch: str, weights: WeightsCfg, path: str,
     _warn_report(report, model, path, fresh=False)
 
 
-def create_model(name: str, *, num_classes: int = 1000, in_chans: int = 3, pretrained=False,
+_PREPROCESSING = ("input_size", "mean", "std", "crop_pct", "interpolation")
+
+
+def _create_from_hub(name: str, pretrained, num_classes, in_chans, options: dict, model_kwargs: dict) -> nn.Module:
+    """``create_model("hf-hub:ORG/NAME")``: the repository's model with its weights; ``create_model(name,
+    pretrained="hf-hub:ORG/NAME")``: its weights in ``name``. Classes and channels default to the repository's,
+    its model kwargs are the defaults of the same architecture, and its preprocessing becomes the model's."""
+    if is_hub_spec(name) and pretrained not in (False, True):
+        raise ValueError(f"create_model: {name!r} brings its own weights; pretrained must be True or False, "
+                         f"got {pretrained!r}")
+    spec = name if is_hub_spec(name) else pretrained
+    config, weights = read_hub_model(spec, "create_model")
+    record = model_record(config)
+    if record["attach"] or "task" in record:
+        what = (f"{record['model']} with {record['attach']!r} attention attached" if record["attach"]
+                else f"a {record['task']} model")
+        raise ValueError(f"create_model: {spec} holds {what}, which only the run's record rebuilds: "
+                         f"use attnvision.load_model({spec!r})")
+    arch = record["model"] if is_hub_spec(name) else name
+    kwargs = {**record["model_kwargs"], **model_kwargs} if arch == record["model"] else model_kwargs
+    model = create_model(arch, num_classes=record["num_classes"] if num_classes is None else num_classes,
+                         in_chans=record["in_chans"] if in_chans is None else in_chans, pretrained=weights,
+                         **options, **kwargs)
+    chans = model.pretrained_cfg["input_size"][0]
+    cfg = dict(model.pretrained_cfg, **{k: v for k, v in record["pretrained_cfg"].items() if k in _PREPROCESSING})
+    repo, revision = parse_hub_spec(spec, "create_model")
+    model.pretrained_cfg.update(fit_cfg_to_channels(cfg, chans), hf_hub_id=repo,
+                                **({"hf_hub_revision": revision} if revision else {}))
+    return model
+
+
+def create_model(name: str, *, num_classes: int | None = None, in_chans: int | None = None, pretrained=False,
                  features_only: bool = False, out_indices=None, feature_cls: str | None = None,
                  feature_cfg: dict | None = None, output_stride: int | None = None, **model_kwargs) -> nn.Module:
     """Build a registered model.
 
     Args:
-        name: a name from :func:`list_models`, or ``torchvision:NAME`` / ``timm:NAME``.
-        num_classes: classifier outputs (0 for no classifier).
-        in_chans: input image channels.
+        name: a name from :func:`list_models`, or ``torchvision:NAME`` / ``timm:NAME``, or
+            ``hf-hub:ORG/NAME`` (``@REVISION`` optional): the model of a repository written by
+            :func:`~attnvision.save_pretrained`, always with its weights (``pretrained`` True or False;
+            the repository's ``config.json`` names the architecture to build without them; docs/hub.md).
+        num_classes: classifier outputs (0 for no classifier; default 1000, or the repository's for
+            ``hf-hub:``).
+        in_chans: input image channels (default 3, or the repository's for ``hf-hub:``).
         pretrained: False; True: the model's default published weights (``list_models(pretrained=True)``),
             downloaded into the Hugging Face or torch.hub cache and checked against their sha256; a tag of
             them (``"tv2_in1k"``, or in the name: ``"resnet50.tv2_in1k"``); or the path of a local
@@ -279,7 +316,8 @@ def create_model(name: str, *, num_classes: int = 1000, in_chans: int = 3, pretr
             summed over RGB (one channel) or repeated and scaled by 3/``in_chans`` (timm's rule). A
             classifier of another shape (fine-tuning to ``num_classes``) is dropped and a plain
             network's checkpoint leaves the attention layers at their initialisation; both are
-            reported in a warning naming the keys.
+            reported in a warning naming the keys. ``pretrained="hf-hub:ORG/NAME"`` loads the weights of a
+            repository written by ``save_pretrained`` the same way.
         features_only: return a feature extractor whose forward gives one map per stage.
         out_indices: which stages ``features_only`` returns (default: all; an int n: the last n).
         feature_cls, feature_cfg: timm's feature-extractor options; ``"list"`` / ``"getter"`` (both give
@@ -293,6 +331,12 @@ def create_model(name: str, *, num_classes: int = 1000, in_chans: int = 3, pretr
     """
     if not isinstance(name, str):
         raise TypeError(f"create_model: name must be a string, got {type(name).__name__}")
+    if is_hub_spec(name) or is_hub_spec(pretrained):
+        options = dict(features_only=features_only, out_indices=out_indices, feature_cls=feature_cls,
+                       feature_cfg=feature_cfg, output_stride=output_stride)
+        return _create_from_hub(name, pretrained, num_classes, in_chans, options, model_kwargs)
+    num_classes = 1000 if num_classes is None else num_classes
+    in_chans = 3 if in_chans is None else in_chans
     weights = path = None
     if name.startswith(_EXTERNAL):
         if output_stride is not None:

@@ -1,6 +1,6 @@
 """The wheel built from the repository installs into a fresh environment and runs: its version is
-``attnvision.__version__``, its metadata carries the SPDX license and the LICENSE file, its package data
-(the built-in digits, ``py.typed``) comes along, and the command line lists the models. Offline: the
+``attnvision.__version__`` (written once, in ``attnvision/_version.py``), its metadata carries the SPDX license
+and the LICENSE file, its package data (the built-in digits, ``py.typed``) comes along, and the command line lists the models. Offline: the
 build uses the installed setuptools and the fresh environment borrows torch from this one."""
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def test_the_version_is_written_once():
     text = (ROOT / "pyproject.toml").read_text()
     project = text.split("[project]", 1)[1].split("\n[", 1)[0]  # the [project] table (tomllib needs 3.11)
     assert not re.search(r"^version\s*=", project, re.M) and re.search(r'^dynamic = \["version"\]', project, re.M)
-    assert 'version = { attr = "attnvision.__version__" }' in text
+    assert 'version = { attr = "attnvision._version.__version__" }' in text
     assert re.search(r'^license = "Apache-2.0"$', project, re.M) and (ROOT / "LICENSE").is_file()
 
 
@@ -43,7 +43,8 @@ def test_the_wheel_installs_into_a_fresh_environment_and_runs(tmp_path):
     assert wheel.name.startswith(f"attnvision-{attnvision.__version__}-py3-none-any")
     names = zipfile.ZipFile(wheel).namelist()
     info = f"attnvision-{attnvision.__version__}.dist-info"
-    assert {"attnvision/py.typed", "attnvision/data/assets/digits.npz", f"{info}/licenses/LICENSE"} <= set(names)
+    assert {"attnvision/py.typed", "attnvision/data/assets/digits.npz", "attnvision/_timm_cfgs.json",
+            f"{info}/licenses/LICENSE"} <= set(names)
     metadata = zipfile.ZipFile(wheel).read(f"{info}/METADATA").decode()
     assert "License-Expression: Apache-2.0" in metadata and "Requires-Dist: Pillow" in metadata
 

@@ -17,6 +17,7 @@ import torch
 
 from attnvision import attach, create_model, create_segmenter, list_models, profile
 from attnvision._table import format_table
+from attnvision.cli.models import weights_table
 from attnvision.io import atomic_write_text
 from attnvision.layers.lka import lka_cost, lka_kernels, lka_receptive_field
 from attnvision.models.coatnet import COATNET_CFGS, LAYOUTS
@@ -237,6 +238,12 @@ def dense_heads_table() -> str:
         body.append(row)
     return format_table(["backbone", "backbone params", "Semantic FPN head", "total", "UperNet head", "total"], body,
                         markdown=True)
+
+
+@register_table("weights")
+def weights_docs_table() -> str:
+    """The published weights: the table ``attnvision models --pretrained`` prints, in Markdown."""
+    return weights_table(markdown=True)
 
 
 def _block(name: str) -> re.Pattern:

@@ -7,16 +7,16 @@ import os
 import re
 import sys
 
-from .. import __version__
 from .._suggest import close_names, did_you_mean
+from .._version import __version__
 from ..io import FileSystemError
-from . import benchmark, cam, compare, data, eval, export, models, profile, train
+from . import benchmark, cam, compare, data, eval, export, models, profile, push, train
 from ._options import Parser, UsageError
 
 # Each is a module of this package defining ``add_parser(subparsers)`` (which sets ``func`` on its
 # parser) and the function it points to; in the order of ``attnvision --help``.
 _MODULES = dict(models=models, profile=profile, benchmark=benchmark, train=train, eval=eval, compare=compare, cam=cam,
-                data=data, export=export)
+                data=data, export=export, push=push)
 COMMANDS = list(_MODULES)
 
 # The exit status of a process ended by SIGPIPE in a shell (128 + 13): `attnvision models | head`.

@@ -235,6 +235,29 @@ def _conv(a_in, weight, bias) -> torch.Tensor:
     return F.conv2d(a_in[None], weight, bias, padding=weight.shape[-1] // 2)[0]
 
 
+def evolving_attention(qkv, prev, weight, bias, alpha: float, beta: float, scale: float, slope: float):
+    """``(out, A_logit)`` of a chain's evolving step and the attention it weights, as
+    :class:`EvolvingAttentionFunction` takes and returns them, computed by that function, or op by op
+    where it does not apply: under autocast's mixed precisions and while ``torch.jit.trace``,
+    ``torch.compile`` or ``torch.export`` records the call (they record the composite operations).
+
+    It is a leaf of ``torch.fx`` graphs (``torch.fx.wrap``): a traced model calls this function where the
+    eager one does, so the two compute the same values to the last bit (timm's FX tests, torchvision's
+    feature extractor).
+    """
+    device = qkv.device.type  # autocast exists for some device types only (not for "meta")
+    autocast = torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device)
+    if not autocast and not is_tracing():
+        return EvolvingAttentionFunction.apply(qkv, prev, weight, bias, alpha, beta, scale, slope)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, N, d)
+    logits = evolve_logits((q * scale) @ k.transpose(-2, -1), prev, weight, bias, alpha, beta,
+                           "relu" if slope == 0.0 else "leaky_relu", slope)  # (B, heads, N, N)
+    return (logits.softmax(-1) @ v).transpose(1, 2), logits
+
+
+torch.fx.wrap("evolving_attention")
+
+
 class EvolvingAttention(MultiHeadSelfAttention):
     """Evolving multi-head self-attention on (B, N, C) tokens: ``forward(x, prev_logits=None) -> (out, logits)``.
 
@@ -263,10 +286,9 @@ class EvolvingAttention(MultiHeadSelfAttention):
         qkv = self.project_qkv(x)
         n = x.shape[1]
         prev = usable_prev(type(self).__name__, (x.shape[0], self.heads, n), prev_logits)
-        if self._fused(prev, x):
-            out, logits = EvolvingAttentionFunction.apply(
-                qkv, prev, self.conv.weight, self.conv.bias, self.alpha, self.beta, self.scale,
-                0.0 if self.activation == "relu" else 0.01)
+        if self._fused(prev):
+            out, logits = evolving_attention(qkv, prev, self.conv.weight, self.conv.bias, self.alpha, self.beta,
+                                             self.scale, 0.0 if self.activation == "relu" else 0.01)
             return self.proj_drop(self.proj(out.reshape(x.shape))), logits
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         logits = evolve_logits(self.logits(q, k, hw), prev, self.conv.weight, self.conv.bias, self.alpha, self.beta,
@@ -275,16 +297,13 @@ class EvolvingAttention(MultiHeadSelfAttention):
         self._keep(attn)
         return self.attend(attn, v, x.shape), logits
 
-    def _fused(self, prev, x) -> bool:
-        """Whether :class:`EvolvingAttentionFunction` computes this call: ``fused`` on, a chain to continue
-        through the convolution, and nothing it does not handle (relative logits, the kept map, dropout on
-        the map, autocast's mixed precisions, tracing, which records the composite path)."""
-        if not self.fused or prev is None or is_tracing():
-            return False
-        device = x.device.type  # autocast exists for some device types only (not for "meta")
-        autocast = torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device)
-        return (self.beta > 0.0 and self.pos != "relative" and not self.keep_attention
-                and not (self.training and self.attn_drop.p > 0.0) and not autocast)
+    def _fused(self, prev) -> bool:
+        """Whether :func:`evolving_attention` computes this call: ``fused`` on, a chain to continue through
+        the convolution, and nothing :class:`EvolvingAttentionFunction` does not handle (relative logits, the
+        kept map, dropout on the map). What is known only when the call runs (autocast, an exporter
+        recording it) :func:`evolving_attention` decides, so that a ``torch.fx`` graph decides it as eager does."""
+        return (self.fused and prev is not None and self.beta > 0.0 and self.pos != "relative"
+                and not self.keep_attention and not (self.training and self.attn_drop.p > 0.0))
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", alpha={self.alpha}, beta={self.beta}, activation={self.activation!r}"

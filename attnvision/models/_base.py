@@ -152,16 +152,26 @@ class Backbone(nn.Module):
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """A new classifier for ``num_classes`` (0: none, ``forward`` gives the pooled features) reading the
-        pooling ``global_pool`` (None: the current one; see ``pool_types``)."""
+        pooling ``global_pool`` (None: the current one, but for a classifier after no pooling, ``''``, which
+        leaves nothing it can read: the family's default pooling, ``pool_types[0]``). The new layers are made
+        on the model's device, in its dtype and its training mode."""
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
             raise ValueError(f"{type(self).__name__}: num_classes must be a non-negative integer, got {num_classes!r}")
-        self._set_global_pool(self.pool_type if global_pool is None else global_pool, num_classes)
+        pool = self.pool_type if global_pool is None else global_pool
+        if global_pool is None and pool == "" and num_classes > 0:
+            pool = self.pool_types[0]
+        before = set(self.modules())  # the modules themselves, alive: ids of freed ones are reused
+        self._set_global_pool(pool, num_classes)
         parent_path, _, attr = self.classifier_path.rpartition(".")
         parent = self.get_submodule(parent_path) if parent_path else self
-        device = next(self.parameters()).device  # also after a reset to 0 classes left no classifier weight
-        new = nn.Linear(self.head_hidden_size, num_classes, device=device) if num_classes > 0 else nn.Identity()
+        ref = next(self.parameters())  # also after a reset to 0 classes left no classifier weight
+        new = (nn.Linear(self.head_hidden_size, num_classes, device=ref.device, dtype=ref.dtype) if num_classes > 0
+               else nn.Identity())
         setattr(parent, attr, new)
         self.num_classes = num_classes
+        for m in self.modules():
+            if m not in before:
+                m.train(self.training)
 
     # -- training helpers (timm's names) ----------------------------------------------------------
 
@@ -400,7 +410,11 @@ def register_variant(name: str, build: Callable[..., nn.Module], doc: str):
     """Register ``name`` as a builder ``(*, num_classes, in_chans, **kwargs) -> build(num_classes, in_chans, **kwargs)``."""
 
     def builder(*, num_classes: int = 1000, in_chans: int = 3, **kwargs) -> nn.Module:
-        return complete_cfg(build(num_classes, in_chans, **kwargs))
+        model = complete_cfg(build(num_classes, in_chans, **kwargs))
+        # what rebuilds it (save_pretrained writes them into config.json): timm's field name, the builder's kwargs
+        model.pretrained_cfg["architecture"] = name
+        model.model_kwargs = dict(kwargs)
+        return model
 
     builder.__name__ = builder.__qualname__ = name
     builder.__doc__ = doc

@@ -131,10 +131,10 @@ class ClassifierHead(nn.Module):
         self.fc = nn.Linear(hidden or width, num_classes) if num_classes > 0 else nn.Identity()
 
     @staticmethod
-    def pooled_layers(width: int, hidden: int, device=None) -> tuple[nn.Module, nn.Module]:
+    def pooled_layers(width: int, hidden: int, device=None, dtype=None) -> tuple[nn.Module, nn.Module]:
         """The LayerNorm and the tanh pre-logits layer (none when ``hidden`` is 0) for ``width`` pooled features."""
-        pre = nn.Sequential(nn.Linear(width, hidden, device=device), nn.Tanh()) if hidden else nn.Identity()
-        return nn.LayerNorm(width, device=device), pre
+        pre = nn.Sequential(nn.Linear(width, hidden, device=device, dtype=dtype), nn.Tanh()) if hidden else nn.Identity()
+        return nn.LayerNorm(width, device=device, dtype=dtype), pre
 
     def forward(self, x, pre_logits: bool = False):
         x = self.global_pool(x)
@@ -289,7 +289,8 @@ class CoAtNet(Backbone):
             pre = self.head.pre_logits
             hidden = pre[0].out_features if isinstance(pre, nn.Sequential) else 0
             self.head.norm, self.head.pre_logits = ClassifierHead.pooled_layers(
-                self.feature_info[-1]["num_chs"] * pool.feat_mult(), hidden, self.head.norm.weight.device)
+                self.feature_info[-1]["num_chs"] * pool.feat_mult(), hidden, self.head.norm.weight.device,
+                self.head.norm.weight.dtype)
         self.head.global_pool = pool
 
     @property

@@ -78,7 +78,8 @@ class MobileNetV2(Backbone):
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, *, width_mult: float = 1.0,
                  attn: str | None = None, attn_kwargs: dict | None = None, drop_rate: float = 0.2, paper: str = "",
-                 init: str = "authors", global_pool: str = "avg", **cfg_extra):
+                 init: str = "authors", global_pool: str = "avg", paper_params: float | None = None,
+                 paper_macs: float | None = None):
         super().__init__()
         check_init("MobileNetV2", init)
         attn = check_attn("MobileNetV2", attn)
@@ -112,7 +113,7 @@ class MobileNetV2(Backbone):
         self.feature_info = info
         self.global_pool = self.make_pool(global_pool, num_classes)
         self.classifier = nn.Linear(self.head_hidden_size, num_classes) if num_classes > 0 else nn.Identity()
-        self.pretrained_cfg = make_cfg(paper=paper, **cfg_extra)
+        self.pretrained_cfg = make_cfg(paper=paper, paper_params=paper_params, paper_macs=paper_macs)
         self._init_weights()
         if init == "authors":
             for m in self.modules():

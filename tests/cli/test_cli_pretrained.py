@@ -21,7 +21,7 @@ from attnvision.weights.pretrained import PRETRAINED, get_weights
 tvm = pytest.importorskip("torchvision.models")
 pytest.importorskip("huggingface_hub")
 
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "weights.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "pretrained.md"
 
 
 @pytest.fixture
@@ -111,4 +111,4 @@ def test_docs_weights_table_is_the_one_the_code_prints():
     text = DOCS.read_text(encoding="utf-8")
     found = re.search(r"<!-- BEGIN table:weights -->\n(.*?)\n<!-- END table:weights -->", text, re.DOTALL)
     assert found and found[1] == weights_table(markdown=True), (
-        "docs/weights.md is stale: paste `attnvision.cli.models.weights_table(markdown=True)` between its markers")
+        "docs/pretrained.md is stale: run python tools/doc_tables.py --write, or paste `attnvision.cli.models.weights_table(markdown=True)` between its markers")

@@ -9,6 +9,7 @@ from torchvision.models.feature_extraction import create_feature_extractor
 
 import attnvision as av
 from attnvision.layers._checks import is_tracing
+from attnvision.layers.evolving_attention import evolving_attention
 
 from tiny_models import CNN_FAMILIES, TINY, tiny_model
 
@@ -85,3 +86,16 @@ def test_eager_calls_keep_their_input_errors():
     vit, side = tiny_model("ea_vit")
     with pytest.raises(ValueError, match="VisionTransformer: built for 32×32 inputs, got 48×48"):
         vit(torch.randn(1, 3, 48, 48))
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_fx_graph_of_the_ea_vit_computes_the_eager_bits(train):
+    # eager continues the chain through the fused evolving function: the traced graph must call that same
+    # function (a leaf of the graph), not record the op-by-op equations, whose float rounding differs
+    model = av.create_model("ea_vit_tiny", img_size=32, num_classes=5).train(train)
+    graph = torch.fx.symbolic_trace(model)
+    leaves = [n for n in graph.graph.nodes if n.op == "call_function" and n.target is evolving_attention]
+    assert len(leaves) == len(model.blocks) - 1  # every block but the chain's first continues it
+    x = _input(32)
+    with torch.no_grad():
+        assert torch.equal(graph(x), model(x))
