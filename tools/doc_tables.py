@@ -97,13 +97,17 @@ def resnet_cifar_table() -> str:
                         markdown=True)
 
 
-@register_table("mobilenet_v2")
-def mobilenet_v2_table() -> str:
-    names = ["mobilenet_v2" + (f"_{a}" if a else "") for a in (None, *ATTN_KINDS)]
+def _ours_and_paper(names: list[str]) -> str:
+    """Parameters and MACs of ``names``, ours beside the paper's (``paper_params``/``paper_macs``)."""
     body = [[f"`{n}`", f"{p:,}", _fmt_m(cfg.get("paper_params")), _fmt_g(m), _fmt_g(cfg.get("paper_macs"))]
             for n, p, m, _, cfg in model_rows(names)]
     return format_table(["model", "params (ours)", "params (paper)", "MACs (ours)", "MACs (paper)"], body,
                         markdown=True)
+
+
+@register_table("mobilenet_v2")
+def mobilenet_v2_table() -> str:
+    return _ours_and_paper(["mobilenet_v2" + (f"_{a}" if a else "") for a in (None, *ATTN_KINDS)])
 
 
 @register_table("evolving")
@@ -204,11 +208,7 @@ def sasa_stages_table() -> str:
 
 @register_table("van")
 def van_table() -> str:
-    names = [f"van_b{i}" for i in range(7)]
-    body = [[f"`{n}`", f"{p:,}", _fmt_m(cfg.get("paper_params")), _fmt_g(m), _fmt_g(cfg.get("paper_macs"))]
-            for n, p, m, _, cfg in model_rows(names)]
-    return format_table(["model", "params (ours)", "params (paper)", "MACs (ours)", "MACs (paper)"], body,
-                        markdown=True)
+    return _ours_and_paper([f"van_b{i}" for i in range(7)])
 
 
 @register_table("lka_cost")

@@ -155,6 +155,9 @@ def unwrap_optional(annotation) -> tuple[Any, bool]:
     return annotation, False
 
 
+_SCALARS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
 def _coerce(key: str, value, annotation, who: str):
     """``value`` as the field's type, or a ``TypeError`` naming the key, the type and what came."""
     inner, optional = unwrap_optional(annotation)
@@ -176,22 +179,13 @@ def _coerce(key: str, value, annotation, who: str):
         if not isinstance(value, dict):
             raise TypeError(f"{who}: {key} must be a mapping, got {type(value).__name__} {value!r}")
         return dict(value)
-    if inner is bool:
-        if not isinstance(value, bool):
-            raise TypeError(f"{who}: {key} must be true or false, got {value!r}")
-        return value
-    if inner is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{who}: {key} must be an integer, got {value!r}")
-        return value
-    if inner is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"{who}: {key} must be a number, got {value!r}")
-        return float(value)
-    if inner is str:
-        if not isinstance(value, str):
-            raise TypeError(f"{who}: {key} must be a string, got {value!r}")
-        return value
+    if inner in _SCALARS:
+        # bool is an int to Python but not to a config; an integer is a fine float
+        fits = (isinstance(value, inner) if inner in (bool, str) else
+                not isinstance(value, bool) and isinstance(value, (int, float) if inner is float else int))
+        if not fits:
+            raise TypeError(f"{who}: {key} must be {_SCALARS[inner]}, got {value!r}")
+        return float(value) if inner is float else value
     return value
 
 
