@@ -134,11 +134,13 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         """Every field as plain JSON/YAML values (tuples as lists), loadable by :func:`config_from_dict`."""
-        return {k: _plain(v) for k, v in dataclasses.asdict(self).items()}
+        return {k: plain(v) for k, v in dataclasses.asdict(self).items()}
 
 
-def _plain(value):
-    return [_plain(v) for v in value] if isinstance(value, (tuple, list)) else value
+def plain(value):
+    """``value`` as JSON (a run record) stores it: tuples as lists, at any depth; two settings are the same
+    when their plain forms are equal."""
+    return json.loads(json.dumps(value))
 
 
 def field_types() -> dict[str, Any]:
@@ -241,4 +243,4 @@ def load_config(path: str, who: str = "train") -> dict:
 
 def dump_config(values: dict) -> str:
     """A config as YAML that :func:`load_config` reads back to the same values."""
-    return yaml.safe_dump({k: _plain(v) for k, v in values.items()}, sort_keys=False, allow_unicode=True)
+    return yaml.safe_dump({k: plain(v) for k, v in values.items()}, sort_keys=False, allow_unicode=True)

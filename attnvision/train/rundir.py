@@ -28,7 +28,7 @@ from ..data import parse_spec
 from ..factory import create_model, fit_cfg_to_channels
 from ..io import atomic_write_text, file_operation, read_json
 from . import checkpoints as ckpt
-from .config import RUNTIME_KEYS
+from .config import RUNTIME_KEYS, plain
 from .loggers import WANDB_ID
 
 RUN_RECORD = "run.json"
@@ -184,17 +184,13 @@ def resumed_config(out: str, given: dict) -> dict:
         return dict(given)  # a run from before run records: the options given are the recipe (checked on load)
     stored = read_record(out, "train --resume")["config"]
     changed = [f"{k} was {stored[k]!r}, now {v!r}" for k, v in given.items()
-               if k in stored and k not in RUNTIME_KEYS and k != "epochs" and _same(v) != _same(stored[k])]
+               if k in stored and k not in RUNTIME_KEYS and k != "epochs" and plain(v) != plain(stored[k])]
     if changed:
         raise ValueError(f"train: cannot resume {out!r} with other settings: {', '.join(changed)}; drop those "
                          f"options to continue the run (only --epochs may change, and how it runs: --workers, "
                          f"--threads, --device, --no-progress, --logger, --save-every-steps, --skip-nonfinite), or "
                          f"start a new run (another --out, or --overwrite)")
     return {**stored, **given}
-
-
-def _same(value):
-    return list(value) if isinstance(value, tuple) else value
 
 
 def held_run(out: str) -> list[str]:

@@ -84,7 +84,7 @@ from ..io import atomic_write_text, remove_temporaries
 from ..profiling import profile
 from . import checkpoints as ckpt
 from . import rundir
-from .config import TrainConfig
+from .config import TrainConfig, plain
 from .distributed import (Dist, all_gather_objects, all_sum, barrier, broadcast_buffers, convert_sync_batchnorm,
                           elastic_restart, elastic_run_id, init)
 from .loggers import RunLoggers, check_loggers
@@ -179,7 +179,7 @@ def check_resumable(stored: dict, recipe: dict, epochs_done: int) -> None:
     """Raise unless ``recipe`` continues the run whose recipe was ``stored``: the same in every
     setting it stored, except ``epochs``, which may grow (the schedule then runs to the new end)."""
     changed = {k: (stored[k], recipe[k]) for k in stored
-               if k != "epochs" and k in recipe and _plain(stored[k]) != _plain(recipe[k])}
+               if k != "epochs" and k in recipe and plain(stored[k]) != plain(recipe[k])}
     if changed:
         raise ValueError("train: cannot resume with a different recipe: "
                          + ", ".join(f"{k} was {a!r}, now {b!r}" for k, (a, b) in changed.items())
@@ -193,11 +193,6 @@ def _elastic_record() -> dict:
     """What tells a restarted torchrun job that ``out`` holds its own run: the job's id (none outside torchrun)."""
     run_id = elastic_run_id()
     return {} if run_id is None else {"elastic_run_id": run_id}
-
-
-def _plain(value):
-    """``value`` as stored in JSON: tuples and lists alike."""
-    return json.loads(json.dumps(value))
 
 
 def _config(cfg: TrainConfig) -> dict:
@@ -236,7 +231,7 @@ def _continuation(cfg: TrainConfig, d: Dist) -> TrainConfig:
         record = rundir.read_record(out, "train")
         stored = record["config"]
         if record.get("elastic_run_id") == elastic_run_id() and all(
-                k in stored and _plain(stored[k]) == _plain(v) for k, v in cfg.recipe().items()):
+                k in stored and plain(stored[k]) == plain(v) for k, v in cfg.recipe().items()):
             if d.is_main:
                 print(f"train: restarted by torchrun (restart {restart}): continuing the run in {out} from its last "
                       f"saved state", file=sys.stderr, flush=True)
