@@ -2,33 +2,20 @@
 own modules hidden inside a function (the usual way a circle is smuggled back in)."""
 from __future__ import annotations
 
-import ast
 import os
 from pathlib import Path
 
 from importlinter.cli import lint_imports
 
+from tools.import_graph import circles, import_graph
+
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGE = ROOT / "attnvision"
 
 
-def _function_local_imports(path: Path) -> list[str]:
-    """``file:line`` of each import of an attnvision module made inside a function body."""
-    found = []
-    for fn in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            continue
-        for node in ast.walk(fn):
-            own = (isinstance(node, ast.ImportFrom) and (node.level > 0 or (node.module or "").startswith("attnvision"))
-                   or isinstance(node, ast.Import) and any(a.name.split(".")[0] == "attnvision" for a in node.names))
-            if own:
-                found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
-    return found
-
-
-def test_no_function_local_import_of_our_own_modules():
-    found = [hit for path in sorted(PACKAGE.rglob("*.py")) for hit in _function_local_imports(path)]
-    assert found == [], f"imports of attnvision modules inside functions (import at the top, from a lower layer): {found}"
+def test_no_function_local_import_of_our_own_modules_and_no_import_circle():
+    edges, hidden = import_graph(ROOT / "attnvision")
+    assert hidden == [], f"imports of attnvision modules inside functions (import them at the top): {hidden}"
+    assert circles(edges) == []
 
 
 def test_the_import_linter_contract_of_the_layers_is_kept(tmp_path):
