@@ -302,8 +302,9 @@ def _residual_blocks(p: _Probe) -> tuple[list[_Block], int]:
             continue
         split = max(common)  # values are numbered in creation order: the latest common one
         before = p.ancestors(split)
-        ops_a = {p.producer[v] for v in anc_a - before}
-        ops_b = {p.producer[v] for v in anc_b - before}
+        # every value but the input has a producer, and the input is an ancestor of ``split``
+        ops_a = {i for v in anc_a - before if (i := p.producer[v]) is not None}
+        ops_b = {i for v in anc_b - before if (i := p.producer[v]) is not None}
         if len(ops_a) == len(ops_b):
             continue
         branch, ops = (a, ops_a) if len(ops_a) > len(ops_b) else (b, ops_b)
@@ -311,8 +312,10 @@ def _residual_blocks(p: _Probe) -> tuple[list[_Block], int]:
         if not any(p.ops[i].has_param for i in ops) or any(_upsamples(p, p.ops[i]) for i in ops):
             continue
         holder = p.calls[op.scope[-1]] if op.scope else None
-        inside = holder is not None and holder.module is not p.model and holder.tensor_out and holder.outputs
-        out = holder.outputs[0] if inside else op.outputs[0]
+        if holder is not None and holder.module is not p.model and holder.tensor_out and holder.outputs:
+            out = holder.outputs[0]
+        else:
+            out = op.outputs[0]
         blocks.append(_Block(op, split, branch, out))
     return blocks, seen
 
@@ -548,7 +551,7 @@ def detach(model: nn.Module, kind: str | None = None) -> list[str]:
         raise TypeError(f"detach: expected an nn.Module, got {type(model).__name__}")
     if kind is not None and (not isinstance(kind, str) or kind.lower() not in attn_names()):
         raise unknown_name_error("detach (kind)", kind, attn_names())
-    removed = []
+    removed: list[str] = []
     while True:
         found = next(((n, m) for n, m in model.named_modules()
                       if isinstance(m, AttachedAttention) and (kind is None or m.kind == kind.lower())), None)

@@ -124,6 +124,7 @@ def _write_onnx(model: nn.Module, example: torch.Tensor, path: str, dynamic_shap
     """Export with the dynamo exporter (its default optimisation off, as the tests check it); the opset used."""
     program = torch.onnx.export(model, (example,), dynamo=True, optimize=False, dynamic_shapes=dynamic_shapes,
                                 opset_version=opset, verbose=False)
+    assert program is not None  # dynamo=True always returns the program
     proto = program.model_proto
     with open(path, "wb") as f:
         f.write(proto.SerializeToString())

@@ -20,7 +20,7 @@ from torch import nn
 
 from . import models  # noqa: F401  (importing the families registers them)
 from ._suggest import did_you_mean, unknown_name_error
-from .models._base import make_cfg
+from .models._base import make_cfg, model_cfg
 from .models._features import FeatureListNet
 from .registry import MODELS
 from .weights import load_checkpoint, read_state_dict
@@ -101,11 +101,12 @@ def _fit_first_conv(model: nn.Module, in_chans: int, name: str) -> None:
     for parent in model.modules():
         for child_name, conv in parent.named_children():
             if isinstance(conv, nn.Conv2d) and conv.in_channels == 3 and conv.groups == 1:
-                new = nn.Conv2d(in_chans, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                                conv.dilation, 1, conv.bias is not None, conv.padding_mode)
+                sizes = conv.kernel_size, conv.stride, conv.padding, conv.dilation
+                new = nn.Conv2d(in_chans, conv.out_channels, *sizes,  # type: ignore[arg-type]  # torch: tuple[int, ...]
+                                groups=1, bias=conv.bias is not None, padding_mode=conv.padding_mode)
                 with torch.no_grad():
                     new.weight.copy_(adapt_input_conv(conv.weight, in_chans))
-                    if conv.bias is not None:
+                    if conv.bias is not None and new.bias is not None:
                         new.bias.copy_(conv.bias)
                 setattr(parent, child_name, new)
                 return
@@ -245,8 +246,8 @@ def _load_published(model: nn.Module, arch: str, weights: WeightsCfg, path: str,
     try:
         sd = read_state_dict(path, safe_globals=weights.safe_globals)
         if weights.source == "official":
-            sd = model.checkpoint_filter_fn(sd, model)
-        first = model.pretrained_cfg.get("first_conv")
+            sd = getattr(model, "checkpoint_filter_fn")(sd, model)
+        first = model_cfg(model).get("first_conv")
         key = f"{first}.weight" if first else None
         if in_chans != 3 and key in sd and sd[key].dim() == 4 and sd[key].shape[1] == 3:
             sd[key] = adapt_input_conv(sd[key], in_chans)
@@ -282,11 +283,11 @@ def _create_from_hub(name: str, pretrained, num_classes, in_chans, options: dict
     model = create_model(arch, num_classes=record["num_classes"] if num_classes is None else num_classes,
                          in_chans=record["in_chans"] if in_chans is None else in_chans, pretrained=weights,
                          **options, **kwargs)
-    chans = model.pretrained_cfg["input_size"][0]
-    cfg = dict(model.pretrained_cfg, **{k: v for k, v in record["pretrained_cfg"].items() if k in _PREPROCESSING})
+    own = model_cfg(model)
+    chans = own["input_size"][0]
+    cfg = dict(own, **{k: v for k, v in record["pretrained_cfg"].items() if k in _PREPROCESSING})
     repo, revision = parse_hub_spec(spec, "create_model")
-    model.pretrained_cfg.update(fit_cfg_to_channels(cfg, chans), hf_hub_id=repo,
-                                **({"hf_hub_revision": revision} if revision else {}))
+    own.update(fit_cfg_to_channels(cfg, chans), hf_hub_id=repo, **({"hf_hub_revision": revision} if revision else {}))
     return model
 
 
@@ -346,7 +347,7 @@ def create_model(name: str, *, num_classes: int | None = None, in_chans: int | N
             if not isinstance(pretrained, (str, os.PathLike)) or isinstance(pretrained, bool):
                 raise TypeError(f"create_model: pretrained must be False or a local path for {name} (published "
                                 f"weights are for attnvision's own models), got {pretrained!r}")
-            path = pretrained
+            path = os.fspath(pretrained)
     else:
         name, weights, path = _resolve_pretrained(name, pretrained)
         if weights is not None:
@@ -357,7 +358,7 @@ def create_model(name: str, *, num_classes: int | None = None, in_chans: int | N
             cfg["test_input_size"] = (in_chans, *cfg["test_input_size"][1:])
             model.pretrained_cfg = cfg
     if isinstance(getattr(model, "pretrained_cfg", None), dict):
-        model.pretrained_cfg = fit_cfg_to_channels(model.pretrained_cfg, in_chans)
+        setattr(model, "pretrained_cfg", fit_cfg_to_channels(model_cfg(model), in_chans))
     if weights is not None and pretrained and path is None:
         path = _fetch(name, weights)
     if weights is not None and path is not None:
@@ -365,7 +366,7 @@ def create_model(name: str, *, num_classes: int | None = None, in_chans: int | N
     elif path is not None:
         _load_pretrained(model, path)
     if output_stride is not None:
-        native = model.feature_info[-1]["reduction"]
+        native = getattr(model, "feature_info")[-1]["reduction"]
         if output_stride != native:
             raise ValueError(f"create_model: {name} has no dilated variant; output_stride must be its native "
                              f"{native}, got {output_stride!r}")

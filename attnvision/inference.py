@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from typing import cast
 
 import torch
 from torch import nn
@@ -76,21 +77,24 @@ def _foldable_pairs(model: nn.Module) -> list[tuple[str, str]]:
     calls: dict[str, int] = {}
     for node in graph.nodes:
         if node.op == "call_module":
+            assert isinstance(node.target, str)  # a module call's target is the module's name
             calls[node.target] = calls.get(node.target, 0) + 1
-    pairs = []
+    pairs: list[tuple[str, str]] = []
     for node in graph.nodes:
         if node.op != "call_module" or len(node.args) != 1 or node.kwargs:
             continue
         src = node.args[0]
         if not isinstance(src, torch.fx.Node) or src.op != "call_module" or len(src.users) != 1:
             continue
-        conv, bn = model.get_submodule(src.target), model.get_submodule(node.target)
+        conv_name, bn_name = src.target, node.target
+        assert isinstance(conv_name, str) and isinstance(bn_name, str)  # module calls: targets are names
+        conv, bn = model.get_submodule(conv_name), model.get_submodule(bn_name)
         # exact types only: a subclass may change what forward computes (weight standardisation, ...)
         if _CONV_BN.get(type(conv)) is not type(bn):
             continue
-        if bn.running_mean is None or calls[src.target] != 1 or calls[node.target] != 1:
+        if bn.running_mean is None or calls[conv_name] != 1 or calls[bn_name] != 1:
             continue  # batch statistics at eval time, or a module called twice: no fixed affine map to fold
-        pairs.append((src.target, node.target))
+        pairs.append((conv_name, bn_name))
     return pairs
 
 
@@ -107,9 +111,13 @@ def fold_batchnorm(model: nn.Module) -> list[tuple[str, str]]:
     return pairs
 
 
-def _fold(model: nn.Module, pairs) -> None:
+def _fold(model: nn.Module, pairs: list[tuple[str, str]]) -> None:
     for conv_name, bn_name in pairs:
-        fused = torch.nn.utils.fusion.fuse_conv_bn_eval(model.get_submodule(conv_name), model.get_submodule(bn_name))
+        conv, bn = model.get_submodule(conv_name), model.get_submodule(bn_name)
+        # as _foldable_pairs paired them
+        assert isinstance(conv, (nn.Conv1d, nn.Conv2d, nn.Conv3d))
+        assert isinstance(bn, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d))
+        fused = torch.nn.utils.fusion.fuse_conv_bn_eval(conv, bn)
         model.set_submodule(conv_name, fused)
         model.set_submodule(bn_name, nn.Identity())
 
@@ -155,5 +163,5 @@ def optimize_for_inference(model: nn.Module, *, channels_last: bool = True, comp
     if compile is True:
         return FrozenCompiled(model)
     if isinstance(compile, dict):
-        return torch.compile(model, **compile)
+        return cast(nn.Module, torch.compile(model, **compile))  # a module compiled is a module (OptimizedModule)
     return model

@@ -33,7 +33,7 @@ class Registry(Generic[T]):
         self._items: dict[str, T] = {}
         self._lazy: dict[str, str] = {}
 
-    def _key(self, name: str, who: str) -> str:
+    def _key(self, name: object, who: str) -> str:
         if not isinstance(name, str) or not name:
             raise TypeError(f"{who}: a {self.kind} name must be a non-empty string, got {name!r}")
         return name.lower() if self.lower else name

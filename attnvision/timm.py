@@ -35,6 +35,7 @@ from timm.models import register_model as timm_register_model
 from timm.models._pretrained import PretrainedCfg
 
 from .factory import create_model, list_models
+from .models._base import model_cfg
 from .weights.download import fetch_weights
 
 PREFIX = "av_"
@@ -70,7 +71,7 @@ def _read_table() -> dict:
 
 def _own_cfg(name: str) -> dict:
     with torch.device("meta"):
-        return timm_cfg(create_model(name).pretrained_cfg)
+        return timm_cfg(model_cfg(create_model(name)))
 
 
 def _explicit_cfg(variant: str, pretrained_cfg, overlay) -> dict:

@@ -39,7 +39,7 @@ def add_config_options(parser: argparse.ArgumentParser, *, exclude: Iterable[str
         if name in exclude or not f.metadata.get("cli", True):
             continue
         meta = f.metadata
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
         kind, _ = unwrap_optional(types[name])
         help_text = meta.get("help", "") + (_default_note(default) if show_defaults else "")
         kw: dict = dict(dest=name, default=argparse.SUPPRESS, help=help_text)

@@ -18,7 +18,7 @@ class Parser(argparse.ArgumentParser):
     """``--epoch`` is not taken for ``--epochs`` (no abbreviations: a later option could make one
     ambiguous), and a refusal is a :class:`UsageError`, not the usage text and ``SystemExit``."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, **kwargs) -> None:
         kwargs["allow_abbrev"] = False
         super().__init__(*args, **kwargs)
         self.commands: dict[str, Parser] = {}  # the top-level parser's, by name

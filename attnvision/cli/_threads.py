@@ -49,8 +49,8 @@ def cgroup_cpu_quota(root: str | None = None, proc_cgroup: str | None = None) ->
                         None)
             if base is not None:
                 quotas += [_v1_quota(d) for d in _up(base, path)]
-    quotas = [q for q in quotas if q is not None]
-    return min(quotas) if quotas else None
+    found = [q for q in quotas if q is not None]
+    return min(found) if found else None
 
 
 def _up(base: str, path: str):

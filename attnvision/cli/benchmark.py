@@ -46,7 +46,9 @@ def run(args) -> int:
         row = [r.name, f"{r.params:,}", f"{r.macs / 1e9:.3f}", f"{r.infer_images_per_s:.1f}",
                f"{r.infer_images_per_s / first.infer_images_per_s:.2f}x", f"{r.infer_gflops:.1f}",
                f"{100 * r.infer_peak_fraction:.0f}%", f"{r.infer_peak_mib:.1f}"]
-        if args.train:
+        if args.train:  # benchmark(train=True) measured these
+            assert r.train_images_per_s is not None and first.train_images_per_s is not None
+            assert r.train_peak_fraction is not None
             row += [f"{r.train_images_per_s:.1f}", f"{r.train_images_per_s / first.train_images_per_s:.2f}x",
                     f"{r.train_gflops:.1f}", f"{100 * r.train_peak_fraction:.0f}%", f"{r.train_peak_mib:.1f}"]
         rows.append(row)

@@ -12,6 +12,7 @@ from ..data import create_dataset, data_task, parse_spec
 from ..factory import create_model
 from ..io import atomic_write_text
 from ..loading import model_from_record
+from ..models._base import model_cfg
 from ..train import evaluate
 from ..train.distributed import resolve_device
 from ..train.rundir import create_run_model, record_from_args
@@ -140,7 +141,7 @@ def _run_pretrained(args, device) -> int:
                          f"--model-kwargs sets num_classes={kwargs['num_classes']!r}")
     kwargs["num_classes"] = weights.num_classes
     model = create_model(args.model, pretrained=args.pretrained, **kwargs)
-    pc = model.pretrained_cfg
+    pc = model_cfg(model)
     name, size = f"{pc['architecture']}.{pc['tag']}", tuple(args.input_size or pc["input_size"])
     data = create_dataset(args.data, args.split, input_size=size, mean=pc["mean"], std=pc["std"],
                           crop_pct=pc["crop_pct"], interpolation=pc["interpolation"], augment=False)

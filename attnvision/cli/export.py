@@ -7,6 +7,7 @@ import os
 from ..export import FORMATS, SUFFIXES, check_format, export_model
 from ..factory import create_model
 from ..loading import model_from_record
+from ..models._base import model_cfg
 from ..train.checkpoints import BEST_WEIGHTS, LAST_WEIGHTS
 from ..train.rundir import read_record
 from ..weights import load_checkpoint
@@ -62,7 +63,7 @@ def _run(args) -> int:
         model = create_model(args.target, num_classes=args.num_classes or 1000, **(args.model_kwargs or {}))
         if args.checkpoint:
             load_checkpoint(model, args.checkpoint)
-        size = model.pretrained_cfg["input_size"]
+        size = model_cfg(model)["input_size"]
         out = args.out or args.target + suffix
     result = export_model(model, out, format=args.format, input_size=tuple(args.input_size or size),
                           batch_size=args.batch_size, dynamic_batch=args.dynamic_batch, opset=args.opset)

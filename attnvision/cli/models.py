@@ -9,7 +9,7 @@ from tqdm import tqdm
 
 from .._table import format_table
 from ..factory import create_model, list_models
-from ..models._base import IMAGENET_MEAN, IMAGENET_STD
+from ..models._base import IMAGENET_MEAN, IMAGENET_STD, model_cfg
 from ..profiling import profile
 from ..weights.pretrained import weights_of
 
@@ -69,7 +69,7 @@ def run(args) -> int:
     for name in tqdm(names, desc="counting", unit="model", file=sys.stderr, dynamic_ncols=True, leave=False):
         with torch.device("meta"):
             model = create_model(name)
-        size = (1, *model.pretrained_cfg["input_size"])
+        size = (1, *model_cfg(model)["input_size"])
         p = profile(model, size)
         rows.append([name, f"{p.params:,}", f"{p.gmacs:.2f}", "x".join(map(str, size[2:]))])
     print(format_table(["model", "params (1000 classes)", "GMACs", "input"], rows))

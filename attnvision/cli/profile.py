@@ -5,6 +5,7 @@ import json
 
 from .._table import format_table
 from ..factory import create_model
+from ..models._base import model_cfg
 from ..profiling import profile
 from ._options import json_object
 from ._threads import add_threads_option, resolve_threads, torch_threads
@@ -35,7 +36,7 @@ def _run(args) -> int:
 
     with torch.device("meta"):
         model = create_model(args.name, num_classes=args.num_classes, **args.model_kwargs)
-    size = tuple(args.input_size or model.pretrained_cfg["input_size"])
+    size = tuple(args.input_size or model_cfg(model)["input_size"])
     if len(size) not in (3, 4):
         raise ValueError(f"profile: --input-size takes C H W or B C H W, got {len(size)} numbers {list(size)}")
     if len(size) == 4 and args.batch_size is not None and args.batch_size != size[0]:

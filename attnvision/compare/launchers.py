@@ -23,7 +23,7 @@ import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Protocol
+from typing import Any, Callable, ClassVar, Protocol
 
 from ..registry import Registry
 from ..train.config import TrainConfig
@@ -55,7 +55,9 @@ class Watch(Protocol):
 class Launcher(Protocol):
     """Trains the runs of a comparison: :data:`LAUNCHERS` holds the classes, built with their options."""
 
-    name: str  # as registered (written in results.md)
+    @property
+    def name(self) -> str:
+        """As registered (written in results.md): a class attribute, or an instance's."""
 
     def parallel(self, jobs: int, runs: int) -> int:
         """How many of ``runs`` train at once (``jobs``: ``compare``'s ``jobs``)."""
@@ -100,7 +102,8 @@ class RunFailedError(RuntimeError):
 def _keep_going(runs: list[Run], limit: int, start, watch: Watch) -> None:
     """Start runs as slots free up, at most ``limit`` at a time (``start(run)`` returns a handle with
     ``done()`` and ``result()``), and report each as it ends."""
-    waiting, going = list(runs), []
+    waiting = list(runs)
+    going: list[tuple[Run, Any]] = []  # (run, its handle)
     while waiting or going:
         while waiting and len(going) < limit:
             run = waiting.pop(0)

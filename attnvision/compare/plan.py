@@ -10,6 +10,7 @@ import dataclasses
 import itertools
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -18,7 +19,7 @@ from ..factory import create_model
 from ..train.config import TrainConfig
 from ..train.tasks import get_task
 
-DEFAULT = dict(
+DEFAULT: dict[str, Any] = dict(
     models=["resnet20", "resnet20_se", "resnet20_eca", "resnet20_bam", "resnet20_cbam"],
     settings=[{"attn_kwargs.reduction": 4}],
     data="cluttered-digits", epochs=11, seeds=3,
@@ -30,7 +31,7 @@ DEFAULT = dict(
 # i.e. epochs 82 and 123 of 164 on the 50k training images, with 4-pixel pad, 32×32 crop and flip. ResNet-110 is
 # the deepest network of that table and one the SE paper reports on CIFAR; attention keeps the papers' reduction 16.
 # recipes/cifar_resnet110.yaml is the same recipe as a config file (tests/test_recipes.py keeps the two equal).
-PRESETS = dict(
+PRESETS: dict[str, dict[str, Any]] = dict(
     cifar=dict(
         models=["resnet110", "resnet110_se", "resnet110_eca", "resnet110_bam", "resnet110_cbam"],
         settings=[{}], data=None, epochs=164, seeds=3,
@@ -73,7 +74,7 @@ def settings_label(setting: dict) -> str:
 
 def run_config(model: str, setting: dict, seed: int, base: TrainConfig) -> TrainConfig:
     """The run of ``model`` (the backbone, for detection and segmentation) under ``setting`` and ``seed``."""
-    named = dict(backbone=model) if get_task(base.task).uses_backbone else dict(model=model)
+    named: dict[str, Any] = dict(backbone=model) if get_task(base.task).uses_backbone else dict(model=model)
     cfg = dataclasses.replace(base, **named, seed=seed, model_kwargs=json.loads(json.dumps(base.model_kwargs)))
     for key, value in setting.items():
         if key.startswith("train."):
@@ -139,7 +140,10 @@ def plan(models: list[str], settings: list[dict], seeds: int, base: TrainConfig)
     """Restrict each setting to the models it affects (:func:`applicable`), so that e.g. the baseline
     runs once per seed under ``--set attn_kwargs.reduction=4,16``; pair every group with the
     baseline (``models[0]``) trained under the same grid point's settings."""
-    runs, partner, unaffected, seen = [], {}, {}, set()
+    runs: list[tuple[str, dict, int]] = []
+    partner: dict[tuple[str, str], tuple[str, str]] = {}
+    unaffected: dict[str, list[str]] = {}
+    seen: set[tuple[str, str, int]] = set()
     for s in settings:
         own = {m: applicable(m, s, base) for m in models}
         for key in s:

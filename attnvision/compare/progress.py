@@ -15,6 +15,8 @@ from typing import Callable
 
 from tqdm import tqdm
 
+from .launchers import Run
+
 
 def eta_seconds(mean: float, ages: list[float], waiting: int, parallel: int) -> float:
     """Seconds until the last run ends, when every run takes ``mean`` seconds: the runs going now have
@@ -37,7 +39,7 @@ class GridProgress:
     """
 
     def __init__(self, total: int, done: int, parallel: int, *, bar: bool,
-                 on_finished: Callable[[object, dict], str | None], refresh_s: float = 1.0):
+                 on_finished: Callable[[Run, dict], str | None], refresh_s: float = 1.0):
         self.parallel, self.on_finished, self.refresh_s = parallel, on_finished, refresh_s
         self.waiting = total - done
         self.going: dict[int, float] = {}  # id(run) -> when it started
@@ -48,11 +50,11 @@ class GridProgress:
                         disable=not bar)
         self._show_eta()
 
-    def started(self, run) -> None:
+    def started(self, run: Run) -> None:
         self.going[id(run)] = time.perf_counter()
         self.waiting -= 1
 
-    def finished(self, run, summary: dict) -> None:
+    def finished(self, run: Run, summary: dict) -> None:
         self.seconds.append(time.perf_counter() - self.going.pop(id(run)))
         line = self.on_finished(run, summary)
         if line is not None:

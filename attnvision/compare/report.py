@@ -96,6 +96,7 @@ def group(rows: list[dict], partner: dict[tuple[str, str], tuple[str, str]] | No
             values = [float(r[c]) for r in rs if r[c] is not None]
             g[c] = _mean_std(values) if values else None
         base = (partner or {}).get((model, setting), first)
+        assert base is not None  # groups has a first key: this one's
         g["baseline"] = base
         g["paired"] = None if base == (model, setting) else {
             c: _paired(rs, groups[base], c) for c in task_columns(rows).paired if g.get(c) is not None}

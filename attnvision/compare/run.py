@@ -93,12 +93,14 @@ def _train_one(cfg: TrainConfig) -> dict:
     """Train one run, resuming from its ``last.state.pt`` when it has one (a run cut short, or a cluster job
     requeued), and add the run metrics this process knows (the built-in ones), on its threads; in a
     distributed run, rank 0 adds them."""
-    cfg = dataclasses.replace(cfg, resume=os.path.isfile(os.path.join(cfg.out, LAST_STATE)))
+    out = cfg.out
+    assert out is not None  # compare gives every run its folder
+    cfg = dataclasses.replace(cfg, resume=os.path.isfile(os.path.join(out, LAST_STATE)))
     summary = train(cfg)
     if summary["interrupted"] or int(os.environ.get("RANK", "0")) != 0:
         return summary
     with scoped_process_state(threads=cfg.threads):
-        return _add_run_metrics(cfg, summary, cfg.out)
+        return _add_run_metrics(cfg, summary, out)
 
 
 def _add_run_metrics(cfg: TrainConfig, summary: dict, run_dir: str) -> dict:
@@ -155,6 +157,7 @@ def compare(models: list[str] | None = None, settings: list[dict] | None = None,
         if preset or not models:
             raise ValueError(f"compare: --task {task} compares the backbones given (--backbones A,B,...); "
                              f"presets are classification protocols")
+        assert task_spec.compare_defaults is not None  # a task with a backbone gives its head, data and schedule
         source = dict(task_spec.compare_defaults, models=models, settings=[{}])
         recipe = dict(source["recipe"], **(recipe or {}))
         recipe.update(task=task, model=head or source["model"])
@@ -217,11 +220,13 @@ def compare(models: list[str] | None = None, settings: list[dict] | None = None,
         speed = _throughputs(grid, base, out) if not task_spec.uses_backbone and here else {}
         for m, s, k in grid.runs:
             cfg = configs[(m, settings_label(s), k)]
-            summary = _finished(cfg.out)
+            run_dir = cfg.out
+            assert run_dir is not None  # set above
+            summary = _finished(run_dir)
             if summary is None:
                 raise RunFailedError(f"compare: {m} {settings_label(s)} seed {k} ended without writing "
-                                     f"{_summary_path(cfg.out)}")
-            summary = _add_run_metrics(cfg, summary, cfg.out)  # metrics registered in this process only
+                                     f"{_summary_path(run_dir)}")
+            summary = _add_run_metrics(cfg, summary, run_dir)  # metrics registered in this process only
             row = dict(model=m, settings=settings_label(s), seed=k)
             row.update({c: summary[c] for c in columns.base[3:] if c not in SPEED_COLUMNS})
             row.update(speed.get(run_dirname(m, s)) or {c: summary[c] for c in SPEED_COLUMNS})

@@ -120,6 +120,9 @@ class InUnitRange(nn.Module):
     """Apply ``steps`` to a normalised image tensor in its [0, 1] range: x·std + mean, clamped to [0, 1], the
     steps, then (y − mean) / std again (for datasets that hand out normalised tensors)."""
 
+    mean: torch.Tensor  # buffers, (C, 1, 1)
+    std: torch.Tensor
+
     def __init__(self, steps, mean, std):
         super().__init__()
         self.steps = list(steps)

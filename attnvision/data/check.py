@@ -61,6 +61,7 @@ def image_problem(path, size: tuple[int, int] | None = None) -> str | None:
     or None."""
     found, problem = image_header(path)
     if problem is None and size is not None and tuple(size) != found:
+        assert found is not None  # no problem: the header was read
         problem = f"is {found[0]}×{found[1]} (height×width), its annotation says {size[0]}×{size[1]}"
     return problem
 

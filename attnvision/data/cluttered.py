@@ -154,7 +154,7 @@ class ClutteredDigits(Dataset):
         self.split, self.copies, self.clutter = split, copies, clutter
         self.seed = seed if split == "train" else VAL_SEED
         self.mean, self.std = _reference_stats(clutter)
-        self.epoch = None
+        self.epoch: int | None = None
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
@@ -178,4 +178,5 @@ class ClutteredDigits(Dataset):
 
     def box(self, i: int) -> tuple[int, int, int, int]:
         """The digit's box ``(x0, y0, x1, y1)`` of sample ``i``, end-exclusive canvas pixels."""
-        return tuple(int(v) for v in self.boxes[i])
+        x0, y0, x1, y1 = (int(v) for v in self.boxes[i])
+        return x0, y0, x1, y1

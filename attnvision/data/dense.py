@@ -99,7 +99,9 @@ def draw_canvas(g: torch.Generator, images: torch.Tensor, labels: torch.Tensor, 
         patch = _resize(images[src][None, r:r + 4, c:c + 4], s)[0]
         canvas[y:y + s, x:x + s] = torch.maximum(canvas[y:y + s, x:x + s], patch)
     wanted = int(torch.randint(1, max_digits + 1, (), generator=g))
-    taken, layers, digits = [], [], []
+    taken: list[tuple[int, int, int, int]] = []
+    layers: list[torch.Tensor] = []
+    digits: list[int] = []
     for _ in range(wanted):
         src = pool[torch.randint(len(pool), (), generator=g)]
         for _ in range(tries):
@@ -114,8 +116,8 @@ def draw_canvas(g: torch.Generator, images: torch.Tensor, labels: torch.Tensor, 
         layer[y:y + s, x:x + s] = _resize(images[src][None], s)[0]
         layers.append(layer)
         digits.append(int(labels[src]))
-    layers = torch.stack(layers)
-    return torch.maximum(canvas, layers.amax(0)), layers, torch.tensor(digits, dtype=torch.int64)
+    stacked = torch.stack(layers)
+    return torch.maximum(canvas, stacked.amax(0)), stacked, torch.tensor(digits, dtype=torch.int64)
 
 
 def masks_to_boxes_exclusive(masks: torch.Tensor) -> torch.Tensor:
@@ -221,6 +223,14 @@ def _check_box(path, what: str, box, width: int, height: int) -> None:
                          f"image or empty")
 
 
+def _xml_text(xml_path: Path, element: ET.Element, path: str) -> str:
+    """The text at ``path`` below ``element`` of the annotation file ``xml_path``; a ValueError naming it if absent."""
+    text = element.findtext(path)
+    if text is None:
+        raise ValueError(f"{xml_path}: missing <{path}>")
+    return text
+
+
 class CocoDetection(_EpochSeeded):
     """COCO instances (``annotations/instances_{split}.json`` + ``{split}/`` images): boxes, labels, masks."""
 
@@ -309,17 +319,16 @@ class VOCDetection(_EpochSeeded):
 
     def _parse(self, xml_path: Path) -> dict:
         root = ET.parse(xml_path).getroot()
-        size = root.find("size")
-        width, height = int(size.findtext("width")), int(size.findtext("height"))
+        width, height = int(_xml_text(xml_path, root, "size/width")), int(_xml_text(xml_path, root, "size/height"))
         boxes, labels, difficult = [], [], []
         for obj in root.iter("object"):
             name = obj.findtext("name", "").strip()
             if name not in VOC_CLASSES:
                 raise ValueError(f"{xml_path}: unknown class {name!r} (VOC classes: {', '.join(VOC_CLASSES)})")
-            bb = obj.find("bndbox")
+            xmin, ymin, xmax, ymax = (float(_xml_text(xml_path, obj, f"bndbox/{k}"))
+                                      for k in ("xmin", "ymin", "xmax", "ymax"))
             # VOC corners are 1-based and inclusive: (xmin - 1, ymin - 1, xmax, ymax) in pixels
-            box = (float(bb.findtext("xmin")) - 1, float(bb.findtext("ymin")) - 1,
-                   float(bb.findtext("xmax")), float(bb.findtext("ymax")))
+            box = (xmin - 1, ymin - 1, xmax, ymax)
             _check_box(xml_path, f"object {name!r}", box, width, height)
             boxes.append(box)
             labels.append(VOC_CLASSES.index(name) + 1)
@@ -403,6 +412,7 @@ class SegFolder(_EpochSeeded):
             return str(path), problem
         pixels, problem = read_mask(mask_path)
         if problem is None:
+            assert pixels is not None  # read without a problem
             problem = self._mask_problem(torch.from_numpy(pixels.astype(np.int64)), size)
         return None if problem is None else (str(mask_path), problem)
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..io import atomic_write, atomic_write_text
+from ..io import atomic_write_bytes, atomic_write_text
 from . import create_dataset, data_task
 
 
@@ -55,7 +55,7 @@ def export_images(spec: str, out: str, *, split: str = "val", count: int = 8, st
                 else os.path.join(out, f"{i:05d}_{name}.png"))
         buffer = io.BytesIO()
         Image.fromarray(_to_uint8(image, mean, std)).save(buffer, format="PNG")
-        atomic_write(path, lambda tmp, data=buffer.getvalue(): open(tmp, "wb").write(data))
+        atomic_write_bytes(path, buffer.getvalue())
         written.append(path)
         rows.append([os.path.relpath(path, out), int(label), name,
                      *(" ".join(str(int(v)) for v in boxes[i]) for _ in [0] if boxes is not None)])

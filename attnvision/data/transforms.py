@@ -21,6 +21,8 @@ ranks or where a run was resumed.
 from __future__ import annotations
 
 import math
+from collections.abc import Sized
+from typing import cast
 
 import torch
 from torch.utils.data import Dataset
@@ -93,7 +95,7 @@ class Augmented(Dataset):
             self.base.set_epoch(epoch)
 
     def __len__(self) -> int:
-        return len(self.base)
+        return len(cast(Sized, self.base))  # a map-style dataset: it has a length
 
     def __getattr__(self, name):
         if name == "base":  # not yet set (unpickling): avoid recursing

@@ -47,12 +47,13 @@ def _torchvision_stages(model: nn.Module, name: str) -> tuple[nn.Module, list[di
     from torchvision.models.feature_extraction import create_feature_extractor
 
     names = [n for n in ("layer1", "layer2", "layer3", "layer4") if hasattr(model, n)]
-    if not names and isinstance(getattr(model, "features", None), nn.Sequential):
-        names = [f"features.{i}" for i in range(len(model.features))]
+    features = getattr(model, "features", None)
+    if not names and isinstance(features, nn.Sequential):
+        names = [f"features.{i}" for i in range(len(features))]
     if not names:
         raise ValueError(f"dense backbone: {name} has neither layer1..layer4 nor a features Sequential to take "
                          f"stage outputs from")
-    shapes = {}
+    shapes: dict[str, torch.Size] = {}
     hooks = [model.get_submodule(n).register_forward_hook(lambda m, i, o, n=n: shapes.__setitem__(n, o.shape))
              for n in names]
     size = 224
@@ -78,7 +79,7 @@ def _resolve(name: str, num_stages: int, out_indices) -> tuple[int, ...]:
 
 
 def build_body(backbone, *, out_indices: Sequence[int] | None = None, last: int = 4,
-               pretrained_backbone=None, **model_kwargs) -> tuple[nn.Module, list[str]]:
+               pretrained_backbone=None, **model_kwargs) -> tuple[FeatureListNet | SelectedFeatures, list[str]]:
     """The backbone's stage maps as a module returning a list, and the names of all its stages.
 
     Args:
@@ -107,8 +108,9 @@ def build_body(backbone, *, out_indices: Sequence[int] | None = None, last: int 
             if pretrained_backbone is not None:
                 raise ValueError("dense backbone: pretrained_backbone is for attnvision and torchvision backbones; "
                                  "timm features_only models load timm checkpoints themselves")
+            timm_info = getattr(net, "feature_info")  # timm's FeatureInfo
             info = [dict(num_chs=c, reduction=r, module=m.replace(".", "_")) for c, r, m in
-                    zip(net.feature_info.channels(), net.feature_info.reduction(), net.feature_info.module_name())]
+                    zip(timm_info.channels(), timm_info.reduction(), timm_info.module_name())]
         else:
             external = backbone.startswith("torchvision:")
             # our checkpoints load into the feature extractor below, which drops their classifier
@@ -123,9 +125,10 @@ def build_body(backbone, *, out_indices: Sequence[int] | None = None, last: int 
         if not hasattr(model, "feature_info") or not hasattr(model, "forward_intermediates"):
             raise ValueError(f"dense backbone: {label} does not expose stage outputs (feature_info and "
                              f"forward_intermediates)")
-        n = len(model.feature_info)
+        model_info = getattr(model, "feature_info")  # any such model: ours, attached or not
+        n = len(model_info)
         idx = _resolve(label, n, out_indices if out_indices is not None else range(max(0, n - last), n))
-        stage_names = [d["module"] for d in model.feature_info]
+        stage_names = [d["module"] for d in model_info]
         body = FeatureListNet(model, idx)
         if pretrained_backbone is not None and isinstance(backbone, str):
             load_checkpoint(body, pretrained_backbone)
@@ -179,11 +182,12 @@ class FeaturePyramidBackbone(nn.Module):
     def __init__(self, body: nn.Module, out_channels: int = 256, extra_blocks: ExtraFPNBlock | None = None):
         super().__init__()
         self.body = body
-        in_channels = [d["num_chs"] for d in body.feature_info]
+        body_info = getattr(body, "feature_info")  # build_body's, or any body that describes its maps
+        in_channels = [d["num_chs"] for d in body_info]
         self.fpn = FeaturePyramidNetwork(in_channels, out_channels, extra_blocks=extra_blocks)
         self.out_channels = out_channels
         self.in_features = [str(i) for i in range(len(in_channels))]
-        strides = [int(d["reduction"]) for d in body.feature_info]
+        strides = [int(d["reduction"]) for d in body_info]
         extra = {"LastLevelMaxPool": 1, "LastLevelP6P7": 2}.get(type(extra_blocks).__name__, 0)
         self.strides = strides + [strides[-1] * 2 ** (k + 1) for k in range(extra)]
 

@@ -40,6 +40,8 @@ _ONE_STAGE = ("retinanet", "fcos")
 
 
 def _anchor_generator(arch: str, strides: list[int]) -> AnchorGenerator:
+    sizes: tuple[tuple[int, ...], ...]
+    ratios: tuple[tuple[float, ...], ...]
     if arch == "retinanet":
         sizes = tuple((4 * s, int(4 * s * 2 ** (1 / 3)), int(4 * s * 2 ** (2 / 3))) for s in strides)
         ratios = ((0.5, 1.0, 2.0),) * len(strides)

@@ -130,6 +130,7 @@ def create_segmenter(arch: str, backbone, num_classes: int, *, out_indices=None,
         freeze_batchnorm(body)
     freeze_stages(body, stages, len(stages) + 1 if trainable_stages is None else trainable_stages)
     channels = [d["num_chs"] for d in body.feature_info]
+    head: nn.Module
     if arch == "semantic_fpn":
         head = SemanticFPNHead(channels, [int(d["reduction"]) for d in body.feature_info], num_classes, **head_kwargs)
     else:

@@ -131,6 +131,7 @@ class AttentionMap:
             weights = v[:, :, index, k_extra:]                                    # (B, heads, kh·kw)
             weights = weights.mean(1) if head is None else weights[:, head]
             return weights.reshape(v.shape[0], kh, kw)
+        assert row is not None and col is not None  # a local map's query is a pixel
         window = v[:, :, row, col]                                                # (B, heads, kh, kw)
         window = window.mean(1) if head is None else window[:, head]
         wh, ww = window.shape[-2:]
@@ -206,7 +207,7 @@ def attention_maps(model: nn.Module, images: torch.Tensor, *, names=None, return
         for m, training in modes:
             m.training = training
     named = dict(layers)
-    image_hw = tuple(images.shape[-2:])
+    image_hw = (images.shape[-2], images.shape[-1])
     prefix = getattr(model, "num_prefix_tokens", None)
     maps: dict[str, AttentionMap] = {}
     for name, value in collected.items():

@@ -24,10 +24,11 @@ from .gradcam import (_as_maps, _NotRun, cam_from_activations, captured_layer, c
 
 def _body(model: nn.Module) -> tuple[str, nn.Module]:
     """``(prefix, body)``: the backbone feature extractor of a detector (``backbone.body``) or segmenter (``body``)."""
-    if isinstance(getattr(model, "backbone", None), nn.Module) and hasattr(model.backbone, "body"):
-        return "backbone.body", model.backbone.body
-    if isinstance(getattr(model, "body", None), nn.Module):
-        return "body", model.body
+    backbone, body = getattr(model, "backbone", None), getattr(model, "body", None)
+    if isinstance(backbone, nn.Module) and hasattr(backbone, "body"):
+        return "backbone.body", getattr(backbone, "body")
+    if isinstance(body, nn.Module):
+        return "body", body
     raise ValueError(f"dense gradcam: {type(model).__name__} is not a detector or segmenter of attnvision.dense "
                      f"(no backbone.body or body); use attnvision.explain.gradcam for classifiers")
 
@@ -78,7 +79,7 @@ def detection_cam(detector: nn.Module, image: torch.Tensor, detection: int = 0, 
             act, grad = layer_gradient(name, captured, out["scores"][detection])
         except _NotRun:
             raise ValueError(f"{who}: layer {name!r} did not run in the detector's forward pass") from None
-        padded = detector.transform([image.detach()])[0]
+        padded = getattr(detector, "transform")([image.detach()])[0]  # torchvision's GeneralizedRCNNTransform
     act, grad = _as_maps(who, act, grad, padded.tensors.shape[-2:], None)
     cam = cam_from_activations(act, grad, method)                                   # (1, h, w)
     cam = F.interpolate(cam[:, None], size=tuple(padded.tensors.shape[-2:]), mode="bilinear", align_corners=False)

@@ -164,8 +164,9 @@ def explain_image(model: nn.Module, image: torch.Tensor, *, target: int | None =
         ax.text(0.5, 0.5, "no channel attention", ha="center", va="center", fontsize=9, color="gray")
         ax.axis("off")
 
-    map_grid = lower.add_gridspec(map_rows, COLUMNS) if map_rows else None
+    map_grid = lower.add_gridspec(map_rows, COLUMNS) if lower is not None else None
     for slot, index in enumerate(picks):
+        assert lower is not None and map_grid is not None  # maps picked: there are map rows
         m = spatial[index]
         ax = lower.add_subplot(map_grid[slot // COLUMNS, slot % COLUMNS])
         values = m.spatial(query, head)[0].float().cpu().numpy()
@@ -231,6 +232,7 @@ def dense_figure(display: np.ndarray, cam: torch.Tensor, *, detections: dict | N
             right.set_title(f"Grad-CAM of detection {chosen}: {name(box_label)} "
                             f"{detections['scores'][chosen].item():.2f}" + _empty_note(cam), fontsize=9)
     else:
+        assert prediction is not None and target is not None  # a segmenter's figure: its prediction and class
         classes = prediction.cpu().numpy()
         left.imshow(np.ma.masked_equal(classes, 0), cmap="tab20", alpha=0.6, vmin=0, vmax=19,
                     extent=(0, width, height, 0), interpolation="nearest")

@@ -24,7 +24,7 @@ not call itself (it loops over the blocks) is read through the last of its block
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -47,18 +47,19 @@ def resolve_layer(model: nn.Module, layer: str | nn.Module = "auto") -> tuple[st
                          f"{type(model).__name__}")
     if not isinstance(layer, str):
         raise TypeError(f"gradcam: layer must be 'auto', a module name or a module, got {type(layer).__name__}")
+    name = layer
     if layer == "auto":
-        info = getattr(model, "feature_info", None)
+        info: Any = getattr(model, "feature_info", None)  # any model's: a wrong one is caught below
         try:
-            layer = info[-1]["module"]
+            name = info[-1]["module"]
         except (TypeError, IndexError, KeyError):
             raise ValueError(f"gradcam: {type(model).__name__} has no feature_info naming its last stage; "
                              f"pass layer='<module name>' (a stage whose output is (B, C, H, W) or "
                              f"(B, N, C))") from None
     try:
-        return layer, model.get_submodule(layer)
+        return name, model.get_submodule(name)
     except AttributeError:
-        raise unknown_name_error(f"gradcam ({type(model).__name__} layer)", layer,
+        raise unknown_name_error(f"gradcam ({type(model).__name__} layer)", name,
                                  [n for n, _ in model.named_modules() if n]) from None
 
 
@@ -245,7 +246,7 @@ def gradcam(model: nn.Module, images: torch.Tensor, target: int | Sequence[int] 
     if torch.is_inference_mode_enabled():
         raise RuntimeError("gradcam: needs gradients; call it outside torch.inference_mode()")
     name, module = resolve_layer(model, layer)
-    num_chs = model.feature_info[-1].get("num_chs") if layer == "auto" else None
+    num_chs = getattr(model, "feature_info")[-1].get("num_chs") if layer == "auto" else None
     prefix = getattr(model, "num_prefix_tokens", None)
     while True:
         try:

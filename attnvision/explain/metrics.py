@@ -9,6 +9,9 @@ Both are unchanged by scaling the map, so raw and normalised CAMs give the same 
 """
 from __future__ import annotations
 
+from collections.abc import Sized
+from typing import cast
+
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -88,7 +91,7 @@ class _WithBoxes(Dataset):
         self.base = base
 
     def __len__(self) -> int:
-        return len(self.base)
+        return len(cast(Sized, self.base))  # a map-style dataset: it has a length
 
     def __getitem__(self, i):
         image, label = self.base[i]
@@ -115,7 +118,7 @@ def explanation_scores(model: nn.Module, data, *, layer="auto", method: str = "g
     if target not in ("label", "pred"):
         raise ValueError(f"explanation_scores: target must be 'label' or 'pred', got {target!r}")
     if isinstance(data, Dataset):
-        if hasattr(data, "boxes") and len(data) and len(data[0]) == 2:
+        if hasattr(data, "boxes") and len(cast(Sized, data)) and len(data[0]) == 2:
             data = _WithBoxes(data)
         data = DataLoader(data, batch_size=batch_size, shuffle=False)
     if device is None:

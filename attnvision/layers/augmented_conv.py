@@ -73,6 +73,8 @@ class AAConv2d(AttentionLayer):
         evolve, alpha, beta, attn_kernel_size, activation: evolving attention.
     """
 
+    pos_embed: torch.Tensor  # buffer, with pos_encoding="sine"
+
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, *, dk: int, dv: int, heads: int = 8,
                  pos_encoding: str = "relative", stride: int = 1, input_size=(56, 56), downsample: bool = False,
                  evolve: bool = False, alpha: float = 0.5, beta: float = 1.0, attn_kernel_size: int = 3,

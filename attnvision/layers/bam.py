@@ -49,7 +49,7 @@ class BAMChannelGate(nn.Module):
         self.bn = nn.BatchNorm1d(hidden)
         self.act = nn.ReLU(inplace=True)
         self.fc2 = nn.Linear(hidden, channels)
-        self.out_bn = nn.BatchNorm1d(channels) if out_norm else nn.Identity()
+        self.out_bn: nn.BatchNorm1d | nn.Identity = nn.BatchNorm1d(channels) if out_norm else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.out_bn(self.fc2(self.act(self.bn(self.fc1(x.mean((2, 3)))))))
@@ -67,7 +67,7 @@ class BAMSpatialGate(nn.Module):
                        nn.BatchNorm2d(hidden), nn.ReLU(inplace=True)]
         layers.append(nn.Conv2d(hidden, 1, 1))
         self.body = nn.Sequential(*layers)
-        self.out_bn = nn.BatchNorm2d(1) if out_norm else nn.Identity()
+        self.out_bn: nn.BatchNorm2d | nn.Identity = nn.BatchNorm2d(1) if out_norm else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.out_bn(self.body(x))
@@ -90,7 +90,7 @@ class BAM(AttentionLayer):
         for bn in self.gate_norms():
             nn.init.zeros_(bn.weight)
 
-    def gate_norms(self) -> list[nn.Module]:
+    def gate_norms(self) -> list[nn.BatchNorm1d | nn.BatchNorm2d]:
         """The BNs that end each branch in the paper's form (none in the product form); their weights
         start at 0 so that the gate starts as σ(0) = 0.5."""
         return [bn for bn in (self.channel.out_bn, self.spatial.out_bn) if not isinstance(bn, nn.Identity)]

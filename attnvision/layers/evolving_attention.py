@@ -282,7 +282,9 @@ class EvolvingAttention(MultiHeadSelfAttention):
         self.alpha, self.beta, self.activation, self.conv = evolving_settings(
             type(self).__name__, heads, alpha, beta, kernel_size, activation)
 
-    def forward(self, x: torch.Tensor, prev_logits: torch.Tensor | None = None, *, hw=None):
+    def forward(self, x: torch.Tensor,
+                prev_logits: torch.Tensor | None = None,  # type: ignore[override]  # previous logits, not a flag
+                *, hw=None):
         qkv = self.project_qkv(x)
         n = x.shape[1]
         prev = usable_prev(type(self).__name__, (x.shape[0], self.heads, n), prev_logits)

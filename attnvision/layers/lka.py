@@ -134,6 +134,7 @@ class LKA(AttentionLayer):
 
     def _dilated(self, x: torch.Tensor) -> torch.Tensor:
         conv = self.conv_dw_dilated
+        assert conv is not None  # forward calls this only with the dilated conv
         if self.pad is not None:
             x = F.pad(x, self.pad)
         if (_records_plain_conv() or x.device.type != "cpu" or self.dilation == 1
@@ -146,6 +147,7 @@ class LKA(AttentionLayer):
         d, k = self.dilation, conv.kernel_size[0]
         B, C, H, W = x.shape
         p = conv.padding[0]
+        assert isinstance(p, int)  # built with an int padding, never "same"/"valid"
         h, w = -(-(H + 2 * p - d * (k - 1)) // d), -(-(W + 2 * p - d * (k - 1)) // d)  # output phase grid
         Hp, Wp = (h + k - 1) * d, (w + k - 1) * d
         x = F.pad(x, (p, Wp - W - p, p, Hp - H - p))

@@ -91,6 +91,19 @@ def _plan(height: int, width: int, kernel_size: int, tile: int, device: torch.de
 class _Tiler:
     """Shared bookkeeping of the forward and backward kernels."""
 
+    # set from _plan's dict in __init__
+    c: int
+    bh: int
+    bw: int
+    nth: int
+    ntw: int
+    lh: int
+    lw: int
+    hk: int
+    wk: int
+    spread: Tensor
+    collect: Tensor
+
     def __init__(self, q: Tensor, kernel_size: int, tile: int):
         self.B, self.h, self.H, self.W, self.d = q.shape
         self.ks = kernel_size
@@ -317,6 +330,7 @@ def local_attention_decomposed(q: Tensor, k: Tensor, v: Tensor, kernel_size: int
     (a, b) of pixel (i, j) has logit q_ijᵀ k_(i+a−c, j+b−c) + bias_row[a] + bias_col[b], −∞ outside the image."""
     logits = (q.unsqueeze(-2) * _windows(k, kernel_size)).sum(-1)                    # (B, h, H, W, k²)
     if bias_row is not None:
+        assert bias_col is not None  # both or neither, as local_attention checks
         logits = logits + (bias_row.unsqueeze(-1) + bias_col.unsqueeze(-2)).flatten(-2)
     inside = _windows(q.new_ones(1, 1, q.shape[2], q.shape[3], 1), kernel_size)[..., 0] > 0
     attn = logits.masked_fill(~inside, float("-inf")).softmax(-1)
@@ -440,7 +454,8 @@ class LocalSelfAttention2d(AttentionLayer):
         if self.logits == "position":  # no keys: q·k is zero and the logits are q·r alone
             q, v = qkv.unbind(0)
             return q, torch.zeros_like(q), v
-        return qkv.unbind(0)
+        q, k, v = qkv.unbind(0)
+        return q, k, v
 
     def forward(self, x: Tensor) -> Tensor:
         check_feature_map(type(self).__name__, x, self.in_channels)
@@ -503,6 +518,7 @@ class SpatiallyAwareStem(AttentionLayer):
     """
 
     attention_query: tuple[int, int] | None = None
+    _offset: Tensor
 
     def __init__(self, in_channels: int = 3, out_channels: int = 64, kernel_size: int = 4, mixtures: int = 4,
                  heads: int = 1, pos: str = "relative", embed_dim: int | None = None, pool: bool = True):

@@ -134,7 +134,7 @@ class MultiHeadSelfAttention(AttentionLayer):
         self.attn_drop = nn.Dropout(attn_drop)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
-        self.input_size = None if pos == "none" else self._position(name, pos, input_size)
+        self.input_size: tuple[int, ...] | None = None if pos == "none" else self._position(name, pos, input_size)
 
     def _position(self, name, pos, input_size):
         if input_size is None:
@@ -163,6 +163,7 @@ class MultiHeadSelfAttention(AttentionLayer):
 
     def _map_size(self, n: int, hw) -> tuple[int, int]:
         if hw is None:
+            assert self.input_size is not None  # pos="relative" needs it
             h, w = self.input_size
             if not is_tracing() and h * w != n:
                 raise ValueError(f"{type(self).__name__}: {n} tokens do not form the {h}×{w} map of input_size; "

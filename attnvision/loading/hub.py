@@ -22,6 +22,7 @@ from .._version import __version__
 from ..attach import AttachedAttention
 from ..factory import create_model
 from ..io import atomic_write_text, file_operation, read_json
+from ..models._base import model_cfg
 from ..registry import MODELS
 from ..train import checkpoints as ckpt
 from ..train.config import RUNTIME_KEYS
@@ -121,8 +122,9 @@ def _from_model(model: nn.Module) -> tuple[dict, dict, None]:
     if any(isinstance(m, AttachedAttention) for m in model.modules()):
         raise ValueError(f"save_pretrained: {name} holds attention added by attach(), which its architecture name "
                          f"does not rebuild: save the run directory that trained it (attnvision train --attach)")
-    cfg = getattr(model, "pretrained_cfg", None)
-    arch = cfg.get("architecture") if isinstance(cfg, dict) else None
+    found = getattr(model, "pretrained_cfg", None)
+    cfg: dict = found if isinstance(found, dict) else {}
+    arch = cfg.get("architecture")
     if isinstance(arch, str) and arch not in MODELS and arch.startswith("av_") and arch[3:] in MODELS:
         arch = arch[3:]  # built by timm.create_model("av_NAME") (attnvision.timm)
     if arch not in MODELS:
@@ -130,7 +132,7 @@ def _from_model(model: nn.Module) -> tuple[dict, dict, None]:
                          f"create_model(NAME) do, in pretrained_cfg['architecture'], got {arch!r})")
     config = dict(library_name=LIBRARY, attnvision_version=__version__, architecture=arch,
                   model_kwargs=_json_safe(dict(getattr(model, "model_kwargs", {}) or {}), "the model kwargs"),
-                  num_classes=int(model.num_classes), in_chans=int(cfg["input_size"][0]),
+                  num_classes=int(getattr(model, "num_classes")), in_chans=int(cfg["input_size"][0]),
                   attach=None, attach_init="identity",
                   pretrained_cfg=_json_safe(dict(cfg, architecture=arch), "pretrained_cfg"))
     return config, model.state_dict(), None
@@ -172,7 +174,7 @@ def _architecture_cfg(name: str) -> dict:
     """The registered architecture's own ``pretrained_cfg`` (its paper, its license), built without weights."""
     try:
         with torch.device("meta"):
-            return dict(create_model(name).pretrained_cfg)
+            return dict(model_cfg(create_model(name)))
     except (ValueError, TypeError):  # not a registered name (a detection head), or it needs arguments
         return {}
 

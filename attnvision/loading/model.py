@@ -9,6 +9,7 @@ from torch import nn
 
 from ..factory import create_model
 from ..io import read_json
+from ..models._base import model_cfg
 from ..models.van import hf_van_variant
 from ..train.rundir import record_from_metadata
 from ..weights import hf_weights_file, load_checkpoint
@@ -66,7 +67,7 @@ def _load_hub_repo(spec: str) -> nn.Module:
     if is_own_config(config):
         config, weights = read_hub_model(spec, "load_model")
         model = _load_own(config, weights)
-        model.pretrained_cfg["hf_hub_id"] = parse_hub_spec(spec, "load_model")[0]
+        model_cfg(model)["hf_hub_id"] = parse_hub_spec(spec, "load_model")[0]
         return model
     if isinstance(config, dict) and config.get("model_type") == "van":  # transformers' VAN, read as its folder is
         try:

@@ -15,5 +15,5 @@ def model_from_record(record: dict, who: str) -> nn.Module:
     model = get_task(record.get("task", "classification")).model_from_record(record, who)
     cfg = dict(record["pretrained_cfg"])
     cfg["input_size"], cfg["mean"], cfg["std"] = (as_tuple(cfg[k]) for k in ("input_size", "mean", "std"))
-    model.pretrained_cfg = dict(getattr(model, "pretrained_cfg", {}) or {}, **cfg)
+    setattr(model, "pretrained_cfg", dict(getattr(model, "pretrained_cfg", {}) or {}, **cfg))
     return model

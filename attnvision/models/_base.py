@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Any, Callable, cast
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +33,19 @@ def make_cfg(*, paper: str, input_size=(3, 224, 224), mean=IMAGENET_MEAN, std=IM
                 license="apache-2.0", paper=paper, **extra)
 
 
-def complete_cfg(model: nn.Module) -> nn.Module:
+def model_cfg(model: nn.Module) -> dict[str, Any]:
+    """The model's ``pretrained_cfg`` (timm's attribute: preprocessing and provenance), the very dict, so that
+    changes reach the model; ``{}`` (a new dict, also set on the model) for a module that has none."""
+    cfg = getattr(model, "pretrained_cfg", None)
+    if cfg is None:
+        cfg = {}
+        setattr(model, "pretrained_cfg", cfg)
+    if not isinstance(cfg, dict):
+        raise TypeError(f"{type(model).__name__}.pretrained_cfg: expected a dict, got {type(cfg).__name__}")
+    return cfg
+
+
+def complete_cfg(model: Backbone) -> Backbone:
     """Add the fields of timm's ``pretrained_cfg`` that depend on the built model: ``pool_size`` (the
     final map at ``input_size``), ``first_conv`` (the layer that reads the image), ``classifier``,
     ``min_input_size`` (one pixel in the final map; the input size itself when it is fixed) and
@@ -105,16 +117,23 @@ class Backbone(nn.Module):
     grad_checkpointing: bool = False
     num_classes: int
     num_features: int
+    in_chans: int
     pretrained_cfg: dict
     feature_info: list
+    # the head's pooling: the module the default head below reads; families that name theirs otherwise (ViTs
+    # by a string, as timm's) override every method here that reads it
+    global_pool: SelectAdaptivePool2d | str
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__}: forward_features is not implemented")
+
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Global pool (``self.global_pool``, average by default) → dropout (``self.drop_rate``) → the
         classifier; families with another head override it."""
-        x = self.global_pool(x)
+        x = cast(SelectAdaptivePool2d, self.global_pool)(x)
         if self.drop_rate > 0:
             x = F.dropout(x, self.drop_rate, self.training)
         return x if pre_logits else self.get_classifier()(x)
@@ -132,7 +151,7 @@ class Backbone(nn.Module):
     @property
     def pool_type(self) -> str:
         """The ``global_pool`` option in use."""
-        return self.global_pool.pool_type
+        return cast(SelectAdaptivePool2d, self.global_pool).pool_type
 
     def _set_global_pool(self, global_pool: str, num_classes: int) -> None:
         self.global_pool = self.make_pool(global_pool, num_classes)
@@ -140,7 +159,7 @@ class Backbone(nn.Module):
     @property
     def head_hidden_size(self) -> int:
         """Width of ``forward_head(x, pre_logits=True)``: ``num_features``, twice it with ``catavgmax``."""
-        return self.num_features * self.global_pool.feat_mult()
+        return self.num_features * cast(SelectAdaptivePool2d, self.global_pool).feat_mult()
 
     @property
     def default_cfg(self) -> dict:
@@ -309,7 +328,7 @@ def init_torchvision_cnn(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def init_attention_module_cnn(model: nn.Module, classifier: nn.Module) -> None:
+def init_attention_module_cnn(model: nn.Module, classifier: nn.Module | None) -> None:
     """The initialisation of the BAM and CBAM authors' ResNets (Jongchan/attention-module
     ``MODELS/model_resnet.py``, ``ResNet.__init__``), which sets the entries of the state_dict by
     their key names:
@@ -385,9 +404,9 @@ def init_fan_out_trunc_normal(m: nn.Module) -> None:
 
 def keep_layers(model: nn.Module, n: int) -> None:
     """Keep the first ``n`` of a model's ``layer1``, ``layer2``, ... stages (ResNet-style naming)."""
-    for i in range(n, model.num_stages):
+    for i in range(n, getattr(model, "num_stages")):
         delattr(model, f"layer{i + 1}")
-    model.num_stages = n
+    setattr(model, "num_stages", n)
 
 
 def stage_info(channels, reductions, module_fmt: str) -> list[dict]:
@@ -406,14 +425,14 @@ def check_image(model_name: str, x: torch.Tensor, in_chans: int) -> None:
         raise ValueError(f"{model_name}: expected input of shape (B, {in_chans}, H, W), got {tuple(x.shape)}")
 
 
-def register_variant(name: str, build: Callable[..., nn.Module], doc: str):
+def register_variant(name: str, build: Callable[..., Backbone], doc: str):
     """Register ``name`` as a builder ``(*, num_classes, in_chans, **kwargs) -> build(num_classes, in_chans, **kwargs)``."""
 
     def builder(*, num_classes: int = 1000, in_chans: int = 3, **kwargs) -> nn.Module:
         model = complete_cfg(build(num_classes, in_chans, **kwargs))
         # what rebuilds it (save_pretrained writes them into config.json): timm's field name, the builder's kwargs
         model.pretrained_cfg["architecture"] = name
-        model.model_kwargs = dict(kwargs)
+        setattr(model, "model_kwargs", dict(kwargs))
         return model
 
     builder.__name__ = builder.__qualname__ = name

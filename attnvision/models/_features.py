@@ -27,10 +27,11 @@ class FeatureListNet(nn.Module):
         name = type(model).__name__
         if not hasattr(model, "forward_intermediates") or not hasattr(model, "feature_info"):
             raise ValueError(f"features_only: {name} does not expose stage outputs")
-        self.out_indices = resolve_out_indices(name, len(model.feature_info), out_indices)
-        self.feature_info = FeatureInfo(dict(model.feature_info[i]) for i in self.out_indices)
+        info = getattr(model, "feature_info")  # any such model: ours, timm's
+        self.out_indices = resolve_out_indices(name, len(info), out_indices)
+        self.feature_info = FeatureInfo(dict(info[i]) for i in self.out_indices)
         before = set(model.state_dict())
-        model.prune_intermediate_layers(self.out_indices, prune_norm=True, prune_head=True)
+        getattr(model, "prune_intermediate_layers")(self.out_indices, prune_norm=True, prune_head=True)
         self.removed_keys = before - set(model.state_dict())
         self.model = model
         self.pretrained_cfg = getattr(model, "pretrained_cfg", {})
@@ -40,7 +41,7 @@ class FeatureListNet(nn.Module):
         return self.pretrained_cfg
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return self.model.forward_intermediates(x, self.out_indices, intermediates_only=True)
+        return getattr(self.model, "forward_intermediates")(x, self.out_indices, intermediates_only=True)
 
 
 class FeatureInfo(list):

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -156,7 +157,7 @@ class CoAtNetCfg:
 
 
 def _ceil_half(size: tuple[int, int]) -> tuple[int, int]:
-    return tuple(-(-s // 2) for s in size)
+    return -(-size[0] // 2), -(-size[1] // 2)
 
 
 class CoAtNet(Backbone):
@@ -203,11 +204,12 @@ class CoAtNet(Backbone):
         d0, *dims = cfg.dims
         vit = layout == "ViT_REL"
         dpr = iter(drop_path_rates(drop_path_rate, sum(cfg.depths)))
-        t_kw = dict(head_dim=cfg.head_dim if head_dim is None else head_dim, rel=rel_attn, mlp_ratio=mlp_ratio, attn_drop=attn_drop)
+        t_kw: dict[str, Any] = dict(head_dim=cfg.head_dim if head_dim is None else head_dim, rel=rel_attn,
+                                    mlp_ratio=mlp_ratio, attn_drop=attn_drop)
 
         if vit:
             width = dims[2]
-            self.stem = nn.Conv2d(in_chans, width, 16, stride=16)
+            self.stem: nn.Module = nn.Conv2d(in_chans, width, 16, stride=16)
             size = (img_size[0] // 16, img_size[1] // 16)
             reduction, cin = 16, width
         else:
@@ -222,7 +224,7 @@ class CoAtNet(Backbone):
             stride = 1 if vit else 2
             if stride == 2:
                 size, reduction = _ceil_half(size), reduction * 2
-            blocks = []
+            blocks: list[nn.Module] = []
             for j in range(depth):
                 s = stride if j == 0 else 1
                 if kind == "C":
@@ -287,7 +289,7 @@ class CoAtNet(Backbone):
         pool = self.make_pool(global_pool, num_classes)
         if pool.feat_mult() != self.head.global_pool.feat_mult() and not isinstance(self.head.norm, nn.Identity):
             pre = self.head.pre_logits
-            hidden = pre[0].out_features if isinstance(pre, nn.Sequential) else 0
+            hidden = cast(nn.Linear, pre[0]).out_features if isinstance(pre, nn.Sequential) else 0
             self.head.norm, self.head.pre_logits = ClassifierHead.pooled_layers(
                 self.feature_info[-1]["num_chs"] * pool.feat_mult(), hidden, self.head.norm.weight.device,
                 self.head.norm.weight.dtype)

@@ -24,6 +24,7 @@ before the classifier; ``drop_rate`` defaults to the paper's (and torchvision's)
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
 import torch
 from torch import nn
@@ -61,7 +62,7 @@ class InvertedResidual(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int, expand_ratio: int, attn=None, attn_kwargs=None):
         super().__init__()
         hidden = int(round(cin * expand_ratio))
-        layers = [_conv_bn_relu6(cin, hidden, 1)] if expand_ratio != 1 else []
+        layers: list[nn.Module] = [_conv_bn_relu6(cin, hidden, 1)] if expand_ratio != 1 else []
         layers += [_conv_bn_relu6(hidden, hidden, 3, stride, groups=hidden),
                    nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout)]
         if attn is not None:
@@ -88,7 +89,9 @@ class MobileNetV2(Backbone):
         self.in_chans, self.num_classes, self.drop_rate = in_chans, num_classes, drop_rate
         block_attn = None if _between_stages(attn) else attn
         cin = make_divisible(32 * width_mult)
-        features, stage_ends, info, reduction = [_conv_bn_relu6(in_chans, cin, 3, 2)], [], [], 2
+        features: list[nn.Module] = [_conv_bn_relu6(in_chans, cin, 3, 2)]
+        info: list[dict[str, Any]] = []
+        stage_ends, reduction = [], 2
         for t, c, n, s in INVERTED_RESIDUAL_SETTING:
             if s == 2:  # a stride stage ends where the next downsampling starts
                 stage_ends.append(len(features) - 1)

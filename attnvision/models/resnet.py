@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 from functools import partial
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -151,7 +152,8 @@ class PreActBasicBlock(nn.Module):
         return self.drop_path(self.attn(out)) + shortcut
 
 
-BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck, "preact_basic": PreActBasicBlock}
+BLOCKS: dict[str, type[BasicBlock | Bottleneck | PreActBasicBlock]] = {
+    "basic": BasicBlock, "bottleneck": Bottleneck, "preact_basic": PreActBasicBlock}
 
 
 @dataclass(frozen=True)
@@ -234,8 +236,8 @@ class ResNet(Backbone):
 
         if stem == "imagenet":
             self.conv1 = nn.Conv2d(in_chans, cfg.stem_width, 7, stride=2, padding=3, bias=False)
-            self.maxpool = (nn.MaxPool2d(3, stride=2, padding=1) if stem_pool == "pad"
-                            else nn.MaxPool2d(3, stride=2, ceil_mode=True))
+            self.maxpool: nn.Module = (nn.MaxPool2d(3, stride=2, padding=1) if stem_pool == "pad"
+                                       else nn.MaxPool2d(3, stride=2, ceil_mode=True))
             stem_stride = 4
         else:
             self.conv1 = _conv3x3(in_chans, cfg.stem_width)
@@ -411,13 +413,14 @@ def convert_official_resnet(state_dict: dict, model: ResNet) -> dict:
             layer = model.get_submodule(path)
         except AttributeError:
             layer = None
-        if not hasattr(layer, "convert_official_key"):
+        convert = getattr(layer, "convert_official_key", None)
+        if convert is None:
             kind = "BAM" if stage else key.split(".")[2].upper()
             raise ValueError(f"load_checkpoint: the checkpoint holds {kind} modules ({key!r}) but "
                              f"{type(model).__name__} has no attention module at {path!r}; build the *_{kind.lower()} model")
         if isinstance(layer, BAM) and layer.combine != "product":
             raise ValueError(OFFICIAL_BAM_NEEDS_PRODUCT)
-        out[f"{path}.{layer.convert_official_key(rest)}"] = value
+        out[f"{path}.{convert(rest)}"] = value
     return out
 
 
@@ -455,7 +458,7 @@ def convert_timm_resnet(state_dict: dict, model: ResNet) -> dict:
                              "and our blocks have none there), so the same weights give other outputs")
         conv2 = state_dict.get("layer1.0.conv2.weight")
         if conv2 is not None and conv2.shape[0] == conv2.shape[1]:  # a bottleneck without groups: SE-ResNet
-            first = getattr(model.layer2[0], "conv1", None)
+            first = getattr(model.get_submodule("layer2.0"), "conv1", None)
             if first is None or first.stride != (2, 2):
                 raise ValueError(f"load_checkpoint: the checkpoint is timm's legacy SE-ResNet, whose bottlenecks "
                                  f"stride in their first 1×1 conv; build {name} with stride_in_1x1=True")
@@ -487,7 +490,7 @@ _PAPERS = {
     "bam": "Park et al., BAM: Bottleneck Attention Module, BMVC 2018",
     "cbam": "Woo et al., CBAM: Convolutional Block Attention Module, ECCV 2018",
 }
-_CIFAR = dict(input_size=(3, 32, 32), mean=CIFAR_MEAN, std=CIFAR_STD, crop_pct=1.0, num_classes=10)
+_CIFAR: dict[str, Any] = dict(input_size=(3, 32, 32), mean=CIFAR_MEAN, std=CIFAR_STD, crop_pct=1.0, num_classes=10)
 
 RESNET_CFGS: dict[str, ResNetCfg] = {
     "resnet18": ResNetCfg("basic", (2, 2, 2, 2), eca_kernels=(3, 5, 7, 7)),
@@ -563,7 +566,7 @@ def _paper_key(base: str) -> str:
 def _variant_cfg(base: str, attn: str | None) -> ResNetCfg:
     cfg = RESNET_CFGS[base]
     paper = _PAPERS[_paper_key(base)] + (f"; {attn_paper(attn)}" if attn else "")
-    extra = dict(_CIFAR) if cfg.stem == "cifar" else {}
+    extra: dict[str, Any] = dict(_CIFAR) if cfg.stem == "cifar" else {}
     name = base if attn is None else f"{base}_{attn}"
     extra["paper_params"], extra["paper_macs"] = PAPER_NUMBERS.get(name, (None, None))
     return replace(cfg, cfg=make_cfg(paper=paper, **extra))
@@ -588,12 +591,12 @@ _TIMM = "github.com/huggingface/pytorch-image-models@aa4b5850c1543fa488abf260f18
 _TIMM_RESULTS = f"{_TIMM} results/results-imagenet.csv (timm's own evaluation)"
 _TV = "pypi:torchvision==0.29.1 (wheel)"
 _ECA_AUTHORS = "github.com/BangguWu/ECANet@b332f6b3e6e2afe8a3287dc8ee8440a0fbec74c4"
-_TORCHVISION_EVAL = dict(mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_pct=0.875, interpolation="bilinear")
+_TORCHVISION_EVAL: dict[str, Any] = dict(mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_pct=0.875, interpolation="bilinear")
 # torchvision's V2 weights are evaluated after a resize to 232 and a 224 centre crop (224/232)
-_TORCHVISION_V2_EVAL = dict(_TORCHVISION_EVAL, crop_pct=0.9655)
+_TORCHVISION_V2_EVAL: dict[str, Any] = dict(_TORCHVISION_EVAL, crop_pct=0.9655)
 # timm's ResNet Strikes Back weights: 224 at crop 0.95, bicubic; their better test size is 288 at crop 1.0
-_RSB_EVAL = dict(mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_pct=0.95, interpolation="bicubic",
-                 test_input_size=(3, 288, 288), test_crop_pct=1.0)
+_RSB_EVAL: dict[str, Any] = dict(mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_pct=0.95, interpolation="bicubic",
+                                 test_input_size=(3, 288, 288), test_crop_pct=1.0)
 _RSB_URL = "https://github.com/{org}/pytorch-image-models/releases/download/v0.1-rsb-weights/{file}"
 _LEGACY_SE = dict(stride_in_1x1=True, stem_pool="ceil")  # the SE authors' Caffe layout (timm's senet.py)
 

@@ -108,7 +108,7 @@ class SASAResNet(Backbone):
         self.cfg, self.in_chans, self.num_classes, self.drop_rate = cfg, in_chans, num_classes, drop_rate
         self.stem_kind = stem
         if stem == "attention":
-            self.stem = SpatiallyAwareStem(in_chans, cfg.stem_width, stem_kernel, stem_mixtures)
+            self.stem: nn.Module = SpatiallyAwareStem(in_chans, cfg.stem_width, stem_kernel, stem_mixtures)
             reduction = stem_kernel
         else:
             self.stem = nn.Sequential(nn.Conv2d(in_chans, cfg.stem_width, 7, stride=2, padding=3, bias=False),

@@ -34,11 +34,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from functools import partial
+from typing import cast
 
 import torch
 from torch import nn
 
 from ..weights import remap_keys
+from ..weights.keymaps import KeyRule
 from ..weights.pretrained import WeightsCfg, register_weights
 from ..layers import LKA, DropPath, LayerScale, drop_path_rates
 from ..layers.lka import FAST_CHANNELS_LAST
@@ -214,7 +216,7 @@ class VAN(Backbone):
 
 # Hugging Face transformers' VanForImageClassification → the authors' layout. Its
 # ``van.layernorm`` is never used in its forward, so it is dropped.
-_HF_TO_OFFICIAL = [
+_HF_TO_OFFICIAL: list[KeyRule] = [
     (r"^classifier\.", "head."),
     (r"^van\.encoder\.stages\.(\d+)\.", lambda m: f"stage{int(m[1]) + 1}."),
     (r"^stage(\d+)\.embeddings\.convolution\.", r"patch_embed\1.proj."),
@@ -235,7 +237,7 @@ _HF_TO_OFFICIAL = [
     (r"\.mlp\.out_dense\.", ".mlp.fc2."),
 ]
 
-_OFFICIAL_TO_OURS = [
+_OFFICIAL_TO_OURS: list[KeyRule] = [
     (r"^patch_embed(\d)\.", lambda m: f"stages.{int(m[1]) - 1}.patch_embed."),
     (r"^block(\d)\.(\d+)\.", lambda m: f"stages.{int(m[1]) - 1}.blocks.{m[2]}."),
     (r"^norm(\d)\.", lambda m: f"stages.{int(m[1]) - 1}.norm."),
@@ -254,7 +256,7 @@ def convert_official_van(state_dict: dict, model: VAN) -> dict:
     for key, value in remap_keys(state_dict, _OFFICIAL_TO_OURS).items():
         lka = re.match(r"^(stages\.\d+\.blocks\.\d+\.attn)\.spatial_gating_unit\.(.*)$", key)
         if lka:
-            layer = model.get_submodule(f"{lka[1]}.lka")
+            layer = cast(LKA, model.get_submodule(f"{lka[1]}.lka"))
             key = f"{lka[1]}.lka.{layer.convert_official_key(lka[2])}"
         out[key] = value
     return out

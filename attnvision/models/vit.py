@@ -70,6 +70,7 @@ class VisionTransformer(Backbone):
 
     classifier_path = "head"
     pool_types = ("token", "avg")
+    global_pool: str  # the pool_types option itself, as timm's ViTs keep it
 
     def __init__(self, cfg: ViTCfg, num_classes: int = 1000, in_chans: int = 3, *, img_size=224,
                  evolve: bool = False, alpha: float = 0.5, beta: float = 1.0, kernel_size: int = 3,

@@ -25,7 +25,7 @@ import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence, cast
 
 import torch
 import torch.nn.functional as F
@@ -58,7 +58,7 @@ class BenchResult:
         return asdict(self)
 
 
-def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, float]:
+def interleaved_medians(fns: Mapping[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, float]:
     """Median seconds per call of each function, the functions called in turn ``repeats`` times."""
     if repeats < 1:
         raise ValueError(f"interleaved_medians: repeats must be at least 1, got {repeats}")
@@ -109,7 +109,11 @@ def gemm_peak_gflops(size: int = 1024, repeats: int = 5, device: str | torch.dev
     with the current thread count: the machine's practical limit for dense arithmetic."""
     device = torch.device(device)
     a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
-    seconds = interleaved_medians({"gemm": lambda: (a @ b, _sync(device))}, repeats)["gemm"]
+
+    def gemm() -> None:
+        a @ b
+        _sync(device)
+    seconds = interleaved_medians({"gemm": gemm}, repeats)["gemm"]
     return 2 * size ** 3 / seconds / 1e9
 
 
@@ -178,7 +182,7 @@ def _build(name: str, num_classes: int, channels_last: bool, compile: bool, devi
     model = create_model(name, num_classes=num_classes).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    return torch.compile(model) if compile else model
+    return cast(nn.Module, torch.compile(model)) if compile else model  # compiled, a module (OptimizedModule)
 
 
 def _input_size(model: nn.Module, given) -> tuple[int, int, int]:

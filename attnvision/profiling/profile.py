@@ -77,7 +77,7 @@ def count_macs(model: nn.Module, inputs: torch.Tensor) -> tuple[int, dict[str, i
 
 
 def _device_of(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
+    p: torch.Tensor | None = next(model.parameters(), None)
     if p is None:
         p = next(model.buffers(), None)
     return p.device if p is not None else torch.device("cpu")

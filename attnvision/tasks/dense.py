@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 from functools import partial
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, cast
 
 import torch
 import torch.nn.functional as F
@@ -111,14 +111,29 @@ class DenseTask(Task):
 
     def model_from_parts(self, arch: str, backbone: str, num_classes: int, kwargs: dict, attach: str | None,
                          attach_init: str = "identity") -> nn.Module:
+        net: str | nn.Module = backbone  # the name, or the backbone built here to attach attention to
         if attach:
             kwargs = dict(kwargs)
             if kwargs.get("pretrained_backbone") is not None:
                 raise ValueError(f"{self.name}: attach builds the backbone before the head; load its weights "
                                  f"with a checkpoint of the attached model instead of pretrained_backbone")
-            backbone = create_model(backbone, num_classes=0, **(kwargs.pop("backbone_kwargs", None) or {}))
-            attach_attention(backbone, attach, init=attach_init)
-        return self.create(dict(arch=arch, backbone=backbone, num_classes=num_classes, **kwargs))
+            net = create_model(backbone, num_classes=0, **(kwargs.pop("backbone_kwargs", None) or {}))
+            attach_attention(net, attach, init=attach_init)
+        return self.create(dict(arch=arch, backbone=net, num_classes=num_classes, **kwargs))
+
+    def create(self, spec: Mapping) -> nn.Module:
+        """The model of ``spec``: ``arch``, ``backbone`` (a name or a module), ``num_classes`` and keyword
+        arguments of the head's builder."""
+        raise NotImplementedError(f"{type(self).__name__}.create")
+
+    def train_step(self, model: nn.Module, batch) -> torch.Tensor:
+        """The loss of a batch made by ``collate_fn``."""
+        raise NotImplementedError(f"{type(self).__name__}.train_step")
+
+    def _predict(self, model, loader, device, d: Dist) -> tuple[dict, int, float]:
+        """The metrics of ``loader``'s batches (every rank's, reduced), the images this rank predicted and the
+        seconds it took."""
+        raise NotImplementedError(f"{type(self).__name__}._predict")
 
     def model_from_record(self, record: dict, who: str) -> nn.Module:
         return self.model_from_parts(record["model"], record["backbone"], record["num_classes"],
@@ -226,7 +241,8 @@ class DetectionTask(DenseTask):
         return model(images, targets)
 
     def train_step(self, model: nn.Module, batch) -> torch.Tensor:
-        return sum(self.losses(model, batch).values())
+        # torchvision's loss dicts are never empty: never sum()'s start 0
+        return cast(torch.Tensor, sum(self.losses(model, batch).values()))
 
     @staticmethod
     def _masks(model) -> bool:

@@ -85,7 +85,9 @@ def load_state(path) -> dict:
 def rng_state() -> dict:
     """The states of torch's, Python's and NumPy's global generators (what dropout, a custom dataset's
     augmentation and the like draw from), as tensors and plain values that ``weights_only`` loading takes."""
-    name, key, pos, has_gauss, cached = np.random.get_state()
+    legacy = np.random.get_state(legacy=True)
+    assert isinstance(legacy, tuple)  # the global generator is MT19937: the legacy tuple
+    name, key, pos, has_gauss, cached = legacy
     state = dict(torch=torch.get_rng_state(), python=random.getstate(),
                  numpy=dict(name=name, key=torch.from_numpy(key.astype(np.int64)), pos=int(pos),
                             has_gauss=int(has_gauss), cached=float(cached)))

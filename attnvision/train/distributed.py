@@ -134,6 +134,8 @@ class DistributedBatchNorm(nn.modules.batchnorm._BatchNorm):
         centred = x - mean.view(shape)
         var = all_reduce(centred.square().sum(dims)) / count
         if self.track_running_stats and self.running_mean is not None:
+            # registered with running_mean (nn.BatchNorm's buffers, all or none)
+            assert self.num_batches_tracked is not None and self.running_var is not None
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
                 momentum = self.momentum if self.momentum is not None else 1.0 / self.num_batches_tracked.item()

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sized
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +29,8 @@ class EvalResult:
         return (self.confusion.diagonal() / totals * 100).tolist()
 
     def as_dict(self, per_class: bool = False) -> dict:
-        out = dict(loss=self.loss, acc1=self.acc1, acc5=self.acc5, count=self.count, images_per_s=self.images_per_s)
+        out: dict[str, Any] = dict(loss=self.loss, acc1=self.acc1, acc5=self.acc5, count=self.count,
+                                   images_per_s=self.images_per_s)
         if per_class:
             out["per_class_acc1"] = self.per_class_acc
             out["confusion"] = self.confusion.tolist()
@@ -55,9 +58,9 @@ def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 256, num_c
     and the sums are reduced, so every rank returns the same numbers."""
     d = d or Dist()
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    num_classes = num_classes or dataset.num_classes
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=Shard(len(dataset), d), num_workers=workers,
-                        generator=torch.Generator())
+    num_classes = num_classes or getattr(dataset, "num_classes")
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=Shard(len(cast(Sized, dataset)), d),
+                        num_workers=workers, generator=torch.Generator())
     was_training = model.training
     model.eval()
     sums = torch.zeros(4, dtype=torch.float64)  # loss, top-1, top-5, count

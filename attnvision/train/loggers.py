@@ -182,8 +182,10 @@ class TensorBoardLogger(RunLogger):
                    if k not in self.config and k != "world_size"}
         settings = {k: v if isinstance(v, (bool, int, float, str)) else json.dumps(v)
                     for k, v in self.config.items() if v is not None}
+        writer = self.writer.file_writer
+        assert writer is not None  # opened by SummaryWriter() and kept until close()
         for summary_proto in hparams(settings, metrics):
-            self.writer.file_writer.add_summary(summary_proto, self.last_epoch)
+            writer.add_summary(summary_proto, self.last_epoch)
         for key, value in metrics.items():
             self.writer.add_scalar(key, value, self.last_epoch)
         self.writer.flush()

@@ -10,7 +10,7 @@ import contextlib
 import os
 import signal
 import threading
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 
@@ -33,11 +33,12 @@ def scoped_process_state(*, threads: int | None = None, deterministic: bool | No
     restore the thread count, deterministic mode, cuDNN flags, the environment variables a run sets and
     the SIGINT handler, whatever the block did to them."""
     main_thread = threading.current_thread() is threading.main_thread()
-    saved = dict(threads=torch.get_num_threads(), deterministic=torch.are_deterministic_algorithms_enabled(),
-                 warn_only=torch.is_deterministic_algorithms_warn_only_enabled(),
-                 cudnn=(torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark),
-                 env={k: os.environ.get(k) for k in _ENV},
-                 sigint=signal.getsignal(signal.SIGINT) if main_thread else None)
+    saved: dict[str, Any] = dict(
+        threads=torch.get_num_threads(), deterministic=torch.are_deterministic_algorithms_enabled(),
+        warn_only=torch.is_deterministic_algorithms_warn_only_enabled(),
+        cudnn=(torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark),
+        env={k: os.environ.get(k) for k in _ENV},
+        sigint=signal.getsignal(signal.SIGINT) if main_thread else None)
     try:
         if threads:
             torch.set_num_threads(threads)

@@ -68,7 +68,7 @@ class Paired:
     @property
     def excludes_zero(self) -> bool:
         """The interval lies wholly above or below 0: a difference larger than the seed spread explains."""
-        return self.low is not None and (self.low > 0 or self.high < 0)
+        return self.low is not None and self.high is not None and (self.low > 0 or self.high < 0)
 
 
 def paired_difference(a: list[float], b: list[float], confidence: float = 0.95) -> Paired:

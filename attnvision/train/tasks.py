@@ -22,18 +22,26 @@ trainer and ``compare`` only ever look a task up by name. The built-in ones live
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
 from ..data import data_task, spec_names
 from ..data.augment import AUGMENT_FIELDS, SampleAugment
 from ..registry import Registry
+from .config import TrainConfig
+from .distributed import Dist
 
-TASKS: Registry[type] = Registry("task")
+TASKS: Registry[type[Task]] = Registry("task")
 
 
 class Task:
     """The parts of a run that depend on the task (see the module docstring); subclasses fill them in."""
 
     name: str
-    collate_fn = None
+    collate_fn: Callable | None = None
     train_columns: tuple[str, ...]
     val_columns: tuple[str, ...]
     best: str
@@ -57,6 +65,49 @@ class Task:
             raise ValueError(f"train: {', '.join(given)} {'is an' if len(given) == 1 else 'are'} image-classification "
                              f"augmentation{'s' * (len(given) > 1)}; --task {self.name} does not take "
                              f"{'it' if len(given) == 1 else 'them'}")
+
+    def model_pretrained_cfg(self, cfg: TrainConfig) -> dict:
+        """The preprocessing of the model ``cfg`` names (its ``pretrained_cfg``), built without weights."""
+        raise NotImplementedError(f"{type(self).__name__}.model_pretrained_cfg")
+
+    def datasets(self, cfg: TrainConfig, pretrained_cfg: dict | None = None) -> tuple[Any, Any]:
+        """The train and val datasets of ``cfg.data`` (with ``pretrained_cfg``'s preprocessing)."""
+        raise NotImplementedError(f"{type(self).__name__}.datasets")
+
+    def build_model(self, cfg: TrainConfig, train_set) -> nn.Module:
+        """The model of ``cfg`` for ``train_set`` (its classes), seeded by ``cfg.seed``."""
+        raise NotImplementedError(f"{type(self).__name__}.build_model")
+
+    def model_from_record(self, record: dict, who: str) -> nn.Module:
+        """The model of a run's record (``run.json``), with random weights."""
+        raise NotImplementedError(f"{type(self).__name__}.model_from_record")
+
+    def forward(self, net: nn.Module, batch, cfg: TrainConfig,
+                device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loss of ``batch`` and the float64 sums of the epoch's ``train_*`` values (the count of images last)."""
+        raise NotImplementedError(f"{type(self).__name__}.forward")
+
+    def train_metrics(self, sums: torch.Tensor) -> dict:
+        """The ``train_*`` values of an epoch from its summed ``sums``."""
+        raise NotImplementedError(f"{type(self).__name__}.train_metrics")
+
+    def postfix(self, sums: torch.Tensor) -> dict:
+        """What the progress bar shows of the sums so far."""
+        raise NotImplementedError(f"{type(self).__name__}.postfix")
+
+    def evaluate(self, model: nn.Module, val_set, *, batch_size: int, device: torch.device, workers: int = 0,
+                 amp_dtype: torch.dtype | None = None, d: Dist | None = None) -> tuple[dict, Any]:
+        """The ``val_*`` values of ``model`` on ``val_set``, and the task's result of the evaluation (with its
+        ``images_per_s``: an attribute, or a key of a dict)."""
+        raise NotImplementedError(f"{type(self).__name__}.evaluate")
+
+    def describe(self, values: dict) -> str:
+        """The ``val_*`` values in the line said after each epoch."""
+        raise NotImplementedError(f"{type(self).__name__}.describe")
+
+    def summary_metrics(self, values: dict | None) -> dict:
+        """What ``summary.json`` reports of the last evaluation (``None``: there was none)."""
+        raise NotImplementedError(f"{type(self).__name__}.summary_metrics")
 
     def record_fields(self, cfg, train_set) -> dict:
         """What the run record (``run.json``, the weights' metadata) adds to rebuild this task's model."""

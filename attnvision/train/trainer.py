@@ -81,7 +81,7 @@ from ..data.augment import AUGMENT_FIELDS, check_augment
 from ..data.check import BadFile, checks_files, find_bad_files, one_line
 from ..data.transforms import _mix
 from ..io import atomic_write_text, remove_temporaries
-from ..profiling import profile
+from ..profiling.profile import profile  # the function (mypy takes the package's name for the module)
 from . import checkpoints as ckpt
 from . import rundir
 from .config import TrainConfig, plain
@@ -314,7 +314,7 @@ class _Loop:
                                           warmup_steps=int(cfg.warmup_epochs * steps),
                                           step_every=int(cfg.step_epochs * steps), gamma=cfg.step_gamma,
                                           milestones=tuple(int(m * steps) for m in cfg.step_milestones))
-        self.amp_dtype = AMP_DTYPES.get(cfg.amp)
+        self.amp_dtype = AMP_DTYPES.get(cfg.amp) if cfg.amp is not None else None
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
         net, self.ddp = model, None
         if d.enabled:
@@ -356,6 +356,7 @@ class _Loop:
         """Continue from ``last.state.pt`` (with ``resume``), then write the run record (the first write)."""
         cfg, d, out = self.cfg, self.d, self.out
         if cfg.resume:
+            assert out is not None  # _check: resume needs out
             state = ckpt.load_state(os.path.join(out, ckpt.LAST_STATE))
             check_resumable(state["recipe"], cfg.recipe(), state["epoch"])
             self.model.load_state_dict(state["model"])
@@ -397,6 +398,7 @@ class _Loop:
         while the run fails leaves the run's own error to be reported."""
         if not self.recorded:
             return
+        assert self.out is not None  # recorded: run.json is in out
         if status == "finished":
             rundir.set_status(self.out, status)
             return
@@ -406,14 +408,14 @@ class _Loop:
     # -- save and log --------------------------------------------------------------------------
     def save(self, epoch: int, batch: int, row: dict | None) -> None:
         """``best`` when ``row`` beats it, then ``last`` and the training state (rank 0 writes)."""
-        task, out, writes = self.task, self.out, self.out and self.d.is_main
+        task, out = self.task, self.out if self.d.is_main else None  # out: where this process writes
         self.saved_at = (epoch, batch)
         if row is not None and (self.best is None or task.best_value(row) > self.best[task.best]):
             self.best = {"epoch": row["epoch"], task.best: task.best_value(row)}
-            if writes:
+            if out:
                 ckpt.save_weights(os.path.join(out, ckpt.BEST_WEIGHTS), self.eval_model.state_dict(),
                                   dict(self.model_meta, epoch=row["epoch"], **{task.best: row[task.best]}))
-        if not writes:
+        if not out:
             return
         ckpt.save_weights(os.path.join(out, ckpt.LAST_WEIGHTS), self.eval_model.state_dict(),
                           dict(self.model_meta, epoch=epoch, batch=batch))
@@ -478,6 +480,7 @@ class _Loop:
                     continue
                 if non_finite:
                     self.running = running
+                    assert buffers is not None  # kept under skip_nonfinite, without which a non-finite loss stops
                     with torch.no_grad():
                         for b, saved in zip(self.model.buffers(), buffers):
                             b.copy_(saved)

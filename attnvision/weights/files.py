@@ -12,6 +12,7 @@ import re
 import struct
 import warnings
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -92,6 +93,7 @@ def read_state_dict(path_or_state_dict, safe_globals: Iterable[str] = ()) -> dic
     ``pytorch_model.bin``). Wrappers (``{"state_dict": ...}``, ``{"model": ...}``) are unwrapped and a DataParallel
     ``module.`` prefix is stripped. ``safe_globals``: see :func:`torch_load`.
     """
+    sd: Mapping[str, Any]
     if isinstance(path_or_state_dict, (str, os.PathLike)):
         path = os.fspath(path_or_state_dict)
         if os.path.isdir(path):
@@ -118,7 +120,7 @@ def read_state_dict(path_or_state_dict, safe_globals: Iterable[str] = ()) -> dic
         if inner is None:
             raise ValueError(f"load_checkpoint: found no tensors in the checkpoint (top-level keys: {sorted(sd)[:10]})")
         sd = inner
-    sd = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
-    if sd and all(k.startswith("module.") for k in sd):
-        sd = {k[len("module."):]: v for k, v in sd.items()}
-    return sd
+    tensors = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
+    if tensors and all(k.startswith("module.") for k in tensors):
+        tensors = {k[len("module."):]: v for k, v in tensors.items()}
+    return tensors

@@ -6,12 +6,15 @@ does) built from :func:`remap_keys` rules next to its model code.
 from __future__ import annotations
 
 import re
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import torch
 
+# (pattern, replacement): a template or a function of the match, as ``re.sub`` takes
+KeyRule = tuple[str, str | Callable[[re.Match[str]], str]]
 
-def remap_keys(state_dict: Mapping[str, torch.Tensor], rules: Iterable[tuple[str, str]]) -> dict[str, torch.Tensor]:
+
+def remap_keys(state_dict: Mapping[str, torch.Tensor], rules: Iterable[KeyRule]) -> dict[str, torch.Tensor]:
     """Rename keys by regular-expression rules (``re.sub`` of each rule, in order)."""
     compiled = [(re.compile(p), r) for p, r in rules]
     out = {}

@@ -72,8 +72,10 @@ def load_checkpoint(model: nn.Module, path_or_state_dict, *, source: str = "auto
         raise ValueError(f"load_checkpoint: source must be one of {_SOURCES}, got {source!r}")
     # a feature extractor (``features_only=True``) holds the network as ``.model`` and lists the
     # state-dict keys it pruned (classifier, final norm, unused stages) as ``.removed_keys``
-    features_only = hasattr(model, "removed_keys") and isinstance(getattr(model, "model", None), nn.Module)
-    target = model.model if features_only else model
+    inner = getattr(model, "model", None)
+    features_only = hasattr(model, "removed_keys") and isinstance(inner, nn.Module)
+    target = inner if features_only and isinstance(inner, nn.Module) else model
+    removed = getattr(model, "removed_keys", ())
     name = type(target).__name__
     sd = read_state_dict(path_or_state_dict)
     own = target.state_dict()
@@ -81,7 +83,7 @@ def load_checkpoint(model: nn.Module, path_or_state_dict, *, source: str = "auto
     head = _classifier_prefix(target)
 
     def ignorable(key: str) -> bool:
-        return features_only and (bool(head) and key.startswith(head) or key in model.removed_keys)
+        return features_only and (head is not None and key.startswith(head) or key in removed)
 
     if source == "auto":
         source = "attnvision" if all(k in own or ignorable(k) for k in sd) else "official"
