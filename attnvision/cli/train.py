@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 from ..data import DATASETS, SMALL_DATA_RECIPE, parse_spec
@@ -79,8 +80,8 @@ def run(args) -> int:
         return 1
     finally:
         shutdown()
-    if summary["interrupted"]:
-        return 130
+    if summary["interrupted"]:  # 128 + the signal's number, as a shell reports a process it stopped
+        return 128 + signal.Signals[summary["stop_signal"] or "SIGINT"]
     if summary["world_size"] == 1 or _is_main():
         best = get_task(cfg.task).best  # val_acc1, val_map or val_miou
         name = f"{cfg.model} on {cfg.backbone}" if get_task(cfg.task).uses_backbone else cfg.model

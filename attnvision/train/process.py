@@ -1,7 +1,7 @@
 """Process state that a run changes, saved and restored around it: ``with scoped_process_state(...)``.
 
 ``train``, ``evaluate`` and ``compare`` set torch's thread count, deterministic mode, cuDNN's flags,
-``CUBLAS_WORKSPACE_CONFIG`` and a SIGINT handler for their own work; a program that calls them (a
+``CUBLAS_WORKSPACE_CONFIG`` and SIGINT and SIGTERM handlers for their own work; a program that calls them (a
 notebook, a sweep that trains many runs in one process) finds all of it as it was afterwards.
 """
 from __future__ import annotations
@@ -31,14 +31,14 @@ def set_deterministic(on: bool) -> None:
 def scoped_process_state(*, threads: int | None = None, deterministic: bool | None = None) -> Iterator[None]:
     """Run the block with ``threads`` torch threads and ``deterministic`` mode (None: leave as is), then
     restore the thread count, deterministic mode, cuDNN flags, the environment variables a run sets and
-    the SIGINT handler, whatever the block did to them."""
+    the SIGINT and SIGTERM handlers, whatever the block did to them."""
     main_thread = threading.current_thread() is threading.main_thread()
     saved: dict[str, Any] = dict(
         threads=torch.get_num_threads(), deterministic=torch.are_deterministic_algorithms_enabled(),
         warn_only=torch.is_deterministic_algorithms_warn_only_enabled(),
         cudnn=(torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark),
         env={k: os.environ.get(k) for k in _ENV},
-        sigint=signal.getsignal(signal.SIGINT) if main_thread else None)
+        signals={s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)} if main_thread else {})
     try:
         if threads:
             torch.set_num_threads(threads)
@@ -54,5 +54,6 @@ def scoped_process_state(*, threads: int | None = None, deterministic: bool | No
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        if main_thread and saved["sigint"] is not None:
-            signal.signal(signal.SIGINT, saved["sigint"])
+        for signum, handler in saved["signals"].items():
+            if handler is not None:  # None: set outside Python, which cannot be restored
+                signal.signal(signum, handler)

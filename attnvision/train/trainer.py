@@ -57,8 +57,9 @@ most K steps are redone).
 A non-finite loss stops the run with :class:`NonFiniteLossError` naming the step, before the
 bad step touches the weights; the last good checkpoint stays. ``skip_nonfinite=N`` tolerates up to N
 such steps first: each is skipped (no optimiser step; the batch's BatchNorm statistics undone), with a
-warning line naming it, and counted in the summary's ``nonfinite_steps``. Ctrl-C (SIGINT) finishes the
-current step, saves ``last`` at that batch and returns (a second Ctrl-C aborts at once).
+warning line naming it, and counted in the summary's ``nonfinite_steps``. Ctrl-C (SIGINT) or SIGTERM (what a
+cluster sends before it preempts or times out a job, and ``kill``'s default) finishes the current step, saves
+``last`` at that batch and returns, with the summary's ``stop_signal`` naming it (a second one aborts at once).
 ``save_every_steps=K`` also saves the state every K optimiser steps, so that a crash loses at most K
 steps of an epoch; resuming continues from that batch.
 """
@@ -71,7 +72,7 @@ import os
 import signal
 import sys
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -146,33 +147,38 @@ def model_pretrained_cfg(cfg: TrainConfig) -> dict:
     return get_task(cfg.task).model_pretrained_cfg(cfg)
 
 
-class _StopFlag:
-    """SIGINT sets the flag (the loop stops after the current step) and says so at once on stderr;
-    a second SIGINT raises ``KeyboardInterrupt(abort())`` (files are written atomically, so the
-    last complete checkpoint stays)."""
+STOP_SIGNALS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}  # each: stop after the current step
 
-    def __init__(self, notice: str | None, abort: Callable[[], str]):
-        self.requested = False
-        self._previous = None
+
+class _StopFlag:
+    """SIGINT or SIGTERM sets the flag (the loop stops after the current step) and says so at once on stderr
+    (``notice(what)``, ``what`` being ``Ctrl-C`` or ``SIGTERM``); a second one raises
+    ``KeyboardInterrupt(abort(what))`` (files are written atomically, so the last complete checkpoint stays)."""
+
+    def __init__(self, notice: Callable[[str], str] | None, abort: Callable[[str], str]):
+        self.requested: signal.Signals | None = None
+        self._previous: dict[signal.Signals, Any] = {}
         self.notice, self.abort = notice, abort
 
     def __enter__(self):
         try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread: leave SIGINT alone
-            self._previous = None
+            for signum in STOP_SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        except ValueError:  # not the main thread: leave the handlers alone
+            pass
         return self
 
     def _handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt(self.abort())
-        self.requested = True
+        what = STOP_SIGNALS[signal.Signals(signum)]
+        if self.requested is not None:
+            raise KeyboardInterrupt(self.abort(what))
+        self.requested = signal.Signals(signum)
         if self.notice:
-            print(f"\n{self.notice}", file=sys.stderr, flush=True)
+            print(f"\n{self.notice(what)}", file=sys.stderr, flush=True)
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
 
 
 def check_resumable(stored: dict, recipe: dict, epochs_done: int) -> None:
@@ -462,7 +468,8 @@ class _Loop:
                 with sync:
                     with torch.autocast(device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                         loss, sums = task.forward(self.net, data, cfg, device)
-                    flags = torch.tensor([not torch.isfinite(loss).item(), stop.requested], dtype=torch.float64)
+                    flags = torch.tensor([not torch.isfinite(loss).item(), stop.requested is not None],
+                                         dtype=torch.float64)
                     step_stats = all_sum(torch.cat([sums, flags]).to(device), d).cpu()
                     n = len(sums)
                     if step_stats[n] > 0 and not non_finite:
@@ -490,7 +497,7 @@ class _Loop:
                     self.save(epoch, batch + 1, None)
                 if self.on_step is not None:
                     self.on_step(self.global_step)
-                if step_stats[n + 1] > 0 or stop.requested:
+                if step_stats[n + 1] > 0 or stop.requested is not None:
                     interrupted = True
                     if self.saved_at != (epoch, batch + 1):
                         self.save(epoch, batch + 1, None)
@@ -592,14 +599,16 @@ def _run(run: _Loop) -> dict:
     interrupted, result, train_ips = False, None, 0.0
     values: dict | None = None
     resume_hint = f"continue with `attnvision train --resume {out}`" if out else "no out directory: nothing is saved"
-    notice = (f"train: Ctrl-C: stopping at the end of the current step{' and saving ' + out if out else ''}; "
-              f"press Ctrl-C again to quit at once" if d.is_main else None)
 
-    def abort() -> str:
+    def notice(what: str) -> str:
+        return (f"train: {what}: stopping at the end of the current step{' and saving ' + out if out else ''}; "
+                f"{'press Ctrl-C' if what == 'Ctrl-C' else what} again to quit at once")
+
+    def abort(what: str) -> str:
         if out and os.path.isfile(os.path.join(out, ckpt.LAST_STATE)):
-            return f"train: stopped at once by a second Ctrl-C; {out} keeps its last complete checkpoint; {resume_hint}"
-        return "train: stopped at once by a second Ctrl-C, before anything was saved; start the run again"
-    with _StopFlag(notice, abort) as stop:
+            return f"train: stopped at once by a second {what}; {out} keeps its last complete checkpoint; {resume_hint}"
+        return f"train: stopped at once by a second {what}, before anything was saved; start the run again"
+    with _StopFlag(notice if d.is_main else None, abort) as stop:
         for epoch in range(run.start_epoch, cfg.epochs):
             epoch_start = time.perf_counter()
             interrupted, images, seconds = run.train_epoch(epoch, stop)
@@ -617,6 +626,7 @@ def _run(run: _Loop) -> dict:
     summary = dict(
         model=cfg.model, data=cfg.data, seed=cfg.seed, model_kwargs=cfg.model_kwargs, attach=cfg.attach,
         epochs=cfg.epochs, epochs_done=all_rows[-1]["epoch"] if all_rows else 0, interrupted=interrupted,
+        stop_signal=stop.requested.name if interrupted and stop.requested is not None else None,
         **task.summary_metrics(_as_dict(result, values)),
         **{f"best_{task.best}": best[task.best] if best else None}, best_epoch=best["epoch"] if best else None,
         params=run.prof.params, macs=run.prof.macs, input_size=list(run.sample_shape),

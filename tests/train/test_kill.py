@@ -3,6 +3,7 @@ the run never interrupted, bit for bit (``--deterministic``, on CPU): real proce
 from __future__ import annotations
 
 import csv
+import json
 import os
 import random
 import signal
@@ -117,3 +118,25 @@ def test_a_run_killed_anywhere_resumes_to_the_weights_of_the_uninterrupted_run(t
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert _rows(cut) == _rows(full)
     assert not [p.name for p in cut.iterdir() if p.name.endswith(".tmp")]  # the torn writes were cleared
+
+
+def test_sigterm_saves_the_current_step_and_the_run_resumes_to_the_uninterrupted_weights(tmp_path):
+    """``kill PID`` (and a cluster preempting the job) is taken like Ctrl-C: the step ends, the state is saved at
+    that batch, run.json says ``interrupted``, the exit code is 128 + 15; ``--resume`` then ends on the weights
+    of the run never stopped."""
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    uninterrupted = _start([*RUN, "--no-progress", "--out", str(full)])
+    proc = _start([*RUN, "--no-progress", "--out", str(cut)])
+    state = cut / "last.state.pt"
+    while _state_id(state) is None:  # the first save: training is under way
+        assert proc.poll() is None, proc.communicate()[1]
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "train: SIGTERM: stopping at the end of the current step" in err and "Traceback" not in err
+    assert json.loads((cut / "run.json").read_text())["status"] == "interrupted"
+    assert _finish(_start(["--resume", str(cut), *RESUME])) == 0
+    assert _finish(uninterrupted) == 0
+    a, b = load_file(full / "last.safetensors"), load_file(cut / "last.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

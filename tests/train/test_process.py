@@ -1,4 +1,5 @@
-"""train() leaves the process as it found it: threads, deterministic mode, cuDNN flags, environment, SIGINT."""
+"""train() leaves the process as it found it: threads, deterministic mode, cuDNN flags, environment, SIGINT and
+SIGTERM handlers."""
 from __future__ import annotations
 
 import os
@@ -15,7 +16,7 @@ from attnvision.train.process import scoped_process_state
 def _state():
     return (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark,
             torch.backends.cudnn.deterministic, os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
-            signal.getsignal(signal.SIGINT))
+            signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
 
 
 def test_scoped_process_state_restores_what_the_block_changed(monkeypatch):
@@ -25,6 +26,7 @@ def test_scoped_process_state_restores_what_the_block_changed(monkeypatch):
         assert torch.get_num_threads() == 1 and torch.are_deterministic_algorithms_enabled()
         assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8" and not torch.backends.cudnn.benchmark
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     assert _state() == before
 
 

@@ -105,7 +105,7 @@ def test_resume_after_ctrl_c_reaches_the_same_weights(tmp_path):
             os.kill(os.getpid(), signal.SIGINT)
 
     cut = _tiny_train(tmp_path / "cut", on_step=interrupt)
-    assert cut["interrupted"] and cut["epochs_done"] == 1
+    assert cut["interrupted"] and cut["stop_signal"] == "SIGINT" and cut["epochs_done"] == 1
     with safe_open(str(tmp_path / "cut" / "last.safetensors"), "pt") as f:
         assert f.metadata() == {"epoch": "1", "batch": "8"}
     resumed = _tiny_train(tmp_path / "cut", resume=True)
