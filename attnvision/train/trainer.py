@@ -57,9 +57,10 @@ most K steps are redone).
 A non-finite loss stops the run with :class:`NonFiniteLossError` naming the step, before the
 bad step touches the weights; the last good checkpoint stays. ``skip_nonfinite=N`` tolerates up to N
 such steps first: each is skipped (no optimiser step; the batch's BatchNorm statistics undone), with a
-warning line naming it, and counted in the summary's ``nonfinite_steps``. Ctrl-C (SIGINT) or SIGTERM (what a
-cluster sends before it preempts or times out a job, and ``kill``'s default) finishes the current step, saves
-``last`` at that batch and returns, with the summary's ``stop_signal`` naming it (a second one aborts at once).
+warning line naming it, and counted in the summary's ``nonfinite_steps``. Ctrl-C (SIGINT) or SIGTERM (``kill``'s
+default, what a scheduler sends a job it ends; unless the program handles SIGTERM itself) finishes the current
+step, saves ``last`` at that batch and returns, with the summary's ``stop_signal`` naming it (a second one aborts
+at once).
 ``save_every_steps=K`` also saves the state every K optimiser steps, so that a crash loses at most K
 steps of an epoch; resuming continues from that batch.
 """
@@ -153,7 +154,9 @@ STOP_SIGNALS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}  # each: sto
 class _StopFlag:
     """SIGINT or SIGTERM sets the flag (the loop stops after the current step) and says so at once on stderr
     (``notice(what)``, ``what`` being ``Ctrl-C`` or ``SIGTERM``); a second one raises
-    ``KeyboardInterrupt(abort(what))`` (files are written atomically, so the last complete checkpoint stays)."""
+    ``KeyboardInterrupt(abort(what))`` (files are written atomically, so the last complete checkpoint stays).
+    SIGTERM is taken only where nothing else handles it: a program with its own handler (submitit's jobs, which
+    requeue themselves on their own signal) keeps it."""
 
     def __init__(self, notice: Callable[[str], str] | None, abort: Callable[[str], str]):
         self.requested: signal.Signals | None = None
@@ -163,7 +166,8 @@ class _StopFlag:
     def __enter__(self):
         try:
             for signum in STOP_SIGNALS:
-                self._previous[signum] = signal.signal(signum, self._handle)
+                if signum == signal.SIGINT or signal.getsignal(signum) == signal.SIG_DFL:
+                    self._previous[signum] = signal.signal(signum, self._handle)
         except ValueError:  # not the main thread: leave the handlers alone
             pass
         return self

@@ -40,3 +40,17 @@ def test_train_leaves_threads_determinism_cudnn_and_environment_as_they_were(mon
                     train_set=create_dataset("digits", "train"), val_set=create_dataset("digits", "val"))
     assert not summary["interrupted"] and (tmp_path / "run" / "summary.json").is_file()
     assert _state() == before
+
+
+def test_a_sigterm_handler_of_the_program_is_left_to_it():
+    """SIGTERM stops a run only where nothing else handles it: submitit's jobs, for one, requeue themselves."""
+    seen = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
+    try:
+        model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))
+        summary = train(TrainConfig(data="digits", epochs=1, batch_size=256, threads=1, progress=False), model=model,
+                        train_set=create_dataset("digits", "train"), val_set=create_dataset("digits", "val"),
+                        on_step=lambda step: step == 2 and os.kill(os.getpid(), signal.SIGTERM))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert seen == [signal.SIGTERM] and not summary["interrupted"] and summary["stop_signal"] is None
