@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+
+from safetensors import safe_open
 
 from .._table import format_table
 from ..data import create_dataset, data_task, parse_spec
@@ -15,7 +18,8 @@ from ..loading import model_from_record
 from ..models._base import model_cfg
 from ..train import evaluate
 from ..train.distributed import resolve_device
-from ..train.rundir import create_run_model, record_from_args
+from ..train.checkpoints import LAST_WEIGHTS
+from ..train.rundir import create_run_model, describe, record_from_args
 from ..train.tasks import get_task
 from ..weights import load_checkpoint
 from ..weights.pretrained import get_weights, is_tag, split_tag, weights_of
@@ -67,6 +71,23 @@ def _model_and_data(args):
     return None, pc
 
 
+def _checkpoint(args, record: dict | None) -> str:
+    """``--checkpoint``, or the run's ``last.safetensors``; a run that has not finished is said on stderr, with
+    where its weights stopped (what ``eval`` then measures is that point of its training)."""
+    checkpoint = args.checkpoint or os.path.join(args.run, LAST_WEIGHTS)
+    if not os.path.isfile(checkpoint):
+        raise FileNotFoundError(f"eval: no checkpoint file at {checkpoint!r}")
+    if record is not None and not args.checkpoint and record.get("status", "finished") != "finished":
+        with safe_open(checkpoint, "pt") as f:
+            meta = f.metadata() or {}
+        epochs, batch = record.get("config", {}).get("epochs", "?"), int(meta.get("batch", 0))
+        at = (f"{meta['epoch']} of {epochs} epochs done" + (f", {batch} batches into the next" if batch else "")
+              if "epoch" in meta else "an unknown step")
+        print(f"eval: {args.run} has not finished ({describe(args.run)}): evaluating its last saved weights "
+              f"({at})", file=sys.stderr)
+    return checkpoint
+
+
 def run(args) -> int:
     with torch_threads(resolve_threads(args.threads, "eval")):
         return _run(args)
@@ -79,9 +100,7 @@ def _run(args) -> int:
     record, pc = _model_and_data(args)
     if record and record.get("task", "classification") != "classification":
         return _run_dense(args, record, device)
-    checkpoint = args.checkpoint or os.path.join(args.run, "last.safetensors")
-    if not os.path.isfile(checkpoint):
-        raise FileNotFoundError(f"eval: no checkpoint file at {checkpoint!r}")
+    checkpoint = _checkpoint(args, record)
     data_spec = args.data or (record["data"] if record else "digits")
     size = tuple(args.input_size or pc["input_size"])
     data = create_dataset(data_spec, args.split, input_size=size, mean=pc["mean"], std=pc["std"],
@@ -178,9 +197,7 @@ def _run_dense(args, record: dict, device) -> int:
                          "AP per object size)")
     if args.input_size:
         raise ValueError(f"eval: --input-size does not apply to a {task.name} run")
-    checkpoint = args.checkpoint or os.path.join(args.run, "last.safetensors")
-    if not os.path.isfile(checkpoint):
-        raise FileNotFoundError(f"eval: no checkpoint file at {checkpoint!r}")
+    checkpoint = _checkpoint(args, record)
     data_spec = args.data or record["data"]
     if data_task(data_spec) != task.name:
         raise ValueError(f"eval: the run is a {task.name} run; {data_spec!r} is {data_task(data_spec)} data")

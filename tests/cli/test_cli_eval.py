@@ -28,7 +28,9 @@ def test_eval_run_needs_nothing_else_and_reproduces_the_final_accuracy(run_dir, 
     summary = json.loads((run_dir / "summary.json").read_text())
     assert record["acc1"] == pytest.approx(summary["val_acc1"], abs=1e-6) and record["count"] == 360
     assert record["model"] == "resnet20" and record["data"] == "digits"
-    assert f"resnet20 (attnvision checkpoint {run_dir / 'last.safetensors'}) on digits val" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert f"resnet20 (attnvision checkpoint {run_dir / 'last.safetensors'}) on digits val" in captured.out
+    assert "has not finished" not in captured.err
 
 
 def _weights(model, path):

@@ -127,6 +127,9 @@ def test_first_ctrl_c_says_so_at_once_saves_and_resume_dir_finishes(tmp_path, ca
         meta = f.metadata()
     assert (meta.pop("epoch"), meta.pop("batch")) == ("0", "5") and list(meta) == ["attnvision.model"]
     monkeypatch.undo()
+    assert main(["eval", "--run", str(out), "--threads", "1"]) == 0  # says what it measures
+    assert (f"eval: {out} has not finished (resnet20 on digits, interrupted): evaluating its last saved weights "
+            f"(0 of 1 epochs done, 5 batches into the next)") in capsys.readouterr().err
     assert main(["train", "--resume", str(out), "--threads", "1", "--no-progress"]) == 0
     assert json.loads((out / "summary.json").read_text())["epochs_done"] == 1
 
