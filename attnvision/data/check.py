@@ -2,8 +2,8 @@
 
 A dataset read from files (``imagefolder``, ``coco``, ``voc``, ``segfolder``) offers ``check_item(i)``: why
 item ``i`` cannot be used, as ``(path, reason)``, or None; and ``drop_items(indices)``, which leaves those items
-out. Images are checked by their header alone (opened and verified, never decoded), and against the size
-their annotation gives; masks are read whole and their classes checked. :func:`find_bad_files` runs the
+out. Images are checked by their header (opened and verified; decoded only for a JPEG without its end marker),
+and against the size their annotation gives; masks are read whole and their classes checked. :func:`find_bad_files` runs the
 check over the items in threads (the work is reading files), with a progress bar for large sets.
 """
 from __future__ import annotations
@@ -40,15 +40,29 @@ def one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {' '.join(str(error).split())}"
 
 
+_JPEG_END = b"\xff\xd9"  # the EOI marker, a JPEG's last two bytes (but for padding some writers add)
+
+
+def _ends_like_a_jpeg(path) -> bool:
+    with open(path, "rb") as f:
+        f.seek(max(0, os.fstat(f.fileno()).st_size - 64))
+        return f.read().rstrip(b"\x00\n\r\t ").endswith(_JPEG_END)
+
+
 def image_header(path) -> tuple[tuple[int, int] | None, str | None]:
     """``((height, width), None)`` of the image file ``path``, or ``(None, why it cannot be read)``. Reads the
-    header only: PIL's ``verify`` checks the file's structure without decoding the pixels."""
+    header only: PIL's ``verify`` checks the file's structure without decoding the pixels (a PNG's chunks and
+    their checksums, for one). A JPEG, whose ``verify`` checks nothing past the header, is also looked at for its
+    end marker, and the rare one without it (cut short, or with data appended) is decoded to tell which."""
     from PIL import Image
 
     try:
         with Image.open(path) as img:
-            size = (img.height, img.width)
+            size, jpeg = (img.height, img.width), img.format == "JPEG"
             img.verify()
+        if jpeg and not _ends_like_a_jpeg(path):
+            with Image.open(path) as img:
+                img.load()  # raises OSError for a JPEG cut short
     except FileNotFoundError:
         return None, "missing"
     except Exception as e:  # noqa: BLE001 - PIL raises many types for a damaged file; all mean the same here

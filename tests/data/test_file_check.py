@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from attnvision.data import create_dataset
-from attnvision.data.check import checks_files, find_bad_files
+from attnvision.data.check import checks_files, find_bad_files, image_header
 
 
 def _image(path, size=(12, 10), mode="RGB", value=None):
@@ -49,6 +49,24 @@ def test_imagefolder_bad_images_are_named_with_their_reason_and_can_be_left_out(
     data.drop_items([b.index for b in bad])
     assert len(data) == 6 and [data[i][1] for i in range(6)] == labels and find_bad_files(data) == []
     assert data[0][0].shape == (3, 8, 8)
+
+
+def test_a_jpeg_cut_short_is_found_one_with_data_after_its_end_is_not(tmp_path):
+    """A JPEG's header survives the cut (PIL's verify alone passes it); its missing end marker gets it decoded."""
+    pixels = np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "whole.jpg", quality=90)
+    data = (tmp_path / "whole.jpg").read_bytes()
+    files = {"cut.jpg": data[:len(data) * 2 // 3], "appended.jpg": data + bytes(range(256)) * 20,
+             "padded.jpg": data + b"\x00" * 10}
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content)
+    with Image.open(tmp_path / "cut.jpg") as img:
+        img.verify()  # what a header check alone sees: nothing wrong
+    assert image_header(tmp_path / "whole.jpg") == ((40, 50), None)
+    size, problem = image_header(tmp_path / "cut.jpg")
+    assert size is None and problem is not None and problem.startswith("unreadable: OSError: image file is truncated")
+    assert image_header(tmp_path / "appended.jpg") == ((40, 50), None)  # e.g. a motion photo's video
+    assert image_header(tmp_path / "padded.jpg") == ((40, 50), None)
 
 
 def _coco(root, width, height):
