@@ -34,20 +34,23 @@ class GridProgress:
     """Follows the runs a launcher trains: ``started(run)``, ``finished(run, summary)``, ``tick()``.
 
     ``total`` runs in the grid, ``done`` of them finished before; ``parallel`` at most at a time. ``bar``
-    draws the tqdm bar; ``on_finished(run, summary)`` returns the line said for a finished run (None: no
-    line) and may raise (an interrupted run).
+    shows the progress: a tqdm bar on a terminal; where stderr is a file (a cluster job's log), one line per
+    finished run instead of a bar redrawn every second (``tty``: None, ask stderr).
+    ``on_finished(run, summary)`` returns the line said for a finished run (None: no line) and may raise (an
+    interrupted run).
     """
 
     def __init__(self, total: int, done: int, parallel: int, *, bar: bool,
-                 on_finished: Callable[[Run, dict], str | None], refresh_s: float = 1.0):
+                 on_finished: Callable[[Run, dict], str | None], refresh_s: float = 1.0, tty: bool | None = None):
         self.parallel, self.on_finished, self.refresh_s = parallel, on_finished, refresh_s
-        self.waiting = total - done
+        self.total, self.done, self.waiting = total, done, total - done
         self.going: dict[int, float] = {}  # id(run) -> when it started
         self.seconds: list[float] = []     # wall time of each run finished here
-        self.last_refresh = 0.0
+        self.last_refresh = self.start = time.perf_counter()
+        self.log_lines = bar and not (sys.stderr.isatty() if tty is None else tty)
         self.bar = tqdm(total=total, initial=done, desc="compare:", unit="run", file=sys.stderr, dynamic_ncols=True,
                         bar_format="{desc} {n_fmt}/{total_fmt} runs |{bar}| {elapsed} elapsed{postfix}",
-                        disable=not bar)
+                        disable=not bar or self.log_lines)
         self._show_eta()
 
     def started(self, run: Run) -> None:
@@ -63,7 +66,12 @@ class GridProgress:
             else:
                 self.bar.write(line, file=sys.stdout)
         self.bar.update()
+        self.done += 1
         self._show_eta()
+        if self.log_lines:
+            elapsed = tqdm.format_interval(time.perf_counter() - self.start)
+            print(f"compare: {self.done}/{self.total} runs, {elapsed} elapsed, {self._eta_text()}", file=sys.stderr,
+                  flush=True)
 
     def tick(self) -> None:
         """Redraw at most every ``refresh_s`` seconds, so that the time so far and the time left move."""
@@ -80,11 +88,14 @@ class GridProgress:
         return eta_seconds(statistics.fmean(self.seconds), [now - t for t in self.going.values()], self.waiting,
                            self.parallel)
 
-    def _show_eta(self) -> None:
-        self.last_refresh = time.perf_counter()
+    def _eta_text(self) -> str:
         eta = self.eta()
         mean = f", {statistics.fmean(self.seconds):.0f} s/run" if self.seconds else ""
-        self.bar.set_postfix_str(f"ETA {'?' if eta is None else tqdm.format_interval(eta)}{mean}", refresh=False)
+        return f"ETA {'?' if eta is None else tqdm.format_interval(eta)}{mean}"
+
+    def _show_eta(self) -> None:
+        self.last_refresh = time.perf_counter()
+        self.bar.set_postfix_str(self._eta_text(), refresh=False)
 
     def close(self) -> None:
         self.bar.close()

@@ -100,7 +100,7 @@ def test_grid_progress_counts_runs_and_says_the_time_left_from_the_mean_run_time
     clock = [100.0]
     monkeypatch.setattr(progress_module.time, "perf_counter", lambda: clock[0])
     runs = [Run(f"r{i}", TrainConfig()) for i in range(3)]
-    with GridProgress(4, 1, 2, bar=True, on_finished=lambda run, s: f"  {run.label}: {s['acc']}") as watch:
+    with GridProgress(4, 1, 2, bar=True, on_finished=lambda run, s: f"  {run.label}: {s['acc']}", tty=True) as watch:
         assert watch.eta() is None
         watch.started(runs[0])
         watch.started(runs[1])
@@ -113,6 +113,22 @@ def test_grid_progress_counts_runs_and_says_the_time_left_from_the_mean_run_time
     captured = capsys.readouterr()
     assert captured.out == "  r0: 1.5\n"
     assert "compare: 2/4 runs" in captured.err and "ETA 00:06, 10 s/run" in captured.err
+
+
+def test_in_a_log_file_each_finished_run_adds_one_progress_line_and_no_bar_is_drawn(monkeypatch, capsys):
+    clock = [100.0]
+    monkeypatch.setattr(progress_module.time, "perf_counter", lambda: clock[0])
+    runs = [Run(f"r{i}", TrainConfig()) for i in range(2)]
+    with GridProgress(3, 1, 1, bar=True, on_finished=lambda run, s: f"  {run.label} done", tty=False) as watch:
+        for run in runs:
+            watch.started(run)
+            clock[0] += 10.0
+            watch.tick()
+            watch.finished(run, {})
+    captured = capsys.readouterr()
+    assert captured.out == "  r0 done\n  r1 done\n"
+    assert captured.err == ("compare: 2/3 runs, 00:10 elapsed, ETA 00:10, 10 s/run\n"
+                            "compare: 3/3 runs, 00:20 elapsed, ETA 00:00, 10 s/run\n")
 
 
 def test_without_bars_the_finished_runs_lines_are_still_said(capsys):
