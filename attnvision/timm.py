@@ -103,7 +103,7 @@ def _entrypoint(name: str):
         if dtype is not None:
             model.to(dtype=dtype)
         keep = {k: v for k, v in given.items() if k not in ("architecture", "tag", "source")}
-        model.pretrained_cfg.update(keep, architecture=variant)
+        model_cfg(model).update(keep, architecture=variant)
         return model
 
     entry.__name__ = entry.__qualname__ = variant

@@ -144,7 +144,7 @@ def _cluttered_digits(arg, split, *, seed, sample_augment, **_):
 
 
 def _synthetic(arg, split, *, seed, sample_augment, **_):
-    shape = (3, 32, 32)
+    shape: tuple[int, ...] = (3, 32, 32)
     if arg:
         try:
             shape = tuple(int(s) for s in arg.lower().split("x"))

@@ -35,7 +35,7 @@ class ImageFolder(Dataset):
 
     mean = std = None
     in_chans = 3
-    image_size = None
+    image_size: int | None = None
 
     def __init__(self, root: str, split: str = "train"):
         from torchvision.datasets import DatasetFolder

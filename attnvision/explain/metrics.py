@@ -95,7 +95,7 @@ class _WithBoxes(Dataset):
 
     def __getitem__(self, i):
         image, label = self.base[i]
-        return image, label, torch.as_tensor(self.base.boxes[i])
+        return image, label, torch.as_tensor(getattr(self.base, "boxes")[i])
 
 
 def explanation_scores(model: nn.Module, data, *, layer="auto", method: str = "gradcam", target: str = "label",

@@ -179,7 +179,7 @@ class EvolvingAttentionFunction(torch.autograd.Function):
             # ∂L/∂A_logit through the activation, and A_input, of the images whose convolution runs together
             g_conv = logits.new_empty(len(images), heads, n, n)
             a_in = logits.new_empty(len(images), heads, n, n)
-            g_skip = [] if beta != 1.0 else None
+            g_skip: list[torch.Tensor] | None = [] if beta != 1.0 else None
             for j, i in enumerate(images):
                 q, k, v = qkv[i].permute(1, 2, 0, 3).unbind(0)
                 go = g_out[i].transpose(0, 1)  # (K, N, d)
@@ -194,6 +194,7 @@ class EvolvingAttentionFunction(torch.autograd.Function):
                     torch.ops.aten.leaky_relu_backward.grad_input(g, logits[i], slope, True, grad_input=g_conv[j])
                 else:
                     torch.where(_conv(a_in[j], weight, bias) > 0, g, g * slope, out=g_conv[j]).mul_(beta)
+                    assert g_skip is not None  # a list when beta != 1
                     g_skip.append(g.mul_((1.0 - beta) * a))
                 del g
             # the convolution's backward in channels-last layout, a few images at a time: its CPU kernels are
@@ -217,9 +218,8 @@ class EvolvingAttentionFunction(torch.autograd.Function):
                 torch.mul(torch.bmm(g_a, k), c, out=g_q)
                 torch.mul(torch.bmm(g_a.transpose(1, 2), q), c, out=g_k)
             del g_skip
-        if alpha == 0 or not ctx.needs_input_grad[1]:
-            g_prev = None
-        return g_qkv, g_prev, g_weight, g_bias, None, None, None, None
+        keep_prev = alpha != 0 and ctx.needs_input_grad[1]
+        return g_qkv, g_prev if keep_prev else None, g_weight, g_bias, None, None, None, None
 
 
 _CONV_IMAGES = 2  # images whose logit-image convolution runs as one backward call (faster per image than one)

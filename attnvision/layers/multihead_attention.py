@@ -147,7 +147,7 @@ class MultiHeadSelfAttention(AttentionLayer):
         elif pos == "sinusoidal":
             self.register_buffer("pos_embed", sincos_embedding(size, self.dim)[None], persistent=False)
         elif len(size) == 2:
-            self.rel = RelativeLogits2d(self.head_dim, size)
+            self.rel: RelativeLogits2d | RelativeBias1d = RelativeLogits2d(self.head_dim, size)
         else:
             self.rel = RelativeBias1d(self.heads, size[0])
         return size

@@ -202,8 +202,8 @@ class Backbone(nn.Module):
     def _stage_outputs(self, x):
         """The output of each of ``self.stages`` in turn, after ``self.forward_stem(x)``; families whose
         stages are not a plain chain override it."""
-        x = self.forward_stem(x)
-        for stage in self.stages:
+        x = getattr(self, "forward_stem")(x)
+        for stage in cast(nn.Sequential, self.stages):
             x = self._run(stage, x)
             yield x
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 from functools import partial
+from typing import Any
 
 import torch
 
@@ -121,7 +122,7 @@ class AAPreActBlock(PreActBasicBlock):
         return self.drop_path(self.attn(out)) + shortcut, logits
 
 
-_AA_BLOCKS = {BasicBlock: AABasicBlock, Bottleneck: AABottleneck, PreActBasicBlock: AAPreActBlock}
+_AA_BLOCKS: dict[type, type[torch.nn.Module]] = {BasicBlock: AABasicBlock, Bottleneck: AABottleneck, PreActBasicBlock: AAPreActBlock}
 
 
 class AAResNet(ResNet):
@@ -162,7 +163,7 @@ class AAResNet(ResNet):
         h, w = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
         cifar_stem = (kwargs.get("stem") or cfg.stem) == "cifar"
         size = (h, w) if cifar_stem else (_half(_half(h)), _half(_half(w)))  # after the stem
-        state = dict(size=size, last_attn=None)
+        state: dict[str, Any] = dict(size=size, last_attn=None)
 
         def make_block(stage, index, block_cls, cin, planes, stride, downsample, **block_kw):
             if stage not in aa_stages:
@@ -205,7 +206,7 @@ class AAResNet(ResNet):
 
     def _run_stage(self, stage, x, logits):
         for block in stage:
-            if isinstance(block, tuple(_AA_BLOCKS.values())):
+            if isinstance(block, (AABasicBlock, AABottleneck, AAPreActBlock)):
                 x, logits = block(x, logits)
             else:
                 x = block(x)
@@ -236,7 +237,7 @@ class AAResNet(ResNet):
 # (CIFAR-100, 100 classes, 32×32: AA-Wide-ResNet 36.2 M).
 PAPER_PARAMS = {"aa_resnet34": 20.7e6, "aa_resnet50": 25.8e6, "aa_resnet101": 45.4e6, "aa_resnet152": 61.6e6,
                 "aa_wide_resnet28_10": 36.2e6}
-_CIFAR100 = dict(input_size=(3, 32, 32), mean=CIFAR_MEAN, std=CIFAR_STD, crop_pct=1.0, num_classes=100)
+_CIFAR100: dict[str, Any] = dict(input_size=(3, 32, 32), mean=CIFAR_MEAN, std=CIFAR_STD, crop_pct=1.0, num_classes=100)
 # The paper's CIFAR-100 setting (Sec. 4.1): every block's first conv in all three stages, 20-wide key heads.
 _CIFAR_AA = dict(aa_stages=(0, 1, 2), attn_downsample_stages=(), min_dk_per_head=20, img_size=32)
 

@@ -98,7 +98,7 @@ class VisionTransformer(Backbone):
                           norm_layer=partial(nn.LayerNorm, eps=1e-6), alpha=alpha, beta=beta,
                           kernel_size=kernel_size, activation=activation)
             for i in range(cfg.depth))
-        self.norm = nn.LayerNorm(cfg.dim, eps=1e-6)
+        self.norm: nn.Module = nn.LayerNorm(cfg.dim, eps=1e-6)
         self.head = nn.Linear(cfg.dim, num_classes) if num_classes > 0 else nn.Identity()
         self.num_features = cfg.dim
         self.feature_info = [dict(num_chs=cfg.dim, reduction=cfg.patch_size, module=f"blocks.{i}")

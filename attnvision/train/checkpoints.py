@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import random
+from typing import IO, cast
 
 import numpy as np
 import torch
@@ -63,7 +64,7 @@ def save_state(path, state: dict) -> None:
         with open(tmp, "wb") as f:
             sink = _Sink(f)
             try:
-                torch.save(state, sink)
+                torch.save(state, cast(IO[bytes], sink))  # a file object: write and flush
             except RuntimeError:
                 if sink.error is None:
                     raise
