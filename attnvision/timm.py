@@ -97,7 +97,8 @@ def _entrypoint(name: str):
         given = _explicit_cfg(variant, pretrained_cfg, pretrained_cfg_overlay)
         weights = pretrained
         if pretrained and any(given.get(k) for k in _WEIGHTS):
-            weights = given["file"] if given.get("file") else fetch_weights(given, who=f"timm.create_model({variant!r})")
+            weights = (given["file"] if given.get("file")
+                       else fetch_weights(given, who=f"timm.create_model({variant!r})"))
         with torch.device(device) if device is not None else contextlib.nullcontext():
             model = create_model(name, pretrained=weights, **kwargs)
         if dtype is not None:

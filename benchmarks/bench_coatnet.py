@@ -63,15 +63,16 @@ def main():
         inf = interleaved_medians({"ours": infer_fn(ours, x), "timm": infer_fn(peer, x),
                                    "timm_cl": infer_fn(peer_cl, x_cl)}, repeats)
         trn = interleaved_medians({name: train_fn(m, xi, y, torch.optim.AdamW, lr=1e-4)
-                                   for name, m, xi in (("ours", ours, x), ("timm", peer, x), ("timm_cl", peer_cl, x_cl))},
+                                   for name, m, xi in (("ours", ours, x), ("timm", peer, x),
+                                                       ("timm_cl", peer_cl, x_cl))},
                                   repeats)
         for mode, t in (("inference", inf), ("training step", trn)):
             best = min(t["timm"], t["timm_cl"])
             rows.append([mode, str(threads), f"{batch / t['ours']:.2f}", f"{batch / t['timm']:.2f}",
                          f"{batch / t['timm_cl']:.2f}", f"{best / t['ours']:.2f}x"])
             print(" | ".join(rows[-1]), flush=True)
-    table = format_table(["coatnet_0, 224×224", "threads", "img/s (ours)", "img/s (timm)", "img/s (timm, channels-last)",
-                          "ratio (ours / timm's best)"], rows, markdown=True)
+    table = format_table(["coatnet_0, 224×224", "threads", "img/s (ours)", "img/s (timm)",
+                          "img/s (timm, channels-last)", "ratio (ours / timm's best)"], rows, markdown=True)
     machine = (f"{cpu_name()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
                f"timm {timm.__version__}, Python {platform.python_version()}; "
                f"1-minute load average {load_before:.1f} before the run and {os.getloadavg()[0]:.1f} after "
@@ -79,9 +80,11 @@ def main():
     cmd = "python benchmarks/bench_coatnet.py" + (" --quick" if args.quick else "") + (
         " --threads " + " ".join(map(str, args.threads)) if args.threads else "")
     text = (f"# CoAtNet-0 vs timm `coatnet_0_224`\n\nMachine: {machine}.\n\n{table}\n\n"
-            f"Batch {batch}, float32, median of {repeats} interleaved repeats (ours, timm, timm channels-last, ours, ...) "
+            f"Batch {batch}, float32, median of {repeats} interleaved repeats "
+            f"(ours, timm, timm channels-last, ours, ...) "
             f"after one warm-up each. Training step = forward, cross-entropy, backward, AdamW step. "
-            f"Ratio = our throughput over that of timm's faster layout. Parameters: ours {n_ours:,}, timm {n_peer:,} (ours has the reference "
+            f"Ratio = our throughput over that of timm's faster layout. "
+            f"Parameters: ours {n_ours:,}, timm {n_peer:,} (ours has the reference "
             f"code's stem conv biases). Produced by `{cmd}`.\n")
     atomic_write_text(RESULT, text)
     print(text)

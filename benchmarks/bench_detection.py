@@ -6,7 +6,8 @@
 
 torchvision's random weights are loaded into ours with ``load_checkpoint(source="official")``
 (the ``from_torchvision`` key converter); boxes, scores and labels are checked to agree before
-timing (matched by label and box: ours runs on channels-last memory, where nearly tied scores may swap). Inference in eval mode; training step: the loss dict's sum, backward, SGD step. Ratio =
+timing (matched by label and box: ours runs on channels-last memory, where nearly tied scores may swap).
+Inference in eval mode; training step: the loss dict's sum, backward, SGD step. Ratio =
 torchvision's time / ours (> 1 means we are faster).
 """
 from __future__ import annotations

@@ -139,7 +139,8 @@ def main(argv=None) -> int:
         f"EvolvingAttention / MultiHeadSelfAttention: time {t_ratio:.2f}x (target <= 1.3x), "
         f"peak memory {m_ratio:.2f}x (target <= 2x); op by op (`fused = False`): time {t_comp:.2f}x, "
         f"memory {m_comp:.2f}x. Plain attention plus the logit convolution alone: {t_floor:.2f}x, the floor for "
-        f"an evolving layer on PyTorch's convolution kernels; the fused layer spends {t_ratio - t_floor:.2f}x above it.",
+        f"an evolving layer on PyTorch's convolution kernels; "
+        f"the fused layer spends {t_ratio - t_floor:.2f}x above it.",
         "",
         "Peak memory: the largest total of tensor bytes allocated during one forward+backward beyond those alive",
         "before it (`attnvision.profiling.benchmark.peak_memory_mib`, as `attnvision benchmark` reports it: the CPU",

@@ -155,7 +155,8 @@ def main(argv=None) -> int:
     print(table)
     if not args.quick:
         text = (f"# SASA local self-attention: halo-tiled kernel vs unfold\n\n"
-                f"`python benchmarks/bench_sasa.py{' --threads ' + str(args.threads) if args.threads else ''}` on {device.type}: {where}. "
+                f"`python benchmarks/bench_sasa.py{' --threads ' + str(args.threads) if args.threads else ''}` "
+                f"on {device.type}: {where}. "
                 f"{HEADS} heads, relative positions; times are medians of {repeats} interleaved repeats; "
                 f"peak memory is the tensor memory a call holds beyond its inputs and parameters; "
                 f"`max |Δ|` is the largest difference between the two outputs. GFLOP/s: two per true "

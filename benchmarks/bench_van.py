@@ -133,9 +133,11 @@ def main(argv=None) -> int:
                 print(" | ".join(str(c) for c in row), flush=True)
     table = format_table(["model", "mode", "threads", "batch", "attnvision (img/s)", "transformers (img/s)",
                           "transformers, channels-last (img/s)", "ratio (ours / their best)"], rows, markdown=True)
-    load = f"1-minute load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after (other processes share the CPUs)"
+    load = (f"1-minute load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after "
+            f"(other processes share the CPUs)")
     machine = (f"{cpu_name()}, {os.cpu_count()} CPUs visible, {load}; "
-               f"torch {torch.__version__}, transformers {transformers.__version__}, Python {platform.python_version()}")
+               f"torch {torch.__version__}, transformers {transformers.__version__}, "
+               f"Python {platform.python_version()}")
     text = "\n".join([
         "# VAN: attnvision vs Hugging Face transformers",
         "",

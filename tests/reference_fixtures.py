@@ -66,7 +66,8 @@ def digest(sd: dict[str, torch.Tensor]) -> str:
 
 
 def load(name: str) -> dict:
-    """A fixture with its rebuilt official weights under ``"state_dict"`` (float16, checked against the stored digest)."""
+    """A fixture with its rebuilt official weights under ``"state_dict"``
+    (float16, checked against the stored digest)."""
     ref = torch.load(REFERENCE_DIR / name, weights_only=True)
     meta = ref["meta"]
     if meta.get("weights") != "seeded-v1":

@@ -123,7 +123,8 @@ def test_doc_example_runs(block, tmp_path, monkeypatch):
            "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
     done = subprocess.run(["bash", "-euo", "pipefail", "-c", _BASH_PRELUDE + code], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=BASH_TIMEOUT_S)
-    assert done.returncode == 0, f"{block.id} failed ({done.returncode}):\n{code}\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
+    assert done.returncode == 0, (f"{block.id} failed ({done.returncode}):\n{code}\n"
+                                  f"{done.stdout[-3000:]}{done.stderr[-3000:]}")
 
 
 def test_the_examples_are_found_and_skips_are_few_and_explained():

@@ -1,7 +1,7 @@
 """The wheel built from the repository installs into a fresh environment and runs: its version is
 ``attnvision.__version__`` (written once, in ``attnvision/_version.py``), its metadata carries the SPDX license
-and the LICENSE file, its package data (the built-in digits, ``py.typed``) comes along, and the command line lists the models. Offline: the
-build uses the installed setuptools and the fresh environment borrows torch from this one."""
+and the LICENSE file, its package data (the built-in digits, ``py.typed``) comes along, and the command line lists
+the models. Offline: the build uses the installed setuptools and the fresh environment borrows torch from this one."""
 from __future__ import annotations
 
 import re

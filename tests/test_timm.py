@@ -6,13 +6,12 @@ import json
 
 import pytest
 import torch
+from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
 import attnvision as av
 
 timm = pytest.importorskip("timm")
 avt = pytest.importorskip("attnvision.timm")
-from timm.models import get_notrace_functions, get_notrace_modules
-from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
 NAMES = av.list_models()
 with open(avt.TABLE, encoding="utf-8") as _f:
@@ -102,7 +101,7 @@ SUBSET = {"av_resnet20_cbam": {}, "av_mobilenet_v1_eca": {}, "av_ea_vit_tiny": d
 
 
 def _tracer_kwargs():
-    return dict(leaf_modules=get_notrace_modules(), autowrap_functions=get_notrace_functions(),
+    return dict(leaf_modules=timm.models.get_notrace_modules(), autowrap_functions=timm.models.get_notrace_functions(),
                 param_shapes_constant=True)
 
 

@@ -248,8 +248,8 @@ def weights_docs_table() -> str:
 
 def _block(name: str) -> re.Pattern:
     """The marked block of table ``name``: (BEGIN line, the table or None when empty, END line)."""
-    return re.compile(rf"^(<!-- BEGIN table:{re.escape(name)} -->\n)(?:(.*?)\n)?(<!-- END table:{re.escape(name)} -->)$",
-                      re.S | re.M)
+    return re.compile(rf"^(<!-- BEGIN table:{re.escape(name)} -->\n)(?:(.*?)\n)?"
+                      rf"(<!-- END table:{re.escape(name)} -->)$", re.S | re.M)
 
 
 def _compute(names: list[str], cache: dict[str, str], progress: bool, where: str) -> None:

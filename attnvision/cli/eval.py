@@ -216,7 +216,8 @@ def _run_dense(args, record: dict, device) -> int:
     per_class = result.get("val_per_class_iou")
     if per_class is not None and args.per_class:
         names = list(getattr(data, "classes", None) or [str(i) for i in range(data.num_classes)])
-        print(format_table(["class", "IoU"], [[n, "absent" if v != v else f"{v:.4f}"] for n, v in zip(names, per_class)]))
+        print(format_table(["class", "IoU"],
+                           [[n, "absent" if v != v else f"{v:.4f}"] for n, v in zip(names, per_class)]))
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "eval.json")
     record_out = dict(model=record["model"], backbone=record["backbone"], task=task.name, checkpoint=checkpoint,
                       source=report.source, data=data_spec, split=args.split, count=len(data),

@@ -81,7 +81,7 @@ def run(args) -> int:
     finally:
         shutdown()
     if summary["interrupted"]:  # 128 + the signal's number, as a shell reports a process it stopped
-        return 128 + signal.Signals[summary["stop_signal"] or "SIGINT"]
+        return 128 + signal.Signals[summary.get("stop_signal") or "SIGINT"]
     if summary["world_size"] == 1 or _is_main():
         best = get_task(cfg.task).best  # val_acc1, val_map or val_miou
         name = f"{cfg.model} on {cfg.backbone}" if get_task(cfg.task).uses_backbone else cfg.model

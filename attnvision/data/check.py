@@ -3,8 +3,8 @@
 A dataset read from files (``imagefolder``, ``coco``, ``voc``, ``segfolder``) offers ``check_item(i)``: why
 item ``i`` cannot be used, as ``(path, reason)``, or None; and ``drop_items(indices)``, which leaves those items
 out. Images are checked by their header (opened and verified; decoded only for a JPEG without its end marker),
-and against the size their annotation gives; masks are read whole and their classes checked. :func:`find_bad_files` runs the
-check over the items in threads (the work is reading files), with a progress bar for large sets.
+and against the size their annotation gives; masks are read whole and their classes checked. :func:`find_bad_files`
+runs the check over the items in threads (the work is reading files), with a progress bar for large sets.
 """
 from __future__ import annotations
 

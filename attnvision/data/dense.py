@@ -165,7 +165,8 @@ class ClutteredDigitsDense(_EpochSeeded):
         """``(canvas, layers, digits)`` of item ``i`` this epoch (val canvases ignore the epoch)."""
         epoch = self.epoch if self.split == "train" else 0
         g = torch.Generator().manual_seed(_mix(self.seed, epoch, i, self.split == "val"))
-        return draw_canvas(g, self.digit_images, self.digit_labels, self.pool, max_digits=self.max_digits, clutter=self.clutter)
+        return draw_canvas(g, self.digit_images, self.digit_labels, self.pool, max_digits=self.max_digits,
+                           clutter=self.clutter)
 
     def __getitem__(self, i: int):
         if not 0 <= i < self.length:
@@ -261,7 +262,8 @@ class CocoDetection(_EpochSeeded):
                     raise ValueError(f"{self.ann_file}: annotation {ann['id']} has unknown category id "
                                      f"{ann['category_id']} (known: {cat_ids})")
                 x, y, w, h = ann["bbox"]
-                _check_box(self.ann_file, f"annotation {ann['id']}", (x, y, x + w, y + h), info["width"], info["height"])
+                _check_box(self.ann_file, f"annotation {ann['id']}", (x, y, x + w, y + h),
+                           info["width"], info["height"])
         self.split, self.transform, self.seed, self.epoch = split, transform, seed, 0
 
     def __len__(self) -> int:
@@ -354,7 +356,8 @@ class VOCDetection(_EpochSeeded):
         item = self.items[i]
         image = tv_tensors.Image(_read_rgb(item["image"]))
         if tuple(image.shape[-2:]) != item["size"]:
-            raise ValueError(f"voc: {item['image']} is {tuple(image.shape[-2:])} but its annotation says {item['size']}")
+            raise ValueError(f"voc: {item['image']} is {tuple(image.shape[-2:])} "
+                             f"but its annotation says {item['size']}")
         masks = tv_tensors.Mask(torch.zeros(0, *item["size"], dtype=torch.uint8))
         target = _detection_target(item["boxes"], item["labels"], masks, item["difficult"], i, item["size"])
         del target["masks"]

@@ -142,7 +142,8 @@ def freeze_stages(body: nn.Module, stage_names: Sequence[str], trainable_stages:
     """Freeze every parameter of ``body`` but those of the last ``trainable_stages`` stages
     (``len(stage_names) + 1``: nothing frozen), as torchvision's ``trainable_layers``."""
     n = len(stage_names)
-    if isinstance(trainable_stages, bool) or not isinstance(trainable_stages, int) or not 0 <= trainable_stages <= n + 1:
+    if (isinstance(trainable_stages, bool) or not isinstance(trainable_stages, int)
+            or not 0 <= trainable_stages <= n + 1):
         raise ValueError(f"dense backbone: trainable_stages must be an integer in [0, {n + 1}] for a backbone of "
                          f"{n} stages, got {trainable_stages!r}")
     if trainable_stages == n + 1:

@@ -59,8 +59,8 @@ def _check_int(name: str, value, low: int) -> None:
 
 def create_detector(arch: str, backbone, num_classes: int, *, out_indices=None, trainable_stages: int | None = None,
                     frozen_bn: bool | None = None, pretrained_backbone=None, min_size: int = 800,
-                    max_size: int = 1333, fpn_channels: int = 256, box_head_width: int = 1024, image_mean=None, image_std=None,
-                    backbone_kwargs: Mapping | None = None, **detector_kwargs) -> nn.Module:
+                    max_size: int = 1333, fpn_channels: int = 256, box_head_width: int = 1024, image_mean=None,
+                    image_std=None, backbone_kwargs: Mapping | None = None, **detector_kwargs) -> nn.Module:
     """A torchvision detector of ``arch`` on the attnvision ``backbone``.
 
     Args:

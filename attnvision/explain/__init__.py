@@ -15,6 +15,6 @@ from .gradcam import EXPLAIN_METHODS, METHODS, cam_from_activations, gradcam, re
 from .figure import explain_image, save_figure
 from .metrics import energy_in_box, explanation_scores, pointing_game
 
-__all__ = ["EXPLAIN_METHODS", "LAYOUTS", "METHODS", "AttentionMap", "attention_layers", "attention_maps", "cam_from_activations",
-           "energy_in_box", "explain_image", "explanation_scores", "gradcam", "pointing_game", "query_maps",
-           "resolve_layer", "save_figure"]
+__all__ = ["EXPLAIN_METHODS", "LAYOUTS", "METHODS", "AttentionMap", "attention_layers", "attention_maps",
+           "cam_from_activations", "energy_in_box", "explain_image", "explanation_scores", "gradcam", "pointing_game",
+           "query_maps", "resolve_layer", "save_figure"]

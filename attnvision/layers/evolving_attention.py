@@ -75,7 +75,8 @@ def usable_prev(module: str, shape: tuple[int, int, int], prev_logits: torch.Ten
     if not isinstance(prev_logits, torch.Tensor):
         raise TypeError(f"{module}: prev_logits must be a tensor or None, got {type(prev_logits).__name__}")
     b, heads, n = shape
-    if prev_logits.dim() != 4 or tuple(prev_logits.shape[:2]) != (b, heads) or prev_logits.shape[2] != prev_logits.shape[3]:
+    if (prev_logits.dim() != 4 or tuple(prev_logits.shape[:2]) != (b, heads)
+            or prev_logits.shape[2] != prev_logits.shape[3]):
         raise ValueError(f"{module}: prev_logits must be (B, heads, N', N') = {(b, heads)} + (N', N'), "
                          f"got {tuple(prev_logits.shape)}")
     return prev_logits if prev_logits.shape[-1] == n else None

@@ -134,7 +134,8 @@ class _Tiler:
 
     def pad_keys(self, x: Tensor) -> Tensor:       # (B, h, H, W, e) → (BH, Hk·Wk, e)
         c = self.c
-        x = F.pad(x, (0, 0, c, self.wk - self.W - c, c, self.hk - self.H - c)).contiguous()   # halos() needs this layout
+        # halos() needs this layout
+        x = F.pad(x, (0, 0, c, self.wk - self.W - c, c, self.hk - self.H - c)).contiguous()
         return x.reshape(self.BH, self.hk * self.wk, x.shape[-1])
 
     def chunks(self):
@@ -425,7 +426,8 @@ class LocalSelfAttention2d(AttentionLayer):
         check_choice(name, "pos", pos, POS_MODES)
         check_choice(name, "logits", logits, LOGIT_MODES)
         if logits != "both" and pos != "relative":
-            raise ValueError(f"{name}: logits={logits!r} ablates the relative term; it needs pos='relative', got {pos!r}")
+            raise ValueError(f"{name}: logits={logits!r} ablates the relative term; "
+                             f"it needs pos='relative', got {pos!r}")
         if out_channels % heads:
             raise ValueError(f"{name}: out_channels={out_channels} must be divisible by heads={heads}")
         head_dim = out_channels // heads
@@ -487,7 +489,8 @@ class LocalSelfAttention2d(AttentionLayer):
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, heads={self.heads}, "
-                f"stride={self.stride}, pos={self.pos!r}" + (f", logits={self.logits!r}" if self.logits != "both" else ""))
+                f"stride={self.stride}, pos={self.pos!r}"
+                + (f", logits={self.logits!r}" if self.logits != "both" else ""))
 
 
 class SpatiallyAwareStem(AttentionLayer):

@@ -10,8 +10,8 @@ Norm is BatchNorm without activation; Conv is a 1×1 expansion to ``expand_ratio
 *output* width followed by BN and GELU; DWConv is a 3×3 depth-wise conv followed by BN and
 GELU; SE reduces to ``se_ratio`` × the output width with SiLU; Proj is a 1×1 conv with bias.
 The paper leaves these details out; they follow Google Research's reference TensorFlow code
-for these blocks (github.com/google-research/maxvit, "the reference code" below). The shortcut average-pools 2×2 when the block strides
-and projects with a 1×1 conv when the width changes.
+for these blocks (github.com/google-research/maxvit, "the reference code" below). The shortcut
+average-pools 2×2 when the block strides and projects with a 1×1 conv when the width changes.
 
 Where the stride sits: the reference code strides the depth-wise conv (the default); the
 paper's equation strides the first 1×1 conv (``stride_in_1x1=True``), which costs fewer

@@ -16,8 +16,8 @@ which is block-Toeplitz (:meth:`RelativeAttention2d.relative_bias`).
 
 Other sizes: the table is learned for ``input_size``. On an H'×W' input it is resized to
 (2H'−1, 2W'−1) by bilinear interpolation (half-pixel centres, as Google Research's reference
-code, github.com/google-research/maxvit, does when fine-tuning at 384 a model trained at 224), then gathered. A checkpoint whose tables were
-made at another size is resized the same way when it is loaded (``load_state_dict`` or
+code, github.com/google-research/maxvit, does when fine-tuning at 384 a model trained at 224), then gathered.
+A checkpoint whose tables were made at another size is resized the same way when it is loaded (``load_state_dict`` or
 ``attnvision.load_checkpoint``); :func:`resize_relative_table` does it by hand.
 
 The fused ``scaled_dot_product_attention`` kernel computes "pre" with the gathered bias as

@@ -93,10 +93,12 @@ def push_to_hub(model_or_run_dir, repo_id: str, *, private: bool = False, token:
             status = getattr(getattr(e, "response", None), "status_code", None)
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             if status in (401, 403):
-                raise PermissionError(f"push_to_hub: the Hugging Face Hub refused to write {repo_id!r} (HTTP {status}): "
+                raise PermissionError(f"push_to_hub: the Hugging Face Hub refused to write {repo_id!r} "
+                                      f"(HTTP {status}): "
                                       f"log in with huggingface-cli login, set HF_TOKEN or pass token=, with write "
                                       f"access to {repo_id.split('/')[0]!r}") from None
-            raise OSError(f"push_to_hub: the Hugging Face Hub answered HTTP {status} for {repo_id!r}: {first}") from None
+            raise OSError(f"push_to_hub: the Hugging Face Hub answered HTTP {status} for {repo_id!r}: "
+                          f"{first}") from None
         except OSError as e:  # no network (requests' errors are OSErrors)
             if isinstance(e, PermissionError):
                 raise
@@ -212,7 +214,8 @@ def model_card(config: dict, summary: dict | None = None, repo_id: str | None = 
         lines.append(f"pipeline_tag: {_PIPELINE_TAGS[task]}")
     lines += ["---", "", f"# {repo_id or arch}", ""]
     what = f"`{arch}`" + (f" on a `{backbone}` backbone" if backbone else "")
-    what += f", with {config['attach']} attention attached (`attnvision train --attach`)" if config.get("attach") else ""
+    if config.get("attach"):
+        what += f", with {config['attach']} attention attached (`attnvision train --attach`)"
     chans = config["in_chans"]
     lines += [f"An attnvision model: {what}, {config['num_classes']} classes, {chans} input channel"
               + ("s." if chans != 1 else "."), ""]

@@ -426,7 +426,8 @@ def check_image(model_name: str, x: torch.Tensor, in_chans: int) -> None:
 
 
 def register_variant(name: str, build: Callable[..., Backbone], doc: str):
-    """Register ``name`` as a builder ``(*, num_classes, in_chans, **kwargs) -> build(num_classes, in_chans, **kwargs)``."""
+    """Register ``name`` as a builder
+    ``(*, num_classes, in_chans, **kwargs) -> build(num_classes, in_chans, **kwargs)``."""
 
     def builder(*, num_classes: int = 1000, in_chans: int = 3, **kwargs) -> nn.Module:
         model = complete_cfg(build(num_classes, in_chans, **kwargs))

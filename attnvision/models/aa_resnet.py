@@ -122,7 +122,8 @@ class AAPreActBlock(PreActBasicBlock):
         return self.drop_path(self.attn(out)) + shortcut, logits
 
 
-_AA_BLOCKS: dict[type, type[torch.nn.Module]] = {BasicBlock: AABasicBlock, Bottleneck: AABottleneck, PreActBasicBlock: AAPreActBlock}
+_AA_BLOCKS: dict[type, type[torch.nn.Module]] = {BasicBlock: AABasicBlock, Bottleneck: AABottleneck,
+                                                  PreActBasicBlock: AAPreActBlock}
 
 
 class AAResNet(ResNet):
@@ -134,8 +135,8 @@ class AAResNet(ResNet):
             ``heads`` (:func:`depth_for_heads`). heads: attention heads.
         min_dk_per_head: the smallest key depth per head (dk is at least ``min_dk_per_head · heads``).
         pos_encoding: the AA layers' position encoding, "relative" (default), "sine", "coord" or "none"
-            (:class:`~attnvision.layers.AAConv2d`; the paper's ablation). img_size: the input size the relative tables are made for
-            (smaller inputs work; larger ones need a model built for them).
+            (:class:`~attnvision.layers.AAConv2d`; the paper's ablation). img_size: the input size the
+            relative tables are made for (smaller inputs work; larger ones need a model built for them).
         aa_stages: 0-based stages whose 3×3 convs are augmented.
         attn_downsample_stages: stages whose attention input is pooled by 2.
         evolve, alpha, beta, attn_kernel_size, activation: the evolving chain (``ea_*`` models).
@@ -146,9 +147,9 @@ class AAResNet(ResNet):
     """
 
     def __init__(self, cfg, num_classes: int = 1000, in_chans: int = 3, *, kappa: float = 0.2,
-                 upsilon: float = 0.1, heads: int = 8, min_dk_per_head: int = 1, pos_encoding: str = "relative", img_size=224,
-                 aa_stages=(1, 2, 3), attn_downsample_stages=(1,), evolve: bool = False, alpha: float = 0.5,
-                 beta: float = 1.0, attn_kernel_size: int = 3, activation: str = "relu", **kwargs):
+                 upsilon: float = 0.1, heads: int = 8, min_dk_per_head: int = 1, pos_encoding: str = "relative",
+                 img_size=224, aa_stages=(1, 2, 3), attn_downsample_stages=(1,), evolve: bool = False,
+                 alpha: float = 0.5, beta: float = 1.0, attn_kernel_size: int = 3, activation: str = "relu", **kwargs):
         for arg, value in (("kappa", kappa), ("upsilon", upsilon)):
             if check_weight("AAResNet", arg, value) == 0.0:
                 raise ValueError(f"AAResNet: {arg} must be in (0, 1], got {value!r}")
@@ -192,7 +193,8 @@ class AAResNet(ResNet):
                 if s > 1:
                     state["size"] = tuple(_half(n) for n in state["size"])
                 roles.append(role)
-            return _AA_BLOCKS[block_cls](cin, planes, stride, downsample, aa_convs=convs, roles=tuple(roles), **block_kw)
+            return _AA_BLOCKS[block_cls](cin, planes, stride, downsample, aa_convs=convs, roles=tuple(roles),
+                                         **block_kw)
 
         super().__init__(cfg, num_classes, in_chans, make_block=make_block, **kwargs)
         self.evolve = evolve

@@ -134,7 +134,8 @@ class ClassifierHead(nn.Module):
     @staticmethod
     def pooled_layers(width: int, hidden: int, device=None, dtype=None) -> tuple[nn.Module, nn.Module]:
         """The LayerNorm and the tanh pre-logits layer (none when ``hidden`` is 0) for ``width`` pooled features."""
-        pre = nn.Sequential(nn.Linear(width, hidden, device=device, dtype=dtype), nn.Tanh()) if hidden else nn.Identity()
+        pre = (nn.Sequential(nn.Linear(width, hidden, device=device, dtype=dtype), nn.Tanh()) if hidden
+               else nn.Identity())
         return nn.LayerNorm(width, device=device, dtype=dtype), pre
 
     def forward(self, x, pre_logits: bool = False):
@@ -169,7 +170,8 @@ class CoAtNet(Backbone):
         layout: "C-C-T-T" (default), "C-C-C-C", "C-C-C-T", "C-T-T-T" (S1…S4) or "ViT_REL".
         rel_attn: "pre" (relative attention), "post" or "none".
         img_size: input size (int or (H, W)) the relative tables are made for; other sizes run too.
-        head_dim: width of an attention head (default: the size's, ``cfg.head_dim``). mlp_ratio, expand_ratio, se_ratio: block widths.
+        head_dim: width of an attention head (default: the size's, ``cfg.head_dim``).
+        mlp_ratio, expand_ratio, se_ratio: block widths.
         stride_in_1x1: MBConvs stride their expansion conv (the paper's equation) instead of
             the depth-wise conv (the reference code).
         head_hidden_size: width of the tanh pre-logits layer (default D4; 0 removes it).

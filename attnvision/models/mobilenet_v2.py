@@ -17,8 +17,8 @@ with ``source="official"``. Initialisation is theirs (``ECA_MobileNetV2.__init__
 torchvision's): He-normal fan-out convolutions, BN weight 1 and bias 0, the classifier N(0, 0.01)
 with a zero bias; with ``init="authors"`` (default) BAM and CBAM modules then start as in the BAM/CBAM
 authors' ResNets (:func:`~attnvision.models._base.init_attention_module_cnn`: CBAM's spatial-gate BN at 0,
-zero biases), ``init="torchvision"`` leaves them at the network's rule. Channel counts are rounded to multiples of 8 (the reference
-``_make_divisible``), which leaves ``width_mult=1.0`` unchanged. The authors' ECA code drops 25%
+zero biases), ``init="torchvision"`` leaves them at the network's rule. Channel counts are rounded to multiples of 8
+(the reference ``_make_divisible``), which leaves ``width_mult=1.0`` unchanged. The authors' ECA code drops 25%
 before the classifier; ``drop_rate`` defaults to the paper's (and torchvision's) 20%.
 """
 from __future__ import annotations

@@ -273,7 +273,8 @@ class ResNet(Backbone):
             between = _between_stages(attn) and not last
             stage_attn.append(create_attn(attn, cout, **(attn_kwargs or {})) if between else nn.Identity())
             # ``module`` names the layer whose output is the feature map: BAM's when it follows the stage
-            info.append(dict(num_chs=cout, reduction=reduction, module=f"stage_attn.{i}" if between else f"layer{i + 1}"))
+            info.append(dict(num_chs=cout, reduction=reduction,
+                             module=f"stage_attn.{i}" if between else f"layer{i + 1}"))
         for i, stage in enumerate(stages):
             self.add_module(f"layer{i + 1}", stage)
         self.num_stages = len(stages)
@@ -417,7 +418,8 @@ def convert_official_resnet(state_dict: dict, model: ResNet) -> dict:
         if convert is None:
             kind = "BAM" if stage else key.split(".")[2].upper()
             raise ValueError(f"load_checkpoint: the checkpoint holds {kind} modules ({key!r}) but "
-                             f"{type(model).__name__} has no attention module at {path!r}; build the *_{kind.lower()} model")
+                             f"{type(model).__name__} has no attention module at {path!r}; "
+                             f"build the *_{kind.lower()} model")
         if isinstance(layer, BAM) and layer.combine != "product":
             raise ValueError(OFFICIAL_BAM_NEEDS_PRODUCT)
         out[f"{path}.{convert(rest)}"] = value

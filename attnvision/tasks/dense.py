@@ -161,7 +161,8 @@ class DenseTask(Task):
         model.eval()
         try:
             with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                metrics, images, seconds = self._predict(model, self._loader(val_set, batch_size, workers, d), device, d)
+                metrics, images, seconds = self._predict(model, self._loader(val_set, batch_size, workers, d),
+                                                         device, d)
         finally:
             model.train(was_training)
         timing = all_sum(torch.tensor([seconds, images], dtype=torch.float64, device=d.device), d).cpu()

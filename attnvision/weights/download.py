@@ -211,7 +211,8 @@ def _fetch_from_hub(hub, cfg: Mapping, expected: str | None, url_expected: str |
     try:
         path = hub.hf_hub_download(repo_id, filename, revision=revision, local_files_only=offline)
     except (LocalEntryNotFoundError, OfflineModeIsEnabled):
-        if cfg.get("url") and os.path.isfile(_cached_url_file(cfg)):  # the same weights under their URL, in torch's cache
+        # the same weights under their URL, in torch's cache
+        if cfg.get("url") and os.path.isfile(_cached_url_file(cfg)):
             return _fetch_from_url(cfg, url_expected, who, progress=False)
         raise unreachable("offline mode is on (HF_HUB_OFFLINE)" if offline else "the Hub cannot be reached") from None
     except GatedRepoError:
@@ -231,7 +232,8 @@ def _fetch_from_hub(hub, cfg: Mapping, expected: str | None, url_expected: str |
     except OSError as e:  # a connection lost during the download (requests' errors are OSErrors), a full disk
         if isinstance(e, (PermissionError, IsADirectoryError, NotADirectoryError)):
             raise
-        raise unreachable(f"the download failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+        raise unreachable(f"the download failed "
+                          f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
     _verify_cached(path, expected, who, lambda: _remove_hub_file(path))
     return path
 

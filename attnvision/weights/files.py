@@ -114,7 +114,8 @@ def read_state_dict(path_or_state_dict, safe_globals: Iterable[str] = ()) -> dic
     elif isinstance(path_or_state_dict, Mapping):
         sd = path_or_state_dict
     else:
-        raise TypeError(f"load_checkpoint: expected a path or a state_dict mapping, got {type(path_or_state_dict).__name__}")
+        raise TypeError(f"load_checkpoint: expected a path or a state_dict mapping, "
+                        f"got {type(path_or_state_dict).__name__}")
     while isinstance(sd, Mapping) and not _is_flat_state_dict(sd):
         inner = next((sd[k] for k in _WRAPPER_KEYS if isinstance(sd.get(k), Mapping)), None)
         if inner is None:

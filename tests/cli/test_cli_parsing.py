@@ -78,7 +78,8 @@ def test_bad_json_says_where_it_fails(capsys, command, text):
     e = info.value
     assert main([*command, "--model-kwargs", text]) == 2
     err = _one_line(capsys, f"attnvision {command[0]}")
-    assert f"argument --model-kwargs: not valid JSON: {e.msg} at line {e.lineno}, column {e.colno} (char {e.pos})" in err
+    assert (f"argument --model-kwargs: not valid JSON: {e.msg} at line {e.lineno}, column {e.colno} "
+            f"(char {e.pos})") in err
 
 
 def test_json_that_is_not_an_object_is_refused(capsys):

@@ -111,4 +111,5 @@ def test_docs_weights_table_is_the_one_the_code_prints():
     text = DOCS.read_text(encoding="utf-8")
     found = re.search(r"<!-- BEGIN table:weights -->\n(.*?)\n<!-- END table:weights -->", text, re.DOTALL)
     assert found and found[1] == weights_table(markdown=True), (
-        "docs/pretrained.md is stale: run python tools/doc_tables.py --write, or paste `attnvision.cli.models.weights_table(markdown=True)` between its markers")
+        "docs/pretrained.md is stale: run python tools/doc_tables.py --write, "
+        "or paste `attnvision.cli.models.weights_table(markdown=True)` between its markers")

@@ -49,7 +49,8 @@ def test_affinity_counts_the_cores_a_pinned_process_may_use(machine):
 def test_cgroup_v2_quota_is_the_smallest_on_the_path_rounded_up(machine, tmp_path):
     root = machine(8)
     _cgroup(root, tmp_path / "proc_self_cgroup", "0::/user.slice/job\n", {
-        "cpu.max": "400000 100000\n", "user.slice/cpu.max": "max 100000\n", "user.slice/job/cpu.max": "150000 100000\n"})
+        "cpu.max": "400000 100000\n", "user.slice/cpu.max": "max 100000\n",
+        "user.slice/job/cpu.max": "150000 100000\n"})
     assert cgroup_cpu_quota() == pytest.approx(1.5)
     assert available_cpus() == 2
 

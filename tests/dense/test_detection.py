@@ -133,7 +133,8 @@ def test_pretrained_backbone_is_loaded_frozen_bn_and_only_the_last_stages_train(
     body = model.backbone.body.model
     torch.testing.assert_close(body.layer3[0].conv1.weight, classifier.layer3[0].conv1.weight)
     # torchvision's defaults with a pretrained backbone: FrozenBatchNorm2d, the last three stages train
-    assert isinstance(body.bn1, FrozenBatchNorm2d) and not any(isinstance(m, torch.nn.BatchNorm2d) for m in body.modules())
+    assert isinstance(body.bn1, FrozenBatchNorm2d)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in body.modules())
     torch.testing.assert_close(body.layer1[0].bn1.running_var, classifier.layer1[0].bn1.running_var)
     assert not body.conv1.weight.requires_grad
     assert all(p.requires_grad for p in body.layer1.parameters())  # resnet20 has three stages: all train

@@ -11,7 +11,8 @@ SIZE = 64
 _WIDTHS = dict(widths=(8, 16, 16, 32), stem_width=8)
 
 BUILDERS = {
-    "resnet_cbam": lambda: ResNet(ResNetCfg("basic", (1, 1, 1, 1), **_WIDTHS), 0, attn="cbam", attn_kwargs=dict(reduction=4)),
+    "resnet_cbam": lambda: ResNet(ResNetCfg("basic", (1, 1, 1, 1), **_WIDTHS), 0, attn="cbam",
+                                  attn_kwargs=dict(reduction=4)),
     "van": lambda: VAN(VANCfg((8, 8, 16, 16), (1, 1, 1, 1), (2, 2, 2, 2)), 0),
     "coatnet": lambda: CoAtNet(CoAtNetCfg((1, 1, 1, 1), (8, 8, 16, 32, 32)), 0, head_dim=8, img_size=SIZE),
     "sasa": lambda: SASAResNet(SASACfg((1, 1, 1, 1), **_WIDTHS), 0, heads=2, kernel_size=3),

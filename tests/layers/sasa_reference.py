@@ -7,8 +7,6 @@ the peer ("the common public implementation").
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 

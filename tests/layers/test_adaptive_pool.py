@@ -12,7 +12,8 @@ from attnvision.layers.adaptive_pool import POOL_TYPES, channel_max, global_max
 @pytest.mark.parametrize("pool_type", POOL_TYPES)
 def test_pool_computes_what_timms_selectadaptivepool2d_computes(pool_type):
     x = torch.randn(2, 6, 5, 7)
-    ours, timms = SelectAdaptivePool2d(pool_type), TimmPool(pool_type=pool_type, flatten=bool(pool_type))  # timm heads never flatten the unpooled map
+    # timm heads never flatten the unpooled map
+    ours, timms = SelectAdaptivePool2d(pool_type), TimmPool(pool_type=pool_type, flatten=bool(pool_type))
     torch.testing.assert_close(ours(x), timms(x))
     assert ours.feat_mult() == timms.feat_mult()
 

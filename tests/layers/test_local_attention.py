@@ -16,7 +16,7 @@ from attnvision.layers.local_attention import local_attention
 la_module = sys.modules["attnvision.layers.local_attention"]
 
 sys.path.insert(0, str(Path(__file__).parent))
-from sasa_reference import reference_layer, unfold_local_attention  # noqa: E402
+from sasa_reference import reference_layer  # noqa: E402 (importable only after the sys.path entry above)
 
 
 def _grads(out, inputs, seed_grad):

@@ -137,14 +137,16 @@ def test_feature_options_and_output_stride_are_checked():
     assert feats.feature_info.reduction() == [16, 32] and feats.feature_info.module_name(0) == "layer3"
     assert feats.feature_info.get_dicts(keys=["num_chs"]) == [dict(num_chs=256), dict(num_chs=512)]
     assert _meta("resnet18", output_stride=32).num_classes == 1000
-    with pytest.raises(ValueError, match="resnet18 has no dilated variant; output_stride must be its native 32, got 16"):
+    with pytest.raises(ValueError,
+                       match="resnet18 has no dilated variant; output_stride must be its native 32, got 16"):
         _meta("resnet18", output_stride=16)
     with pytest.raises(ValueError, match="feature_cls must be 'list' or 'getter', got 'dict'"):
         _meta("resnet18", features_only=True, feature_cls="dict")
 
 
 def test_mobilenet_takes_timms_drop_path_rate_only_where_it_means_something():
-    assert _meta("mobilenet_v1", drop_path_rate=None).num_classes == _meta("mobilenet_v1", drop_path_rate=0.0).num_classes
+    assert (_meta("mobilenet_v1", drop_path_rate=None).num_classes
+            == _meta("mobilenet_v1", drop_path_rate=0.0).num_classes)
     with pytest.raises(ValueError, match="MobileNetV1: its blocks have no residual connection"):
         _meta("mobilenet_v1", drop_path_rate=0.1)
 

@@ -27,7 +27,8 @@ def test_every_pooling_reaches_the_classifier_at_its_width(family):
         mult = 2 if pool_type == "catavgmax" else 1
         assert model.pool_type == pool_type
         if _plain_pool_head(family):
-            torch.testing.assert_close(model.forward_head(feats, pre_logits=True), TimmPool(pool_type=pool_type, flatten=True)(feats))
+            torch.testing.assert_close(model.forward_head(feats, pre_logits=True),
+                                       TimmPool(pool_type=pool_type, flatten=True)(feats))
             assert model.get_classifier().in_features == model.head_hidden_size == mult * model.num_features
         else:
             assert model.head.norm.normalized_shape == (mult * feats.shape[1],)

@@ -90,4 +90,5 @@ def test_features_only_drops_the_final_norm_and_later_stages_and_still_loads_ful
     report = av.load_checkpoint(feats, full.state_dict())
     assert report.missing_keys == [] and report.unexpected_keys == []
     x = torch.randn(1, 3, 32, 32)
-    torch.testing.assert_close(feats.eval()(x)[1], full.eval().forward_intermediates(x, [1], intermediates_only=True)[0])
+    torch.testing.assert_close(feats.eval()(x)[1],
+                               full.eval().forward_intermediates(x, [1], intermediates_only=True)[0])

@@ -39,7 +39,8 @@ def _eca_keys_of_the_authors_model():
 
 def test_eca_sits_where_the_authors_put_it_with_their_kernels():
     ours = av.create_model("mobilenet_v2_eca")
-    plain = {k.replace("classifier.1.", "classifier."): v for k, v in torchvision.models.mobilenet_v2().state_dict().items()}
+    plain = {k.replace("classifier.1.", "classifier."): v
+             for k, v in torchvision.models.mobilenet_v2().state_dict().items()}
     extra = {k: tuple(v.shape) for k, v in ours.state_dict().items() if k not in plain}
     assert extra == _eca_keys_of_the_authors_model()
     with torch.device("meta"):
@@ -106,7 +107,8 @@ def test_initialisation_is_the_authors():
 def test_bam_and_cbam_modules_start_as_the_bam_cbam_authors_unless_asked_otherwise():
     spatial_bns = lambda m: [g.bn for g in m.modules() if type(g).__name__ == "CBAMSpatialGate"]  # noqa: E731
     assert all(torch.all(bn.weight == 0) for bn in spatial_bns(av.create_model("mobilenet_v2_cbam")))
-    assert all(torch.all(bn.weight == 1) for bn in spatial_bns(av.create_model("mobilenet_v2_cbam", init="torchvision")))
+    assert all(torch.all(bn.weight == 1)
+               for bn in spatial_bns(av.create_model("mobilenet_v2_cbam", init="torchvision")))
     bam = next(m for m in av.create_model("mobilenet_v2_bam").modules() if isinstance(m, BAM))
     assert all(torch.all(p == 0) for n, p in bam.named_parameters() if n.endswith("bias") and "bn" not in n)
 

@@ -292,8 +292,10 @@ def test_cifar_backbones_of_the_bam_paper_match_their_own_papers(name, millions)
 
 
 def test_wide_resnet28_8_is_wide_resnet28_10_at_width_8():
-    wrn8, wrn10 = av.create_model("wide_resnet28_8_bam", num_classes=10), av.create_model("wide_resnet28_10", num_classes=10)
-    assert [f["num_chs"] for f in wrn8.feature_info] == [w * 8 // 10 for w in (f["num_chs"] for f in wrn10.feature_info)]
+    wrn8 = av.create_model("wide_resnet28_8_bam", num_classes=10)
+    wrn10 = av.create_model("wide_resnet28_10", num_classes=10)
+    assert ([f["num_chs"] for f in wrn8.feature_info]
+            == [w * 8 // 10 for w in (f["num_chs"] for f in wrn10.feature_info)])
     assert sum(isinstance(m, BAM) for m in wrn8.modules()) == 2
 
 

@@ -106,7 +106,8 @@ def test_attention_stages_keep_convolutions_elsewhere_and_change_params_by_exact
     for i, stage in enumerate(mixed.stages, start=1):
         blocks = list(stage)
         assert all(b.attention == (i in stages) for b in blocks)
-        assert all(isinstance(b.attn if b.attention else b.conv2, LocalSelfAttention2d if b.attention else torch.nn.Conv2d)
+        assert all(isinstance(b.attn if b.attention else b.conv2,
+                              LocalSelfAttention2d if b.attention else torch.nn.Conv2d)
                    for b in blocks)
     # per block: a 3×3 conv (9p²) instead of W_Q, W_K, W_V (3p²) and the relative embeddings (p·k, k = 7)
     delta = sum(len(list(s)) * (6 * w * w - 7 * w) for i, (s, w) in enumerate(zip(full.stages, full.cfg.widths), 1)

@@ -17,7 +17,8 @@ TINY = {
                                        attn="bam", attn_kwargs=dict(reduction=4), **kw), 64),
     "preresnet_se": (lambda **kw: ResNet(ResNetCfg("preact_basic", (1, 1, 1), widths=(8, 16, 16), stem="cifar",
                                                    stem_width=8), attn="se", attn_kwargs=dict(reduction=4),
-                                      channels_last=False, **kw),  # channels-last CPU training of it crashes in torch 2.14
+                                      # channels-last CPU training of it crashes in torch 2.14
+                                      channels_last=False, **kw),
                      64),
     "mobilenet_eca": (lambda **kw: MobileNetV1(width_mult=0.125, attn="eca", **kw), 64),
     "van": (lambda **kw: VAN(VANCfg((8, 8, 16, 16), (1, 1, 1, 1), (2, 2, 2, 2)), **kw), 64),

@@ -1,4 +1,5 @@
-"""attnvision.profiling.benchmark and `attnvision benchmark`: what is measured and how it is derived (no timings asserted)."""
+"""attnvision.profiling.benchmark and `attnvision benchmark`: what is measured and how it is derived
+(no timings asserted)."""
 from __future__ import annotations
 
 import csv

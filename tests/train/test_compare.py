@@ -199,8 +199,9 @@ def test_paired_differences_and_their_interval_by_hand(tmp_path, capsys):
 
     write_results(rows, str(tmp_path), dict(data="cluttered-digits", epochs=1, seeds=3, recipe={}, jobs=1))
     md = (tmp_path / "results.md").read_text()
-    assert f"+1.67 [{5 / 3 - half:+.2f}, {5 / 3 + half:+.2f}] *" in next(l for l in md.splitlines() if "`cbam`" in l)
-    assert " *" not in next(l for l in md.splitlines() if "`se`" in l).split("|")[5]
+    cbam_row = next(line for line in md.splitlines() if "`cbam`" in line)
+    assert f"+1.67 [{5 / 3 - half:+.2f}, {5 / 3 + half:+.2f}] *" in cbam_row
+    assert " *" not in next(line for line in md.splitlines() if "`se`" in line).split("|")[5]
     table = summary_table(rows)
     lines = {line.split()[0]: line for line in table.splitlines()[2:5]}
     assert "higher beyond seed spread" in lines["cbam"] and "more beyond seed spread" in lines["cbam"]

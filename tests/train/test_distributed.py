@@ -157,5 +157,6 @@ def test_two_ranks_train_one_detector_to_identical_weights_and_metrics(tmp_path)
     summaries = [r["summary"] for r in ranks]
     assert all(s["world_size"] == 2 and s["epochs_done"] == 1 for s in summaries)
     # each rank predicts half of the canvases; the gathered detections give every rank the same AP
-    assert summaries[0]["val_map_50"] == summaries[1]["val_map_50"] and summaries[0]["val_map"] == summaries[1]["val_map"]
+    assert summaries[0]["val_map_50"] == summaries[1]["val_map_50"]
+    assert summaries[0]["val_map"] == summaries[1]["val_map"]
     assert os.path.isfile(os.path.join(out, "summary.json")) and os.path.isfile(os.path.join(out, "best.safetensors"))

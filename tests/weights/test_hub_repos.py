@@ -70,7 +70,8 @@ def test_hub_name_with_other_weights_is_refused(hub_cache, saved):
 
 
 @pytest.mark.parametrize("config, found", [
-    ({"model_type": "vit", "architectures": ["ViTForImageClassification"]}, "a transformers config \\(model_type 'vit'"),
+    ({"model_type": "vit", "architectures": ["ViTForImageClassification"]},
+     "a transformers config \\(model_type 'vit'"),
     ({"architecture": "resnet50", "num_classes": 1000, "pretrained_cfg": {}}, "timm's \\(architecture 'resnet50'\\)"),
     ({"hello": 1}, "no library_name 'attnvision' \\(keys: hello\\)"),
 ])
