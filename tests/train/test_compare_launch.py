@@ -77,10 +77,10 @@ def test_a_cut_run_resumes_from_its_last_state_and_finished_ones_are_kept(tmp_pa
 
 
 @pytest.mark.slow
-def test_parallel_local_runs_show_one_bar_over_the_runs_on_stderr(tmp_path, capfd, no_throughput):
+def test_parallel_local_runs_show_the_progress_over_the_runs_on_stderr(tmp_path, capfd, no_throughput):
     compare(MODELS, out=str(tmp_path), jobs=2, **TINY)
-    captured = capfd.readouterr()  # the spawned processes' output too
-    assert "compare: 0/2 runs" in captured.err and "compare: 2/2 runs" in captured.err
+    captured = capfd.readouterr()  # the spawned processes' output too; stderr is a file: a line per finished run
+    assert "compare: 1/2 runs" in captured.err and "compare: 2/2 runs" in captured.err and "\r" not in captured.err
     assert "s/run" in captured.err and "ETA" in captured.err
     assert "epoch 1/1" not in captured.err + captured.out  # the runs draw no bars and print no epoch lines here
     assert "resnet20 - seed 0: val acc1" in captured.out and "resnet20_se - seed 0: val acc1" in captured.out
