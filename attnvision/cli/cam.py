@@ -11,6 +11,7 @@ from ..explain.dense import detection_cam, segmentation_cam
 from ..explain.figure import dense_figure, explain_image, save_figure
 from ..factory import create_model
 from ..loading import model_from_record
+from ..models._base import model_cfg
 from ..train.rundir import record_from_args
 from ..weights import load_checkpoint
 from ._options import json_object
@@ -161,7 +162,7 @@ def _run_dense(args, record_task: str) -> int:
     if args.box or args.input_size:
         raise ValueError(f"cam: --box and --input-size are for classifiers; a {record_task} run reads the image "
                          f"at its trained size and draws its own boxes or classes")
-    cfg = model.pretrained_cfg
+    cfg = model_cfg(model)
     size = cfg["input_size"][1:]
     if record_task == "detection":
         if args.target is not None:

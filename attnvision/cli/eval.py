@@ -67,7 +67,7 @@ def _model_and_data(args):
     if not args.checkpoint:
         raise ValueError("eval: --model needs --checkpoint PATH (or give --run DIR)")
     with torch.device("meta"):
-        pc = create_model(args.model, **(args.model_kwargs or {})).pretrained_cfg
+        pc = model_cfg(create_model(args.model, **(args.model_kwargs or {})))
     return None, pc
 
 
